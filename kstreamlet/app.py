@@ -1,0 +1,125 @@
+"""The application: configuration, the streams it defines, and how it runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from kstreamlet import serdes as _serdes
+from kstreamlet.config import Settings, load_settings
+from kstreamlet.dsl.stream import Stream
+from kstreamlet.serdes import Serde
+from kstreamlet.sources.base import Source
+from kstreamlet.topology.builder import InternalTopic, Topology, build_topology
+from kstreamlet.topology.nodes import SourceNode, StartPosition
+
+
+@dataclass
+class _CustomSource:
+    name: str
+    source: Any
+    topic: str
+    key_serde: Serde[Any]
+    value_serde: Serde[Any]
+
+
+class App:
+    """A kstreamlet service: one consumer-group member per process.
+
+    Settings come from keyword arguments, then ``KSTREAMLET_*`` environment variables
+    (see :class:`kstreamlet.config.Settings`); invalid ones raise ``ConfigError`` naming
+    the field.
+
+    Example::
+
+        from kstreamlet import App, serdes
+
+        app = App(application_id="upper", processing_guarantee="exactly_once")
+        app.stream("in", value_serde=serdes.STR).map(str.upper).to("out")
+
+        if __name__ == "__main__":
+            app.run()
+    """
+
+    def __init__(self, application_id: str | None = None, **settings: Any) -> None:
+        self.settings: Settings = load_settings(application_id=application_id, **settings)
+        self._sources: list[SourceNode] = []
+        self._internal_topics: dict[str, InternalTopic] = {}
+        self._custom_sources: list[_CustomSource] = []
+        self._topology: Topology | None = None
+        self._names: set[str] = set()
+
+    def configure(self, **settings: Any) -> "App":
+        """Change settings before running (e.g. bootstrap servers in tests); re-validated."""
+        current = self.settings.model_dump(exclude_unset=True)
+        current.update({k: v for k, v in settings.items() if v is not None})
+        self.settings = load_settings(**current)
+        return self
+
+    # --- defining streams ------------------------------------------------------------------------
+
+    def stream(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
+               start: StartPosition | str | Mapping[int, int] | None = None, override_committed: bool = False) -> Stream:
+        """A stream reading ``topic``.
+
+        ``start``: ``"group"`` (default: the group's committed offset, else
+        ``auto_offset_reset``), ``"earliest"``, ``"latest"``, ``{partition: offset}`` or
+        ``StartPosition.from_timestamp(ms)``. Committed offsets win over ``start`` once the
+        group has them, unless ``override_committed=True``.
+        """
+        ks = _serdes.resolve(key_serde, _serdes.BYTES)
+        vs = _serdes.resolve(value_serde, _serdes.BYTES)
+        node = SourceNode(topic, ks, vs, StartPosition.parse(start, override_committed))
+        self._register_source(node)
+        return Stream(self, node, ks, vs)
+
+    def source(self, source: Source | Callable[[], Iterable[Any]], name: str,
+               value_serde: Serde[Any] | str | None = None, key_serde: Serde[Any] | str | None = None,
+               partitions: int = 1) -> Stream:
+        """A stream fed by a custom source (see :mod:`kstreamlet.sources.base` for the guarantee).
+
+        Its records pass through the internal topic ``<application_id>-source-<name>``.
+        """
+        self._check_name(name)
+        ks = _serdes.resolve(key_serde, _serdes.BYTES)
+        vs = _serdes.resolve(value_serde, _serdes.JSON)
+        topic = f"{self.settings.application_id}-source-{name}"
+        self._internal_topics[topic] = InternalTopic(topic, partitions)
+        self._custom_sources.append(_CustomSource(name, source, topic, ks, vs))
+        node = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions)
+        self._register_source(node)
+        return Stream(self, node, ks, vs)
+
+    def _check_name(self, name: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"name {name!r} must be letters, digits, '.', '_' or '-' (it names a topic)")
+        if name in self._names:
+            raise ValueError(f"name {name!r} is used twice in this app")
+        self._names.add(name)
+
+    def _register_source(self, node: SourceNode) -> None:
+        if self._topology is not None:
+            raise RuntimeError("the topology was already built; define all streams before running")
+        self._sources.append(node)
+
+    def _repartition_topic(self, name: str | None, partitions: int | None) -> str:
+        name = name or f"key_by-{len(self._internal_topics)}"
+        self._check_name(name)
+        topic = f"{self.settings.application_id}-{name}-repartition"
+        self._internal_topics[topic] = InternalTopic(topic, partitions)
+        return topic
+
+    # --- running ------------------------------------------------------------------------------------
+
+    def topology(self) -> Topology:
+        """Build (once) and return the topology; raises TopologyError if it cannot run."""
+        if self._topology is None:
+            self._topology = build_topology(self._sources, self._internal_topics)
+        return self._topology
+
+    def run(self, workers: int = 1) -> int:
+        """Join the group and process until SIGTERM/SIGINT. Returns the exit code."""
+        from kstreamlet.runtime.runner import run_app
+
+        return run_app(self, workers)

@@ -1,0 +1,5 @@
+"""Real infrastructure on demand for development, tests and benchmarks.
+
+- :mod:`kstreamlet.dev.kafka` — a real Apache Kafka broker (external, Testcontainers, or local jars).
+- :mod:`kstreamlet.dev.mysql` — a real MySQL/MariaDB server (external, Testcontainers, or a private MariaDB).
+"""

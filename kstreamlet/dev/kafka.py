@@ -1,0 +1,439 @@
+"""A real Apache Kafka broker on demand, for tests, demos and benchmarks.
+
+Backends, in order (see :func:`kafka_broker`):
+
+1. ``KSTREAMLET_BOOTSTRAP_SERVERS`` — an external cluster, used as is.
+2. Testcontainers' Kafka module, when a Docker engine answers.
+3. :class:`LocalKafkaBroker` — Apache Kafka's own jars, resolved from Maven Central
+   with ``mvn`` into ``~/.cache/kstreamlet/kafka-<version>`` (once), formatted as a
+   single KRaft node (broker + controller) and started with ``java`` on free
+   127.0.0.1 ports.
+
+Example::
+
+    from kstreamlet.dev.kafka import kafka_broker
+
+    with kafka_broker() as broker:
+        print(broker.bootstrap_servers)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+log = logging.getLogger("kstreamlet.dev.kafka")
+
+#: The Apache Kafka release the local broker runs (``org.apache.kafka:kafka_2.13``).
+KAFKA_VERSION = os.environ.get("KSTREAMLET_KAFKA_VERSION", "4.2.1")
+_LOG4J2_VERSION = "2.24.3"
+_SLF4J_VERSION = "2.0.17"
+
+
+class KafkaStartError(RuntimeError):
+    """The broker could not be provided; the message says what is missing and how to fix it."""
+
+
+class Broker(Protocol):
+    """What every backend offers."""
+
+    bootstrap_servers: str
+    backend: str
+    startup_seconds: float
+
+
+def cache_dir() -> Path:
+    """Where jars and dev-broker state are cached (``KSTREAMLET_CACHE_DIR`` overrides)."""
+    base = os.environ.get("KSTREAMLET_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kstreamlet"
+    )
+    return Path(base)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _require_tool(name: str, how: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise KafkaStartError(f"`{name}` was not found on PATH; it is needed for the local Kafka broker. {how}")
+    return path
+
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.kstreamlet</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>{slf4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+"""
+
+
+def ensure_kafka_jars(version: str = KAFKA_VERSION, timeout: float = 900.0) -> Path:
+    """Resolve Kafka's jars from Maven Central into the cache (idempotent) and return the lib dir.
+
+    A complete download is marked by a ``.complete`` file, so an interrupted one is redone.
+    """
+    home = cache_dir() / f"kafka-{version}"
+    libs = home / "libs"
+    if (home / ".complete").exists():
+        return libs
+    mvn = _require_tool("mvn", "Install Maven (Debian: `apt-get install -y maven`).")
+    _require_tool("java", "Install a Java 17+ runtime (Debian: `apt-get install -y openjdk-17-jre-headless`).")
+    home.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="resolve-", dir=home))
+    try:
+        (staging / "pom.xml").write_text(_POM.format(kafka=version, slf4j=_SLF4J_VERSION, log4j=_LOG4J2_VERSION))
+        print(f"kstreamlet: resolving Apache Kafka {version} from Maven Central into {home} ...", file=sys.stderr)
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [mvn, "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=libs", "-DincludeScope=runtime"],
+                cwd=staging,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise KafkaStartError(f"Maven did not resolve Kafka {version} within {timeout:.0f}s") from e
+        if proc.returncode != 0:
+            raise KafkaStartError(
+                f"Maven failed to resolve org.apache.kafka:kafka_2.13:{version} (exit {proc.returncode}):\n"
+                + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            )
+        if libs.exists():
+            shutil.rmtree(libs)
+        (staging / "libs").rename(libs)
+        (home / "log4j2.yaml").write_text(_LOG4J2)
+        (home / ".complete").write_text(version)
+        print(f"kstreamlet: Kafka {version} jars cached in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def _wait_for_metadata(bootstrap: str, deadline: float, alive: "callable[[], bool]") -> None:  # type: ignore[valid-type]
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000, "log_level": 0})
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not alive():
+            raise KafkaStartError("the broker process exited during start")
+        try:
+            md = admin.list_topics(timeout=2)
+            if md.brokers:
+                return
+        except Exception as e:  # KafkaException while the broker is coming up
+            last = e
+        time.sleep(0.2)
+    raise KafkaStartError(f"broker at {bootstrap} did not answer metadata in time (last error: {last})")
+
+
+class LocalKafkaBroker:
+    """One KRaft node (broker + controller) run from Apache Kafka's jars.
+
+    Settings fit one node and transactions: replication factor 1 for internal topics,
+    ``transaction.state.log.min.isr=1``, no initial rebalance delay, no auto topic creation.
+    Logs and data live in a temp dir that :meth:`stop` removes (unless ``keep_dir``).
+    """
+
+    backend = "local"
+
+    def __init__(
+        self,
+        version: str = KAFKA_VERSION,
+        port: int | None = None,
+        workdir: Path | None = None,
+        heap: str = "1g",
+        extra_config: dict[str, str] | None = None,
+        keep_dir: bool = False,
+    ) -> None:
+        self.version = version
+        if port is not None and port_in_use(port):
+            raise KafkaStartError(f"port {port} on 127.0.0.1 is already in use; choose another or omit it")
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kstreamlet-kafka-"))
+        self.heap = heap
+        self.extra_config = extra_config or {}
+        self.keep_dir = keep_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_seconds = 0.0
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "broker.log"
+
+    def _config(self) -> str:
+        cfg = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.workdir / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            # A kill -9'd member's transaction must not block read_committed readers for the
+            # default 15 min; clients ask for their own timeout up to this cap.
+            "transaction.max.timeout.ms": "900000",
+            "log.retention.check.interval.ms": "60000",
+            # Tests often create many short-lived topics; keep segment files small.
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "group.consumer.session.timeout.ms": "10000",
+            "group.consumer.min.session.timeout.ms": "3000",
+            "group.consumer.heartbeat.interval.ms": "1000",
+            "group.consumer.min.heartbeat.interval.ms": "500",
+        }
+        cfg.update(self.extra_config)
+        return "".join(f"{k}={v}\n" for k, v in cfg.items())
+
+    def _java_cmd(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
+        java = _require_tool("java", "Install a Java 17+ runtime (Debian: `apt-get install -y openjdk-17-jre-headless`).")
+        return [
+            java,
+            f"-Xmx{heap}",
+            f"-Dlog4j2.configurationFile={libs.parent / 'log4j2.yaml'}",
+            "-Djava.awt.headless=true",
+            "-cp",
+            str(libs / "*"),
+            main,
+            *args,
+        ]
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no broker log)"
+
+    def start(self, timeout: float = 90.0) -> "LocalKafkaBroker":
+        t0 = time.monotonic()
+        libs = ensure_kafka_jars(self.version)
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        props = self.workdir / "server.properties"
+        props.write_text(self._config())
+        cluster_id = uuid.uuid4().bytes
+        import base64
+
+        cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+        try:
+            fmt = subprocess.run(
+                self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise KafkaStartError("formatting the KRaft storage timed out after 60s") from e
+        if fmt.returncode != 0:
+            raise KafkaStartError(f"formatting the KRaft storage failed:\n{fmt.stdout}\n{fmt.stderr}")
+        with open(self.log_file, "wb") as out:
+            self.proc = subprocess.Popen(
+                self._java_cmd(libs, "kafka.Kafka", str(props), heap=self.heap),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal is handled by us, not the JVM
+            )
+        try:
+            _wait_for_metadata(self.bootstrap_servers, t0 + timeout, lambda: self.proc is not None and self.proc.poll() is None)
+        except KafkaStartError as e:
+            tail = self.log_tail()
+            self.stop()
+            raise KafkaStartError(f"{e}\n--- broker log tail ---\n{tail}") from None
+        self.startup_seconds = time.monotonic() - t0
+        log.info("kafka broker ready", extra={"bootstrap": self.bootstrap_servers, "seconds": self.startup_seconds})
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        if self._own_dir and not self.keep_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "LocalKafkaBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class ExternalKafka:
+    """A cluster someone else runs (``KSTREAMLET_BOOTSTRAP_SERVERS``)."""
+
+    bootstrap_servers: str
+    backend: str = "external"
+    startup_seconds: float = 0.0
+
+
+def docker_available(timeout: float = 2.0) -> bool:
+    """True only when a Docker engine answers a ping (the client binary alone is not enough)."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env(timeout=timeout)
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _testcontainers_kafka() -> Iterator[Broker]:
+    from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
+
+    t0 = time.monotonic()
+    with KafkaContainer().with_kraft() as kc:  # pragma: no cover - needs a Docker engine
+        yield ExternalKafka(kc.get_bootstrap_server(), backend="testcontainers", startup_seconds=time.monotonic() - t0)
+
+
+@contextlib.contextmanager
+def kafka_broker(prefer: str | None = None) -> Iterator[Broker]:
+    """Yield a running broker from the first backend that is available.
+
+    ``prefer`` (or ``KSTREAMLET_KAFKA_BACKEND``) forces one of ``external``,
+    ``testcontainers``, ``local``.
+    """
+    prefer = prefer or os.environ.get("KSTREAMLET_KAFKA_BACKEND")
+    external = os.environ.get("KSTREAMLET_BOOTSTRAP_SERVERS")
+    if prefer in (None, "external") and external:
+        yield ExternalKafka(external)
+        return
+    if prefer == "testcontainers" or (prefer is None and docker_available()):
+        with _testcontainers_kafka() as b:
+            _announce(b)
+            yield b
+        return
+    with LocalKafkaBroker() as b:
+        _announce(b)
+        yield b
+
+
+def _announce(b: Broker) -> None:
+    print(
+        f"kstreamlet: Kafka broker ({b.backend}) ready at {b.bootstrap_servers} in {b.startup_seconds:.1f}s",
+        file=sys.stderr,
+    )
+
+
+# --- a long-lived dev broker for people (``kstreamlet dev kafka up|down|status``) -------------
+
+def _state_file() -> Path:
+    return cache_dir() / "dev-kafka.json"
+
+
+def dev_status() -> dict[str, object] | None:
+    """The running dev broker's state, or None."""
+    try:
+        state = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None
+    return state  # type: ignore[no-any-return]
+
+
+def dev_up(port: int = 9092) -> dict[str, object]:
+    """Start a detached broker that outlives this process; idempotent."""
+    state = dev_status()
+    if state:
+        return state
+    workdir = cache_dir() / "dev-kafka"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    broker = LocalKafkaBroker(port=port, workdir=workdir, keep_dir=True)
+    broker.start()
+    assert broker.proc is not None
+    state = {"pid": broker.proc.pid, "bootstrap_servers": broker.bootstrap_servers, "workdir": str(workdir),
+             "version": broker.version, "startup_seconds": round(broker.startup_seconds, 2)}
+    _state_file().write_text(json.dumps(state))
+    return state
+
+
+def dev_down(timeout: float = 30.0) -> bool:
+    """Stop the dev broker; returns whether one was running."""
+    state = dev_status()
+    if not state:
+        return False
+    pid = int(state["pid"])  # type: ignore[call-overload]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _state_file().unlink(missing_ok=True)
+    shutil.rmtree(str(state["workdir"]), ignore_errors=True)
+    return True

@@ -1,0 +1,160 @@
+"""The checkpoint: the one place where progress becomes durable.
+
+Exactly-once (Kafka EOS v2, KIP-447): a checkpoint is one Kafka transaction. Outputs are
+produced inside it as records are processed; :meth:`Checkpointer.commit` lets every
+participant add its records (changelogs, sink committables: :class:`Participant`), sends
+the consumed offsets with ``send_offsets_to_transaction`` and commits. On an abortable
+error the transaction is aborted and the consumer rewinds to the first offset of the
+checkpoint, so the records are processed again in a new transaction.
+
+At-least-once: outputs are produced by an idempotent producer; :meth:`commit` flushes
+it, and only when every output is acknowledged commits the consumed offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+log = structlog.get_logger("kstreamlet.checkpoint")
+
+TP = tuple[str, int]
+
+
+class Participant(Protocol):
+    """Something whose work must commit or abort together with a checkpoint."""
+
+    def prepare_commit(self) -> None:
+        """Before the Kafka commit: produce changelog/committable records into the transaction."""
+
+    def committed(self) -> None:
+        """After the Kafka commit succeeded."""
+
+    def aborted(self) -> None:
+        """After an abort: drop everything buffered since the last commit."""
+
+
+class AbortCheckpoint(Exception):
+    """The current checkpoint must be aborted and its records replayed."""
+
+
+class FatalClientError(Exception):
+    """The producer is fenced or fatally broken: drop tasks, rebuild clients, rejoin."""
+
+
+def classify(e: KafkaException) -> str:
+    """``retriable`` | ``abortable`` | ``fatal`` for a transactional API error."""
+    err: KafkaError = e.args[0]
+    if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+        return "fatal"
+    if err.txn_requires_abort():
+        return "abortable"
+    if err.retriable():
+        return "retriable"
+    return "abortable"
+
+
+class Checkpointer:
+    """Tracks what the current checkpoint covers and commits or aborts it."""
+
+    def __init__(self, consumer: Consumer, producer: Producer, exactly_once: bool, timeout: float = 60.0) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.exactly_once = exactly_once
+        self.timeout = timeout
+        #: Next offset to commit per partition (offset of the last processed record + 1).
+        self.pending: dict[TP, int] = {}
+        #: First offset processed per partition since the last commit: where a rewind seeks.
+        self.base: dict[TP, int] = {}
+        self.in_transaction = False
+        self.participants: list[Participant] = []
+        #: ALO: set by the producer's error-only delivery callback.
+        self.delivery_failed: KafkaError | None = None
+        self.commits = 0
+        self.aborts = 0
+        self.last_commit_seconds = 0.0
+
+    def begin(self) -> None:
+        if self.exactly_once and not self.in_transaction:
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as e:
+                raise FatalClientError(str(e)) from e
+            self.in_transaction = True
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.pending) or self.in_transaction
+
+    def commit(self) -> None:
+        """Commit the current checkpoint. Raises AbortCheckpoint or FatalClientError."""
+        if not self.dirty:
+            return
+        t0 = time.monotonic()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
+        if self.exactly_once:
+            self.begin()
+            for part in self.participants:
+                part.prepare_commit()
+            self._txn_call(lambda: self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), self.timeout))
+            self._txn_call(lambda: self.producer.commit_transaction(self.timeout), retry=True)
+            self.in_transaction = False
+        else:
+            remaining = self.producer.flush(self.timeout)
+            if remaining or self.delivery_failed is not None:
+                err, self.delivery_failed = self.delivery_failed, None
+                raise AbortCheckpoint(f"{remaining} outputs unacknowledged, delivery error: {err}")
+            for part in self.participants:
+                part.prepare_commit()
+            if offsets:
+                try:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                except KafkaException as e:
+                    raise AbortCheckpoint(f"offset commit failed: {e}") from e
+        for part in self.participants:
+            part.committed()
+        self.pending.clear()
+        self.base.clear()
+        self.commits += 1
+        self.last_commit_seconds = time.monotonic() - t0
+
+    def _txn_call(self, fn: Any, retry: bool = False) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fn()
+                return
+            except KafkaException as e:
+                kind = classify(e)
+                if kind == "retriable" and retry and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                if kind == "fatal":
+                    raise FatalClientError(str(e)) from e
+                raise AbortCheckpoint(str(e)) from e
+
+    def abort(self, assigned: set[TP]) -> dict[TP, int]:
+        """Abort the transaction (EOS), forget the checkpoint and return where to rewind.
+
+        Returns the base offsets of partitions still assigned; the caller seeks there.
+        """
+        self.aborts += 1
+        if self.exactly_once and self.in_transaction:
+            try:
+                self.producer.abort_transaction(self.timeout)
+            except KafkaException as e:
+                if classify(e) == "fatal":
+                    raise FatalClientError(str(e)) from e
+                raise
+            self.in_transaction = False
+        for part in self.participants:
+            part.aborted()
+        rewind = {tp: off for tp, off in self.base.items() if tp in assigned}
+        self.pending.clear()
+        self.base.clear()
+        self.delivery_failed = None
+        return rewind

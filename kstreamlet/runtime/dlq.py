@@ -1,0 +1,59 @@
+"""The error policy for records that fail: dead-letter topic, skip, or stop.
+
+Headers on a dead-letter record (values are UTF-8)::
+
+    kstreamlet.error.stage      deserialize | process
+    kstreamlet.error.type       exception class name
+    kstreamlet.error.message    str(exception), truncated to 1000 characters
+    kstreamlet.source.topic / .partition / .offset / .timestamp
+    kstreamlet.application.id
+
+Key and value are the input record's original bytes, so nothing is lost and the record
+can be replayed after a fix. Under exactly-once the dead-letter write is part of the
+checkpoint's transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import structlog
+
+from kstreamlet.errors import ProcessingError
+from kstreamlet.runtime.task import DeserializationError, Message
+
+log = structlog.get_logger("kstreamlet.errors")
+
+SendRaw = Callable[[str, "bytes | None", "bytes | None", int, "list[tuple[str, bytes]]"], None]
+
+
+class ErrorHandler:
+    def __init__(self, policy: str, dlq_topic: str, application_id: str, send_raw: SendRaw) -> None:
+        self.policy = policy
+        self.dlq_topic = dlq_topic
+        self.application_id = application_id
+        self.send_raw = send_raw
+        self.count = 0
+
+    def handle(self, m: Message, exc: BaseException) -> None:
+        self.count += 1
+        stage = "deserialize" if isinstance(exc, DeserializationError) else "process"
+        where = dict(topic=m.topic(), partition=m.partition(), offset=m.offset())
+        if self.policy == "fail":
+            raise ProcessingError(f"{stage} failed: {type(exc).__name__}: {exc}", **where) from exc
+        if self.policy == "skip":
+            log.warning("record skipped", stage=stage, error=repr(exc), **where)
+            return
+        err: Any = exc.__cause__ if isinstance(exc, DeserializationError) and exc.__cause__ else exc
+        headers = [
+            ("kstreamlet.error.stage", stage.encode()),
+            ("kstreamlet.error.type", type(err).__name__.encode()),
+            ("kstreamlet.error.message", str(err)[:1000].encode()),
+            ("kstreamlet.source.topic", m.topic().encode()),
+            ("kstreamlet.source.partition", str(m.partition()).encode()),
+            ("kstreamlet.source.offset", str(m.offset()).encode()),
+            ("kstreamlet.source.timestamp", str(m.timestamp()[1]).encode()),
+            ("kstreamlet.application.id", self.application_id.encode()),
+        ]
+        self.send_raw(self.dlq_topic, m.key(), m.value(), m.timestamp()[1], headers + list(m.headers() or []))
+        log.warning("record sent to dead-letter topic", dlq=self.dlq_topic, stage=stage, error=repr(err), **where)

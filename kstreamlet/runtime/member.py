@@ -1,0 +1,507 @@
+"""One consumer-group member: consumer, producer, tasks, the poll/process/commit loop.
+
+Flow of a record: ``consumer.consume()`` returns a batch → each message is routed by
+(topic, partition) to its task's ``on_message`` → the task's compiled node chain runs →
+sinks call :meth:`Member._send` (``producer.produce``) → every ``commit_interval`` the
+:class:`~kstreamlet.runtime.checkpoint.Checkpointer` commits (one transaction under
+exactly-once).
+
+Rebalances: on assignment, tasks are created and start offsets resolved; on revocation,
+the current checkpoint is committed first (so the next owner starts exactly after it),
+then the tasks are closed; on loss, the checkpoint is aborted and the rest rewound.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import structlog
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from kstreamlet.config import Settings
+from kstreamlet.dev.topics import create_topics, partition_count
+from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, Checkpointer, FatalClientError
+from kstreamlet.runtime.dlq import ErrorHandler
+from kstreamlet.runtime.task import Message, Task
+from kstreamlet.sources.base import SourceRunner
+from kstreamlet.topology.builder import Topology
+from kstreamlet.topology.nodes import SourceNode
+
+if TYPE_CHECKING:
+    from kstreamlet.app import App
+
+log = structlog.get_logger("kstreamlet.member")
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Settings every Kafka client of the app shares (bootstrap + security passthrough)."""
+    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config}
+
+
+def prepare_topics(app: "App", topology: Topology, admin: AdminClient) -> dict[str, int]:
+    """Check user topics, create internal ones, check co-partitioning. Returns partition counts."""
+    s = app.settings
+    counts: dict[str, int] = {}
+
+    def count(topic: str) -> int | None:
+        if topic not in counts:
+            n = partition_count(admin, topic)
+            if n is not None:
+                counts[topic] = n
+        return counts.get(topic)
+
+    missing = [t for st in topology.subtopologies for t, src in st.sources.items()
+               if not src.internal and count(t) is None]
+    missing += [sink.topic for st in topology.subtopologies for sink in st.sinks
+                if not sink.internal and count(sink.topic) is None]
+    if missing:
+        raise TopologyError(
+            f"topics {sorted(set(missing))} do not exist; create them first (kstreamlet never auto-creates user topics)"
+        )
+    # Internal topics: partition count given, else the max over the writing sub-topology's sources.
+    unresolved = dict(topology.internal_topics)
+    for _ in range(len(unresolved) + 1):
+        for name, it in list(unresolved.items()):
+            n = it.partitions or count(name)
+            if n is None:
+                writers = [st for st in topology.subtopologies if any(k.topic == name for k in st.sinks)]
+                src_counts = [count(t) for st in writers for t in st.sources]
+                if src_counts and all(c is not None for c in src_counts):
+                    n = max(c for c in src_counts if c is not None)
+                elif not writers:
+                    n = 1
+            if n is not None:
+                if count(name) is None:
+                    create_topics(admin, {name: n}, config=it.config, exist_ok=True)
+                    counts[name] = partition_count(admin, name) or n
+                unresolved.pop(name)
+    if unresolved:
+        raise TopologyError(f"cannot determine partition counts of internal topics {sorted(unresolved)}")
+    if s.error_policy == "dlq" and count(s.effective_dlq_topic) is None:
+        create_topics(admin, {s.effective_dlq_topic: 1}, exist_ok=True)
+        counts[s.effective_dlq_topic] = 1
+    for st in topology.subtopologies:
+        ns = {t: counts[t] for t in st.sources}
+        if len(set(ns.values())) > 1:
+            raise TopologyError(
+                f"inputs of sub-topology {st.id} are not co-partitioned: partition counts {ns}. "
+                "Give them the same partition count, or key_by() one side to repartition it."
+            )
+    return counts
+
+
+class Member:
+    """A consumer-group member running the app's topology until stopped."""
+
+    def __init__(self, app: "App", instance_id: str, install_signal_handlers: bool = True) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.instance_id = instance_id
+        self.topology = app.topology()
+        self.eos = self.settings.processing_guarantee == "exactly_once"
+        self.log = log.bind(app=self.settings.application_id, instance=instance_id)
+        self._stop = threading.Event()
+        self._install_signals = install_signal_handlers
+        self.tasks: dict[tuple[int, int], Task] = {}
+        self.routes: dict[TP, Callable[[Message], None]] = {}
+        self.assigned: set[TP] = set()
+        self.multi_input_tasks: list[Task] = []
+        self.partition_counts: dict[str, int] = {}
+        self.sources: list[SourceRunner] = []
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.ckpt: Checkpointer | None = None
+        self._skip_revoke_commit = False
+        self.records_processed = 0
+        self.started_at = time.monotonic()
+        self.first_record_at: float | None = None
+        self.ready = threading.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current checkpoint, leave the group and return."""
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+        self.stop()
+        # Bound the shutdown: whatever hangs, the process leaves within shutdown_timeout.
+        t = threading.Timer(self.settings.shutdown_timeout, self._shutdown_timeout)
+        t.daemon = True
+        t.start()
+
+    def _shutdown_timeout(self) -> None:
+        self.log.error("shutdown did not finish in time; exiting", timeout=self.settings.shutdown_timeout)
+        os._exit(3)
+
+    def run(self) -> None:
+        if self._install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        admin = AdminClient(client_config(self.settings))
+        self.partition_counts = prepare_topics(self.app, self.topology, admin)
+        self._start_sources()
+        self._create_clients()
+        self.log.info("member started", topics=self.topology.source_topics,
+                      guarantee=self.settings.processing_guarantee, group_protocol=self.settings.group_protocol)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def _create_clients(self) -> None:
+        s = self.settings
+        base = client_config(s)
+        cc: dict[str, Any] = {
+            **base,
+            "group.id": s.application_id,
+            "client.id": f"{s.application_id}-{self.instance_id}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": s.auto_offset_reset,
+            "enable.partition.eof": False,
+            "group.protocol": s.group_protocol,
+            "error_cb": self._client_error,
+        }
+        if s.group_protocol == "classic":
+            # Co-partitioned inputs need partition p of each topic in one member: only the range
+            # assignor guarantees that (eager); otherwise cooperative-sticky (incremental).
+            cc["partition.assignment.strategy"] = "range" if self.topology.has_copartitioned_inputs else "cooperative-sticky"
+            cc["session.timeout.ms"] = int(s.session_timeout * 1000)
+            cc["heartbeat.interval.ms"] = max(500, int(s.session_timeout * 1000 / 4))
+        elif self.topology.has_copartitioned_inputs:
+            cc["group.remote.assignor"] = "range"
+        pc: dict[str, Any] = {
+            **base,
+            "client.id": f"{s.application_id}-{self.instance_id}-producer",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            # Same partition for the same key bytes as Kafka's Java clients and Kafka Streams.
+            "partitioner": "murmur2_random",
+            "error_cb": self._client_error,
+        }
+        if self.eos:
+            pc["transactional.id"] = f"{s.application_id}-{self.instance_id}"
+            pc["transaction.timeout.ms"] = int(s.transaction_timeout * 1000)
+        else:
+            pc["delivery.report.only.error"] = True
+            pc["on_delivery"] = self._on_delivery
+        self.producer = Producer(pc)
+        if self.eos:
+            self._init_transactions()
+        self.consumer = Consumer(cc)
+        self.ckpt = Checkpointer(self.consumer, self.producer, self.eos, timeout=max(30.0, s.transaction_timeout * 3))
+        self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
+        self.consumer.subscribe(self.topology.source_topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _init_transactions(self) -> None:
+        assert self.producer is not None
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.producer.init_transactions(30)
+                return
+            except KafkaException as e:
+                if e.args[0].retriable() and time.monotonic() < deadline:
+                    continue
+                raise
+
+    def _client_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.log.error("fatal client error", error=str(err))
+        elif err.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            self.log.warning("client error", error=str(err))
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None and self.ckpt is not None:
+            self.ckpt.delivery_failed = err
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+        produce = self.producer.produce  # type: ignore[union-attr]
+        try:
+            produce(topic, value, key, partition, timestamp=ts)
+        except BufferError:
+            while True:
+                self.producer.poll(0.05)  # type: ignore[union-attr]
+                try:
+                    produce(topic, value, key, partition, timestamp=ts)
+                    return
+                except BufferError:
+                    continue
+
+    def _send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, timestamp=ts, headers=headers)  # type: ignore[union-attr]
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # type: ignore[union-attr]
+
+    def _start_sources(self) -> None:
+        for i, spec in enumerate(self.app._custom_sources):
+            runner = SourceRunner(spec.name, spec.source, spec.topic, spec.key_serde, spec.value_serde,
+                                  client_config(self.settings), index=i)
+            runner.start()
+            self.sources.append(runner)
+
+    # --- rebalance callbacks -----------------------------------------------------------------
+
+    def _source_node(self, topic: str) -> SourceNode:
+        return self.topology.subtopology_of(topic).sources[topic]
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            consumer.incremental_assign([])
+            return
+        for tp in partitions:
+            st = self.topology.subtopology_of(tp.topic)
+            key = (st.id, tp.partition)
+            task = self.tasks.get(key)
+            if task is None:
+                task = Task(st, tp.partition, self, self._partitions_of)
+                self.tasks[key] = task
+                if task.multi_input:
+                    self.multi_input_tasks.append(task)
+            self.routes[(tp.topic, tp.partition)] = task.enqueue if task.multi_input else task.on_message[tp.topic]
+            self.assigned.add((tp.topic, tp.partition))
+        positioned = self._start_offsets(consumer, partitions)
+        consumer.incremental_assign(positioned)
+        self.log.info("partitions assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in positioned],
+                      tasks=sorted(t.id for t in self.tasks.values()))
+        self.ready.set()
+
+    def _start_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Committed offsets win; otherwise (or when overriding) each source's start position."""
+        out = [TopicPartition(tp.topic, tp.partition, OFFSET_INVALID) for tp in partitions]
+        explicit = [tp for tp in out if self._source_node(tp.topic).start.kind != "group"]
+        if not explicit:
+            return out
+        ask = [TopicPartition(tp.topic, tp.partition) for tp in explicit
+               if not self._source_node(tp.topic).start.override_committed]
+        committed: dict[TP, int] = {}
+        if ask:
+            for c in consumer.committed(ask, timeout=self.settings.transaction_timeout + 30):
+                committed[(c.topic, c.partition)] = c.offset
+        by_ts: list[TopicPartition] = []
+        for tp in explicit:
+            start = self._source_node(tp.topic).start
+            c = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
+            if c >= 0:
+                tp.offset = c
+            elif start.kind == "earliest":
+                tp.offset = OFFSET_BEGINNING
+            elif start.kind == "latest":
+                tp.offset = OFFSET_END
+            elif start.kind == "offsets":
+                tp.offset = start.offsets.get(tp.partition, OFFSET_INVALID)
+            elif start.kind == "timestamp":
+                by_ts.append(TopicPartition(tp.topic, tp.partition, start.timestamp_ms or 0))
+        if by_ts:
+            found = {(r.topic, r.partition): r.offset for r in consumer.offsets_for_times(by_ts, timeout=30)}
+            for tp in out:
+                if (tp.topic, tp.partition) in found:
+                    off = found[(tp.topic, tp.partition)]
+                    tp.offset = off if off >= 0 else OFFSET_END
+        return out
+
+    def _drop_partitions(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.routes.pop((tp.topic, tp.partition), None)
+            self.assigned.discard((tp.topic, tp.partition))
+        for key, task in list(self.tasks.items()):
+            if not any((t, task.partition) in self.assigned for t in task.subtopology.sources):
+                del self.tasks[key]
+                if task in self.multi_input_tasks:
+                    self.multi_input_tasks.remove(task)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        if not self._skip_revoke_commit:
+            try:
+                self._commit()
+            except (AbortCheckpoint, FatalClientError) as e:
+                # Nothing of this checkpoint is visible; the next owner replays from the last commit.
+                self.log.warning("commit on revoke failed", error=str(e))
+                self._abort_and_rewind()
+        self._drop_partitions(partitions)
+        self.log.info("partitions revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.log.warning("partitions lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        # Another member may own them already: our checkpoint must not commit.
+        self._drop_partitions(partitions)
+        try:
+            self._abort_and_rewind()
+        except FatalClientError:
+            self._rebuild_needed = True
+
+    def _partitions_of(self, topic: str) -> int:
+        n = self.partition_counts.get(topic)
+        if n is None:
+            admin = AdminClient(client_config(self.settings))
+            n = partition_count(admin, topic) or 1
+            self.partition_counts[topic] = n
+        return n
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    _rebuild_needed = False
+
+    def _loop(self) -> None:
+        s = self.settings
+        interval = s.commit_interval
+        next_commit = time.monotonic() + interval
+        batch = s.poll_batch_size
+        while not self._stop.is_set():
+            for src in self.sources:
+                if src.error is not None:
+                    raise RuntimeError(f"source {src.name!r} failed: {src.error!r}") from src.error
+            try:
+                msgs = self.consumer.consume(batch, 0.05)  # type: ignore[union-attr]
+                if msgs:
+                    self._process(msgs)
+                if self._rebuild_needed:
+                    raise FatalClientError("producer fenced during rebalance")
+                now = time.monotonic()
+                if now >= next_commit:
+                    self._commit()
+                    next_commit = now + interval
+            except AbortCheckpoint as e:
+                self.log.warning("checkpoint aborted; replaying from last commit", error=str(e))
+                self._abort_and_rewind()
+            except FatalClientError as e:
+                self.log.error("producer fenced or fatal; rebuilding clients and rejoining", error=str(e))
+                self._rebuild()
+                next_commit = time.monotonic() + interval
+            except ProcessingError:
+                self.log.error("record failed with error_policy=fail; stopping")
+                self._abort_and_rewind()
+                raise
+
+    def _process(self, msgs: list[Any]) -> None:
+        ckpt = self.ckpt
+        assert ckpt is not None
+        if self.eos and not ckpt.in_transaction:
+            ckpt.begin()
+        routes = self.routes
+        pending = ckpt.pending
+        base = ckpt.base
+        handle = self.errors.handle
+        n = 0
+        for m in msgs:
+            if m.error() is not None:
+                self._consumer_error(m.error())
+                continue
+            tp = (m.topic(), m.partition())
+            route = routes.get(tp)
+            if route is None:
+                continue  # revoked while in flight
+            try:
+                route(m)
+            except (KafkaException, ProcessingError, FatalClientError, AbortCheckpoint):
+                raise
+            except Exception as e:
+                handle(m, e)
+            off = m.offset()
+            if tp not in base:
+                base[tp] = off
+            pending[tp] = off + 1
+            n += 1
+        for task in self.multi_input_tasks:
+            task.drain(self._process_one)
+        self.records_processed += n
+        if self.first_record_at is None and n:
+            self.first_record_at = time.monotonic()
+            self.log.info("first record processed", seconds_since_start=round(self.first_record_at - self.started_at, 3))
+
+    def _process_one(self, m: Message) -> None:
+        task_route = self.tasks[(self.topology.subtopology_of(m.topic()).id, m.partition())].on_message[m.topic()]
+        try:
+            task_route(m)
+        except (KafkaException, ProcessingError, FatalClientError, AbortCheckpoint):
+            raise
+        except Exception as e:
+            self.errors.handle(m, e)
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise FatalClientError(f"consumer: {err}")
+        self.log.warning("consumer error", error=str(err))
+
+    def _commit(self) -> None:
+        assert self.ckpt is not None
+        try:
+            self.ckpt.commit()
+        except KafkaException as e:
+            raise AbortCheckpoint(str(e)) from e
+
+    def _abort_and_rewind(self) -> None:
+        assert self.ckpt is not None and self.consumer is not None
+        for t in self.tasks.values():
+            t.clear_buffers()
+        rewind = self.ckpt.abort(self.assigned)
+        for (topic, part), off in rewind.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, part, off))
+            except KafkaException as e:
+                # Not fetching yet (just assigned): its position is the committed offset anyway.
+                self.log.warning("seek failed", topic=topic, partition=part, offset=off, error=str(e))
+
+    def _rebuild(self) -> None:
+        """Fenced/fatal: drop every task and buffered record, make new clients, rejoin."""
+        self._skip_revoke_commit = True
+        self._rebuild_needed = False
+        try:
+            if self.consumer is not None:
+                self.consumer.close()
+        except Exception as e:  # the old clients are beyond use; close is best effort
+            self.log.warning("closing consumer after fatal error failed", error=str(e))
+        self.tasks.clear()
+        self.routes.clear()
+        self.assigned.clear()
+        self.multi_input_tasks.clear()
+        self._skip_revoke_commit = False
+        self._create_clients()
+
+    def _shutdown(self) -> None:
+        t0 = time.monotonic()
+        try:
+            if self.ckpt is not None and self.ckpt.dirty:
+                try:
+                    self._commit()
+                except (AbortCheckpoint, FatalClientError) as e:
+                    self.log.warning("final commit failed; aborting", error=str(e))
+                    try:
+                        self.ckpt.abort(set())
+                    except Exception:
+                        pass
+            for src in self.sources:
+                src.stop()
+            if self.consumer is not None:
+                self.consumer.close()  # leaves the group; on_revoke commits nothing new
+            if self.producer is not None:
+                self.producer.flush(10)
+        finally:
+            self.log.info("member stopped", records=self.records_processed,
+                          shutdown_seconds=round(time.monotonic() - t0, 3))

@@ -1,0 +1,307 @@
+"""Processor nodes: the graph the DSL builds and each task compiles into closures.
+
+A node's :meth:`Node.compile` returns ``push(key, value, timestamp)``, a plain function
+that does the node's work and calls its children's ``push``. Compiling once per task
+keeps the per-record path free of attribute lookups and dispatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from kstreamlet.serdes import Serde
+
+if TYPE_CHECKING:
+    from kstreamlet.runtime.task import Task
+
+Push = Callable[[Any, Any, int], None]
+
+_ids = itertools.count()
+
+
+def _noop(k: Any, v: Any, ts: int) -> None:
+    return None
+
+
+def fan_out(pushes: list[Push]) -> Push:
+    """One push that forwards to every child, specialised for the common 0/1/2 cases."""
+    if not pushes:
+        return _noop
+    if len(pushes) == 1:
+        return pushes[0]
+    if len(pushes) == 2:
+        a, b = pushes
+
+        def both(k: Any, v: Any, ts: int) -> None:
+            a(k, v, ts)
+            b(k, v, ts)
+
+        return both
+    ps = tuple(pushes)
+
+    def every(k: Any, v: Any, ts: int) -> None:
+        for p in ps:
+            p(k, v, ts)
+
+    return every
+
+
+class Node:
+    """A processor in the topology graph."""
+
+    kind = "node"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.id = next(_ids)
+        self.name = name or f"{self.kind}-{self.id}"
+        self.children: list[Node] = []
+        self.parents: list[Node] = []
+
+    def add_child(self, child: "Node") -> "Node":
+        self.children.append(child)
+        child.parents.append(self)
+        return child
+
+    def compile_children(self, task: "Task") -> Push:
+        return fan_out([task.compiled(c) for c in self.children])
+
+    def compile(self, task: "Task") -> Push:  # pragma: no cover - every subclass overrides
+        raise TypeError(f"{type(self).__name__} cannot be compiled")
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+@dataclass
+class StartPosition:
+    """Where a source starts when the group has no committed offset (or when overriding it).
+
+    ``kind`` is one of ``group`` (committed offset, else ``auto_offset_reset``), ``earliest``,
+    ``latest``, ``offsets`` (``{partition: offset}``) or ``timestamp`` (epoch ms).
+    """
+
+    kind: str = "group"
+    offsets: Mapping[int, int] = field(default_factory=dict)
+    timestamp_ms: int | None = None
+    override_committed: bool = False
+
+    @classmethod
+    def parse(cls, start: "StartPosition | str | Mapping[int, int] | None", override_committed: bool = False) -> "StartPosition":
+        if isinstance(start, StartPosition):
+            return start
+        if start is None or start in ("group", "committed"):
+            return cls("group", override_committed=False)
+        if start in ("earliest", "latest"):
+            return cls(str(start), override_committed=override_committed)
+        if isinstance(start, Mapping):
+            return cls("offsets", offsets=dict(start), override_committed=override_committed)
+        raise ValueError(
+            f"unknown start position {start!r}: use 'group', 'earliest', 'latest', a {{partition: offset}} dict "
+            "or StartPosition.from_timestamp(ms)"
+        )
+
+    @classmethod
+    def from_timestamp(cls, timestamp_ms: int, override_committed: bool = False) -> "StartPosition":
+        return cls("timestamp", timestamp_ms=timestamp_ms, override_committed=override_committed)
+
+
+class SourceNode(Node):
+    """Reads one topic; deserializes key and value. Compiled by the task into ``on_message``."""
+
+    kind = "source"
+
+    def __init__(self, topic: str, key_serde: Serde[Any], value_serde: Serde[Any], start: StartPosition,
+                 internal: bool = False, partitions: int | None = None, name: str | None = None) -> None:
+        super().__init__(name)
+        self.topic = topic
+        self.key_serde = key_serde
+        self.value_serde = value_serde
+        self.start = start
+        #: True for repartition and source-buffer topics the app creates itself.
+        self.internal = internal
+        #: Partition count for internal topics (None: derive from upstream sources).
+        self.partitions = partitions
+
+    def compile(self, task: "Task") -> Push:
+        return self.compile_children(task)
+
+
+class MapNode(Node):
+    kind = "map"
+
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
+        super().__init__(name)
+        self.fn = fn
+
+    def compile(self, task: "Task") -> Push:
+        fn, child = self.fn, self.compile_children(task)
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            child(k, fn(v), ts)
+
+        return push
+
+
+class FilterNode(Node):
+    kind = "filter"
+
+    def __init__(self, pred: Callable[[Any], bool], name: str | None = None) -> None:
+        super().__init__(name)
+        self.pred = pred
+
+    def compile(self, task: "Task") -> Push:
+        pred, child = self.pred, self.compile_children(task)
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            if pred(v):
+                child(k, v, ts)
+
+        return push
+
+
+class FlatMapNode(Node):
+    kind = "flat_map"
+
+    def __init__(self, fn: Callable[[Any], Iterable[Any]], name: str | None = None) -> None:
+        super().__init__(name)
+        self.fn = fn
+
+    def compile(self, task: "Task") -> Push:
+        fn, child = self.fn, self.compile_children(task)
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            for out in fn(v):
+                child(k, out, ts)
+
+        return push
+
+
+class PeekNode(Node):
+    kind = "peek"
+
+    def __init__(self, fn: Callable[[Any, Any], None], name: str | None = None) -> None:
+        super().__init__(name)
+        self.fn = fn
+
+    def compile(self, task: "Task") -> Push:
+        fn, child = self.fn, self.compile_children(task)
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            fn(k, v)
+            child(k, v, ts)
+
+        return push
+
+
+class MergeNode(Node):
+    """Joins several streams into one (same sub-topology, so co-partitioned inputs share a task)."""
+
+    kind = "merge"
+
+    def compile(self, task: "Task") -> Push:
+        return self.compile_children(task)
+
+
+class ProcessNode(Node):
+    """``fn(value, ctx)``: the low-level operator. ``ctx.emit`` forwards, ``ctx.side_output`` diverts."""
+
+    kind = "process"
+
+    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
+        super().__init__(name)
+        self.fn = fn
+        #: Side-output streams by tag name; not part of ``children``.
+        self.side_children: dict[str, list[Node]] = {}
+
+    def add_side_child(self, tag: str, child: Node) -> Node:
+        self.side_children.setdefault(tag, []).append(child)
+        child.parents.append(self)
+        return child
+
+    def compile(self, task: "Task") -> Push:
+        from kstreamlet.runtime.context import ProcessorContext
+
+        fn = self.fn
+        child = self.compile_children(task)
+        sides = {tag: fan_out([task.compiled(c) for c in cs]) for tag, cs in self.side_children.items()}
+        ctx = ProcessorContext(task, child, sides)
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            ctx.key = k
+            ctx.timestamp = ts
+            fn(v, ctx)
+
+        return push
+
+
+class BranchNode(Node):
+    """Routes each record to the first branch whose predicate holds (Kafka Streams ``split``)."""
+
+    kind = "branch"
+
+    def __init__(self, predicates: list[Callable[[Any], bool] | None], name: str | None = None) -> None:
+        super().__init__(name)
+        self.predicates = predicates  # None = default branch (everything no other branch took)
+        self.branch_children: list[list[Node]] = [[] for _ in predicates]
+
+    def add_branch_child(self, index: int, child: Node) -> Node:
+        self.branch_children[index].append(child)
+        child.parents.append(self)
+        return child
+
+    def compile(self, task: "Task") -> Push:
+        routes = [
+            (pred, fan_out([task.compiled(c) for c in cs])) for pred, cs in zip(self.predicates, self.branch_children)
+        ]
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            for pred, out in routes:
+                if pred is None or pred(v):
+                    out(k, v, ts)
+                    return
+
+        return push
+
+
+class SinkNode(Node):
+    """Serializes and sends to a topic (through the task's record collector)."""
+
+    kind = "sink"
+
+    def __init__(self, topic: str, key_serde: Serde[Any], value_serde: Serde[Any],
+                 partitioner: Callable[[Any, Any, int], int] | None = None,
+                 key_fn: Callable[[Any], Any] | None = None, internal: bool = False, name: str | None = None) -> None:
+        super().__init__(name)
+        self.topic = topic
+        self.key_serde = key_serde
+        self.value_serde = value_serde
+        self.partitioner = partitioner
+        #: For repartitioning (``key_by``): the new key is computed from the value here.
+        self.key_fn = key_fn
+        self.internal = internal
+
+    def compile(self, task: "Task") -> Push:
+        send = task.collector.send
+        topic = self.topic
+        kser = None if self.key_serde.identity else self.key_serde.serialize
+        vser = None if self.value_serde.identity else self.value_serde.serialize
+        key_fn = self.key_fn
+        partitioner = self.partitioner
+        n_partitions = task.partitions_of(topic) if partitioner else 0
+
+        if partitioner is None and key_fn is None and kser is None and vser is not None:
+            # The common case (bytes keys, typed values), without branches.
+            def push_fast(k: Any, v: Any, ts: int) -> None:
+                send(topic, k, vser(v), ts, -1)
+
+            return push_fast
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            if key_fn is not None:
+                k = key_fn(v)
+            part = partitioner(k, v, n_partitions) if partitioner is not None else -1
+            send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part)
+
+        return push
