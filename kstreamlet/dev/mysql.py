@@ -339,6 +339,7 @@ class LocalMariaDB:
         if self.port is not None and _port_in_use(self.port):
             raise MySQLStartError(f"port {self.port} on 127.0.0.1 is already in use; choose another or omit it")
         self._make_workdir()
+        self._installed = False
         atexit.register(self.stop)  # never leave an orphan mariadbd behind if the caller forgets stop()
         try:
             self._install(install_db, deadline)
@@ -354,7 +355,7 @@ class LocalMariaDB:
                     if attempt + 1 < attempts:
                         log.info("port %d was taken before mariadbd could bind it; retrying", port)
                         continue
-                    raise MySQLStartError(f"port {port} on 127.0.0.1 is already in use (mariadbd could not bind it)")
+                    raise MySQLStartError(f"port {port} on 127.0.0.1 is already in use (mariadbd could not bind it)") from None
                 break
             try:
                 self._provision(root)
@@ -484,6 +485,8 @@ class LocalMariaDB:
                         connect_timeout=max(1, min(5, int(remaining))),
                     )
                 except pymysql.err.MySQLError as e:
+                    if e.args and e.args[0] == 1045:  # access denied: waiting will not fix that
+                        raise MySQLStartError(f"mariadbd refused root on its own socket: {e}") from None
                     last_error = e
             time.sleep(0.05)
 
@@ -493,6 +496,13 @@ class LocalMariaDB:
 
         try:
             with root.cursor() as cur:
+                # mariadb-install-db's "normal" auth also creates password-less root accounts for
+                # TCP (127.0.0.1, ::1, the host name), which any local user could use on our port.
+                # Keep only root@localhost, i.e. the Unix socket inside our 0700 temp dir.
+                # Anonymous accounts, if any, would shadow our user for local logins: drop them too.
+                cur.execute("SELECT User, Host FROM mysql.user WHERE User = '' OR (User = 'root' AND Host <> 'localhost')")
+                for user, host in cur.fetchall():
+                    cur.execute("DROP USER %s@%s", (user, host))
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
                 # '%' covers TCP from 127.0.0.1 (with skip-name-resolve); 'localhost' covers the socket.
                 for host in ("%", "localhost"):
@@ -514,7 +524,8 @@ class LocalMariaDB:
                 endpoint.connect(connect_timeout=5).close()
                 return
             except pymysql.err.MySQLError as e:
-                if time.monotonic() >= deadline:
+                # Only "cannot connect" (2003) / "lost connection" (2013) may pass; the rest is real.
+                if (e.args and e.args[0] not in (2003, 2013)) or time.monotonic() >= deadline:
                     raise MySQLStartError(
                         f"mariadbd is up but logging in as {endpoint.user} over TCP port {endpoint.port} "
                         f"failed within {timeout:g}s of start(): {e}"
@@ -570,7 +581,7 @@ def _testcontainers_mysql(timeout: float) -> Iterator[tuple[MySQLEndpoint, float
             with warnings.catch_warnings():
                 # Older 4.x releases only have this path; newer ones keep it as a deprecated alias.
                 warnings.simplefilter("ignore", DeprecationWarning)
-                from testcontainers.mysql import MySqlContainer  # type: ignore[no-redef]
+                from testcontainers.mysql import MySqlContainer  # type: ignore[no-redef,unused-ignore]
         except ImportError:
             raise MySQLStartError(
                 "the Testcontainers backend needs the testcontainers package: pip install 'kstreamlet[testcontainers]'"
@@ -600,8 +611,9 @@ def _testcontainers_mysql(timeout: float) -> Iterator[tuple[MySQLEndpoint, float
                         cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{DEFAULT_USER}'@'%'")
                 break
             except pymysql.err.MySQLError as e:
-                # The log said "ready" but the mapped port may lag a moment behind.
-                if time.monotonic() >= deadline:
+                # The log said "ready" but the mapped port may lag a moment behind: retry only
+                # "cannot connect" (2003) / "lost connection" (2013); anything else is real.
+                if e.args[0] not in (2003, 2013) or time.monotonic() >= deadline:
                     raise MySQLStartError(f"MySQL container {MYSQL_IMAGE} did not accept root logins: {e}") from None
                 time.sleep(0.2)
         yield endpoint, time.monotonic() - t0

@@ -1,0 +1,147 @@
+"""Helpers for tests that run kstreamlet services as real processes (stand-ins for pods)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+from confluent_kafka import Consumer, Producer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Members:
+    """Starts, kills and restarts member processes of one app; collects their JSON logs."""
+
+    def __init__(self, app_spec: str, env: dict[str, str], log_dir: Path) -> None:
+        self.app_spec = app_spec
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts: dict[str, int] = collections.Counter()
+
+    def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        self.starts[name] += 1
+        log = open(self.log_dir / f"{name}-{self.starts[name]}.log", "wb")
+        env = {**self.env, "KSTREAMLET_INSTANCE_ID": name, **(extra_env or {})}
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "kstreamlet.cli", "run", self.app_spec],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+    def terminate(self, name: str, timeout: float = 60) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds to exit)."""
+        p = self.procs.pop(name)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is None]
+
+    def stop_all(self) -> dict[str, int]:
+        codes = {}
+        for name in list(self.procs):
+            p = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name, p in list(self.procs.items()):
+            try:
+                codes[name] = p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[name] = p.wait(10)
+        self.procs.clear()
+        return codes
+
+    def events(self, name: str, event: str) -> list[dict]:
+        out = []
+        for f in sorted(self.log_dir.glob(f"{name}-*.log")):
+            for line in f.read_text(errors="replace").splitlines():
+                if line.startswith("{") and f'"{event}"' in line:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if rec.get("event") == event:
+                        out.append(rec)
+        return out
+
+    def log_tail(self, lines: int = 30) -> str:
+        parts = []
+        for f in sorted(self.log_dir.glob("*.log")):
+            parts.append(f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(parts)
+
+
+class Feeder(threading.Thread):
+    """Produces ``values`` to ``topic`` at about ``rate`` records/s (keys = values)."""
+
+    def __init__(self, bootstrap: str, topic: str, values: Iterable[str], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True})
+        self.topic, self.values, self.rate = topic, list(values), rate
+        self.sent = 0
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for i, v in enumerate(self.values):
+            b = v.encode()
+            while True:
+                try:
+                    self.producer.produce(self.topic, b, b)
+                    break
+                except BufferError:
+                    self.producer.poll(0.01)
+            self.sent = i + 1
+            if i % 500 == 0:
+                self.producer.poll(0)
+                ahead = (i / self.rate) - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        self.producer.flush(60)
+
+
+def read_committed(bootstrap: str, topic: str, expect: int, timeout: float, settle: float = 3.0,
+                   with_headers: bool = False) -> list:
+    """Read ``topic`` from the start with read_committed until ``expect`` records arrived and
+    nothing more came for ``settle`` seconds (so duplicates would show), or until timeout."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "isolation.level": "read_committed", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msgs = c.consume(5000, 0.5)
+            got = [m for m in msgs if m.error() is None]
+            if got:
+                quiet_since = time.monotonic()
+                out.extend((m.value(), m.headers()) if with_headers else m.value() for m in got)
+            elif len(out) >= expect and time.monotonic() - quiet_since >= settle:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def multiset_diff(expected: Iterable, seen: Iterable) -> tuple[collections.Counter, collections.Counter]:
+    """(missing, duplicated-or-unexpected) between two multisets."""
+    e, s = collections.Counter(expected), collections.Counter(seen)
+    return e - s, s - e
