@@ -1,0 +1,1 @@
+"""Runnable kstreamlet services (run with ``kstreamlet run services.<name>:app``)."""
