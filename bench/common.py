@@ -1,0 +1,348 @@
+"""What every benchmark scenario shares: machine facts, input loading, output verification,
+measured worker subprocesses, timing probes, and result tables.
+
+Measurement model: each measured run is a fresh subprocess (``python -m bench _worker
+<scenario> ...``) that joins a fresh consumer group, reads the whole input topic from the
+beginning into a fresh output topic and prints one ``BENCH_RESULT {json}`` line. Its
+:class:`Probe` starts the clock when the first batch of records reaches the processing code
+(so process start, imports, topic checks and the group join are excluded) and stops it
+when the last expected record has been processed. The parent then counts the output with a
+``read_committed`` reader; a run whose output is not exactly the input is WRONG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+# --- machine and versions ---------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    import confluent_kafka
+
+    from kstreamlet.dev.kafka import KAFKA_VERSION
+
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        mem_gb = None
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "kafka_version": KAFKA_VERSION,
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- worker side -------------------------------------------------------------------------------
+
+def cpu_seconds() -> float:
+    """CPU time of this whole process (all threads, including librdkafka's)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class Probe:
+    """Timing of one measured run, kept by the worker process.
+
+    ``first()`` when the first batch reaches the processing code, ``last()`` once the
+    target count has been processed, ``committed()`` after each commit (the last call
+    is the final commit that makes the output visible).
+    """
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.t_committed: float | None = None
+        self.cpu_first = 0.0
+        self.cpu_last = 0.0
+        self.processed = 0
+        self.commits = 0
+
+    def first(self) -> None:
+        if self.t_first is None:
+            self.t_first = time.monotonic()
+            self.cpu_first = cpu_seconds()
+
+    def last(self, processed: int) -> None:
+        if self.t_last is None:
+            self.t_last = time.monotonic()
+            self.cpu_last = cpu_seconds()
+            self.processed = processed
+
+    def committed(self) -> None:
+        self.t_committed = time.monotonic()
+        self.commits += 1
+
+    def result(self, **extra: Any) -> dict[str, Any]:
+        if self.t_first is None or self.t_last is None:
+            return {"ok": False, "error": "target not reached", "processed": self.processed, **extra}
+        secs = max(self.t_last - self.t_first, 1e-9)
+        return {
+            "ok": True,
+            "processed": self.processed,
+            "seconds": secs,
+            "rate": self.processed / secs,
+            "cpu_seconds": self.cpu_last - self.cpu_first,
+            "cpu_us_per_record": (self.cpu_last - self.cpu_first) / max(self.processed, 1) * 1e6,
+            "seconds_to_final_commit": (self.t_committed - self.t_first) if self.t_committed and self.t_committed >= self.t_last else None,
+            "commits": self.commits,
+            **extra,
+        }
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+# --- parent side: measured subprocesses ---------------------------------------------------------
+
+@dataclass
+class WorkerOutcome:
+    rc: int | None
+    result: dict[str, Any] | None
+    wall_seconds: float
+    log_tail: str = ""
+    timed_out: bool = False
+
+
+def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path) -> WorkerOutcome:
+    """Run ``python -m bench _worker <scenario> <argv>`` and collect its result line."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, "-m", "bench", "_worker", scenario, *argv]
+    t0 = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        timed_out = False
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            out, _ = proc.communicate()
+    result = None
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX):])
+    tail = ""
+    if proc.returncode != 0 or result is None or not result.get("ok"):
+        try:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        except OSError:
+            pass
+    return WorkerOutcome(proc.returncode, result, time.monotonic() - t0, tail, timed_out)
+
+
+# --- topics, input, verification -----------------------------------------------------------------
+
+def admin_client(bootstrap: str) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    from kstreamlet.dev.topics import create_topics
+
+    create_topics(admin_client(bootstrap), {name: partitions})
+
+
+def delete_topic(bootstrap: str, name: str) -> None:
+    from kstreamlet.dev.topics import delete_topics
+
+    delete_topics(admin_client(bootstrap), [name])
+
+
+_LOWER = bytes(ord("a") + b % 26 for b in range(256))
+
+
+def load_input(bootstrap: str, topic: str, records: int, size: int, seed: int = 42, chunk: int = 100_000) -> float:
+    """Produce ``records`` records: key = 8-byte big-endian id ``0..records-1``, value =
+    ``size`` pseudo-random lowercase letters (fixed ``seed``). Returns seconds taken."""
+    from confluent_kafka import Producer
+
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "compression.type": "none",
+        "partitioner": "murmur2_random",
+        "queue.buffering.max.messages": 500_000,
+    })
+    rng = random.Random(seed)
+    produce = p.produce
+    t0 = time.monotonic()
+    for start in range(0, records, chunk):
+        n = min(chunk, records - start)
+        blob = rng.randbytes(n * size).translate(_LOWER)
+        for j in range(n):
+            i = start + j
+            v = blob[j * size:(j + 1) * size]
+            k = i.to_bytes(8, "big")
+            while True:
+                try:
+                    produce(topic, v, k)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        p.poll(0)
+    remaining = p.flush(120)
+    if remaining:
+        raise RuntimeError(f"{remaining} input records not acknowledged")
+    return time.monotonic() - t0
+
+
+@dataclass
+class Verification:
+    count: int = 0
+    distinct: int = 0
+    duplicates: int = 0
+    unknown_keys: int = 0
+    bad_values: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def ok(self, expected: int) -> bool:
+        return (self.complete and self.count == expected and self.distinct == expected
+                and self.duplicates == 0 and self.unknown_keys == 0 and self.bad_values == 0)
+
+    def describe(self, expected: int) -> str:
+        if self.ok(expected):
+            return f"OK ({self.count} records)"
+        parts = [f"count={self.count} (expected {expected})", f"distinct={self.distinct}"]
+        if self.duplicates:
+            parts.append(f"duplicates={self.duplicates}")
+        if self.unknown_keys:
+            parts.append(f"unknown_keys={self.unknown_keys}")
+        if self.bad_values:
+            parts.append(f"bad_values={self.bad_values}")
+        if not self.complete:
+            parts.append("incomplete read")
+        return "WRONG: " + ", ".join(parts + self.problems)
+
+
+def verify_output(bootstrap: str, topic: str, expected: int, partitions: int, value_ok: Any,
+                  idle_timeout: float = 15.0) -> Verification:
+    """Read ``topic`` completely with a ``read_committed`` reader; check every id
+    ``0..expected-1`` appears exactly once and ``value_ok(value)`` holds for every value."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    v = Verification()
+    t0 = time.monotonic()
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": unique("bench-verify"),
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    })
+    try:
+        high = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        seen = bytearray(expected)
+        done: set[int] = set()
+        last_progress = time.monotonic()
+        count = dup = unknown = bad = 0
+        while len(done) < partitions and time.monotonic() - last_progress < idle_timeout:
+            msgs = c.consume(10_000, 0.5)
+            if msgs:
+                last_progress = time.monotonic()
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if m.offset() >= high[m.partition()]:
+                            done.add(m.partition())
+                        continue
+                    v.problems.append(f"consumer error {err}")
+                    continue
+                count += 1
+                k = m.key()
+                i = int.from_bytes(k, "big") if k is not None and len(k) == 8 else -1
+                if 0 <= i < expected:
+                    if seen[i]:
+                        dup += 1
+                    else:
+                        seen[i] = 1
+                else:
+                    unknown += 1
+                if not value_ok(m.value()):
+                    bad += 1
+        v.count, v.duplicates, v.unknown_keys, v.bad_values = count, dup, unknown, bad
+        v.distinct = expected - seen.count(0)
+        v.complete = len(done) == partitions
+    finally:
+        c.close()
+    v.seconds = time.monotonic() - t0
+    return v
+
+
+# --- statistics and tables --------------------------------------------------------------------------
+
+def summarize(values: Iterable[float]) -> dict[str, float] | None:
+    vs = sorted(values)
+    if not vs:
+        return None
+    return {"median": statistics.median(vs), "min": vs[0], "max": vs[-1], "n": len(vs)}
+
+
+def fmt_rate(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_results(name: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    md_path = RESULTS_DIR / f"{name}.md"
+    json_path = RESULTS_DIR / f"{name}.json"
+    md_path.write_text(markdown)
+    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return md_path, json_path

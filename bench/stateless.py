@@ -1,0 +1,438 @@
+"""Stateless scenario: consume -> ``value.upper()`` -> produce, kstreamlet vs a hand-written loop.
+
+For each processing setting (EOS with 100 ms and 1 s commits, at-least-once with 1 s
+commits) both systems read the same N-record, 6-partition input topic from the beginning
+into a fresh 6-partition output topic, each run in its own subprocess and consumer group.
+Timed from the first consumed batch to the last processed record (group join excluded);
+every run's output is read back ``read_committed`` and must be exactly the N input ids,
+upper-cased, or the run is WRONG.
+
+The raw loop is the fastest straightforward confluent-kafka code for the same output
+(same key, upper-cased value, input timestamp kept, same partitioner and linger): one
+consumer (``read_committed``, ``consume(1000)``), offsets taken from ``consumer.position``
+at commit time, delivery reports only on error, ``poll(0)`` once per batch; EOS: one
+transaction per commit interval (``send_offsets_to_transaction`` + ``commit_transaction``);
+ALO: idempotent producer, ``flush`` then a synchronous offset commit per interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+NAME = "stateless"
+PARTITIONS = 6
+SYSTEMS = ("raw", "kstreamlet")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    label: str
+    guarantee: str
+    commit_interval: float
+
+
+SETTINGS = [
+    Setting("eos-100ms", "exactly_once, commit 100 ms", "exactly_once", 0.1),
+    Setting("eos-1s", "exactly_once, commit 1 s", "exactly_once", 1.0),
+    Setting("alo-1s", "at_least_once, commit 1 s", "at_least_once", 1.0),
+]
+PROFILE_SETTING = SETTINGS[0]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", type=int, default=1_000_000, help="input records (default 1,000,000)")
+    p.add_argument("--size", type=int, default=100, help="value size in bytes (default 100)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per (system, setting), interleaved (default 3; 0 = none, e.g. with --profile)")
+    p.add_argument("--batch", type=int, default=1000, help="records per consume() call (default 1000)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--settings", default=",".join(s.key for s in SETTINGS),
+                   help=f"comma-separated subset of {[s.key for s in SETTINGS]}")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="skip the unrecorded warm-up runs (100k records of each system) before measuring")
+    p.add_argument("--profile", action="store_true",
+                   help="also run kstreamlet EOS-100ms once under cProfile -> results/stateless-profile.txt")
+    p.add_argument("--out", default=NAME, help="results file stem under bench/results (default 'stateless')")
+
+
+# --- worker side (runs in the measured subprocess) ----------------------------------------------
+
+def _worker_parser() -> argparse.ArgumentParser:
+    w = argparse.ArgumentParser(prog="bench _worker stateless")
+    w.add_argument("--system", choices=SYSTEMS, required=True)
+    w.add_argument("--bootstrap", required=True)
+    w.add_argument("--in-topic", required=True)
+    w.add_argument("--out-topic", required=True)
+    w.add_argument("--group", required=True)
+    w.add_argument("--guarantee", choices=["exactly_once", "at_least_once"], required=True)
+    w.add_argument("--commit-interval", type=float, required=True)
+    w.add_argument("--target", type=int, required=True)
+    w.add_argument("--batch", type=int, default=1000)
+    w.add_argument("--profile-out")
+    return w
+
+
+def worker(argv: list[str]) -> int:
+    a = _worker_parser().parse_args(argv)
+    probe = common.Probe(a.target)
+    try:
+        if a.system == "raw":
+            _raw_loop(a, probe)
+        else:
+            _kstreamlet_member(a, probe)
+    except BaseException as e:
+        common.emit_result(probe.result(error=repr(e)) | {"ok": False})
+        raise
+    common.emit_result(probe.result(system=a.system))
+    return 0
+
+
+def _raw_loop(a: argparse.Namespace, probe: common.Probe) -> None:
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    eos = a.guarantee == "exactly_once"
+    consumer = Consumer({
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group,
+        "group.protocol": "consumer",  # as kstreamlet's default
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    })
+    delivery_errors: list[Any] = []
+    pconf: dict[str, Any] = {
+        "bootstrap.servers": a.bootstrap,
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "partitioner": "murmur2_random",
+        "delivery.report.only.error": True,
+        "on_delivery": lambda err, msg: delivery_errors.append(err),
+    }
+    if eos:
+        pconf["transactional.id"] = f"{a.group}-raw"
+        pconf["transaction.timeout.ms"] = 10_000
+    producer = Producer(pconf)
+    if eos:
+        producer.init_transactions(30)
+    consumer.subscribe([a.in_topic])
+
+    out = a.out_topic
+    produce = producer.produce
+    poll = producer.poll
+    consume = consumer.consume
+    batch = a.batch
+    target = a.target
+    interval = a.commit_interval
+    in_txn = False
+    dirty = False
+
+    def commit() -> None:
+        nonlocal in_txn, dirty
+        if not dirty:
+            return
+        offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+        if eos:
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+            in_txn = False
+        else:
+            if producer.flush(30) or delivery_errors:
+                raise RuntimeError(f"outputs not acknowledged: {delivery_errors[:3]}")
+            consumer.commit(offsets=offsets, asynchronous=False)
+        dirty = False
+        probe.committed()
+
+    n = 0
+    next_commit = time.monotonic() + interval
+    while True:
+        msgs = consume(batch, 0.05)
+        if msgs:
+            if probe.t_first is None:
+                probe.first()
+            if eos and not in_txn:
+                producer.begin_transaction()
+                in_txn = True
+            for m in msgs:
+                if m.error() is not None:
+                    raise KafkaException(m.error())
+                v = m.value().upper()
+                k = m.key()
+                ts = m.timestamp()[1]
+                try:
+                    produce(out, v, k, timestamp=ts)
+                except BufferError:
+                    while True:
+                        poll(0.05)
+                        try:
+                            produce(out, v, k, timestamp=ts)
+                            break
+                        except BufferError:
+                            continue
+            poll(0)
+            n += len(msgs)
+            dirty = True
+            if n >= target:
+                probe.last(n)
+                break
+        now = time.monotonic()
+        if now >= next_commit:
+            commit()
+            next_commit = now + interval
+    commit()
+    consumer.close()
+    producer.flush(30)
+
+
+def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe) -> None:
+    from kstreamlet import App
+    from kstreamlet.logging import configure_logging
+    from kstreamlet.runtime.member import Member
+
+    app = App(application_id=a.group, bootstrap_servers=a.bootstrap, processing_guarantee=a.guarantee,
+              commit_interval=a.commit_interval, poll_batch_size=a.batch, instance_id="bench-0")
+    app.stream(a.in_topic).map(lambda v: v.upper()).to(a.out_topic)
+    configure_logging(app.settings.log_level)  # as `kstreamlet run` does (structlog -> stderr)
+    target = a.target
+
+    class BenchMember(Member):
+        """Member with a timing probe: one extra call per batch and per commit, nothing per record."""
+
+        def _process(self, msgs: list[Any]) -> None:
+            if probe.t_first is None and msgs:
+                probe.first()
+            Member._process(self, msgs)
+            if self.records_processed >= target and probe.t_last is None:
+                probe.last(self.records_processed)
+                self.stop()
+
+        def _commit(self) -> None:
+            dirty = self.ckpt is not None and self.ckpt.dirty
+            Member._commit(self)
+            if dirty:
+                probe.committed()
+
+    member = BenchMember(app, "bench-0", install_signal_handlers=False)
+    if a.profile_out:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            member.run()
+        finally:
+            prof.disable()
+            prof.dump_stats(a.profile_out)
+    else:
+        member.run()
+
+
+# --- parent side ----------------------------------------------------------------------------------
+
+def _value_checker(size: int) -> Any:
+    def ok(v: bytes | None) -> bool:
+        return v is not None and len(v) == size and v.isupper()
+
+    return ok
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, in_topic: str, log_dir: Path) -> None:
+        self.args = args
+        self.bootstrap = bootstrap
+        self.in_topic = in_topic
+        self.log_dir = log_dir
+        self.runs: list[dict[str, Any]] = []
+
+    def one_run(self, system: str, setting: Setting, rep: int | str, target: int | None = None,
+                verify: bool = True, profile_out: Path | None = None) -> dict[str, Any]:
+        a = self.args
+        target = target or a.records
+        tag = f"{system}-{setting.key}-r{rep}"
+        out_topic = common.unique(f"bench-out-{tag}")
+        group = common.unique(f"bench-{tag}")
+        common.create_topic(self.bootstrap, out_topic, PARTITIONS)
+        argv = ["--system", system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
+                "--out-topic", out_topic, "--group", group, "--guarantee", setting.guarantee,
+                "--commit-interval", str(setting.commit_interval), "--target", str(target), "--batch", str(a.batch)]
+        if profile_out:
+            argv += ["--profile-out", str(profile_out)]
+        log_path = self.log_dir / f"{tag}.log"
+        outcome = common.run_worker(NAME, argv, timeout=90 + target / 10_000, log_path=log_path)
+        res = dict(outcome.result or {})
+        run: dict[str, Any] = {"system": system, "setting": setting.key, "repeat": rep, "records": target,
+                               "worker_rc": outcome.rc, "worker_wall_seconds": round(outcome.wall_seconds, 2),
+                               "log": str(log_path), **res}
+        status = "OK"
+        if outcome.timed_out:
+            status = "WRONG: worker timed out"
+        elif outcome.rc != 0 or not res.get("ok"):
+            status = f"WRONG: worker failed (rc={outcome.rc}, {res.get('error', 'no result')})"
+        if verify:
+            ver = common.verify_output(self.bootstrap, out_topic, target, PARTITIONS, _value_checker(a.size))
+            run["verify"] = {"count": ver.count, "distinct": ver.distinct, "duplicates": ver.duplicates,
+                             "unknown_keys": ver.unknown_keys, "bad_values": ver.bad_values,
+                             "complete": ver.complete, "seconds": round(ver.seconds, 2)}
+            if status == "OK" and not ver.ok(target):
+                status = ver.describe(target)
+        run["status"] = status
+        try:
+            common.delete_topic(self.bootstrap, out_topic)
+        except Exception as e:  # best effort; the broker's temp dir goes away anyway
+            run["delete_error"] = repr(e)
+        line = f"  {tag:<28} "
+        if res.get("ok"):
+            line += (f"{res['rate']:>10,.0f} rec/s  {res['seconds']:6.2f} s  cpu {res['cpu_us_per_record']:5.1f} us/rec  "
+                     f"commits {res['commits']:>3}  wall {outcome.wall_seconds:5.1f} s")
+        line += f"  {status}"
+        print(line, flush=True)
+        if status != "OK" and outcome.log_tail:
+            print("    worker log tail:\n    " + outcome.log_tail.replace("\n", "\n    "), flush=True)
+        return run
+
+
+def run(args: argparse.Namespace) -> int:
+    from kstreamlet.dev.kafka import kafka_broker
+
+    settings = [s for s in SETTINGS if s.key in set(args.settings.split(","))]
+    if not settings:
+        raise SystemExit(f"no known setting in --settings {args.settings!r}")
+    info = common.machine_info()
+    t_start = time.monotonic()
+    log_dir = Path(tempfile.mkdtemp(prefix="kstreamlet-bench-"))
+    print(f"bench stateless: {args.records:,} records x {args.size} B, {args.repeats} repeats, "
+          f"settings {[s.key for s in settings]}; worker logs in {log_dir}", flush=True)
+    with kafka_broker() as broker:
+        bootstrap = broker.bootstrap_servers
+        info["broker_backend"] = broker.backend
+        in_topic = common.unique("bench-stateless-in")
+        common.create_topic(bootstrap, in_topic, PARTITIONS)
+        load_s = common.load_input(bootstrap, in_topic, args.records, args.size, seed=args.seed)
+        print(f"loaded input {in_topic}: {args.records:,} records in {load_s:.1f} s "
+              f"({args.records / load_s:,.0f} rec/s)", flush=True)
+        suite = Suite(args, bootstrap, in_topic, log_dir)
+        if not args.no_warmup and args.repeats > 0:
+            print("warm-up (not recorded):", flush=True)
+            for system in SYSTEMS:
+                suite.one_run(system, settings[0], "warmup", target=min(args.records, 100_000), verify=False)
+        if args.repeats > 0:
+            print("measured runs:", flush=True)
+        for rep in range(args.repeats):
+            for si, setting in enumerate(settings):
+                order = SYSTEMS if (rep + si) % 2 == 0 else tuple(reversed(SYSTEMS))
+                for system in order:
+                    suite.runs.append(suite.one_run(system, setting, rep + 1))
+            if rep == 0 and args.repeats > 1:
+                per_round = time.monotonic() - t_start
+                print(f"  (first round done after {per_round:.0f} s; ~{per_round * (args.repeats - 1):.0f} s to go)", flush=True)
+        profile_run = None
+        if args.profile:
+            profile_run = _profile(suite, args)
+    info["loadavg_at_end"] = list(os.getloadavg())
+    info["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    info["input_load_seconds"] = round(load_s, 2)
+    if args.repeats > 0:
+        md, summary = _report(args, settings, suite.runs, info)
+        data = {"scenario": NAME, "machine": info,
+                "params": {"records": args.records, "size": args.size, "repeats": args.repeats, "batch": args.batch,
+                           "partitions": PARTITIONS, "seed": args.seed},
+                "settings": [s.__dict__ for s in settings], "summary": summary, "runs": suite.runs,
+                "profile_run": profile_run}
+        md_path, json_path = common.write_results(args.out, md, data)
+        print()
+        print(md)
+        print(f"written {md_path} and {json_path}")
+    failed = sum(1 for r in suite.runs if r["status"] != "OK")
+    return 1 if failed else 0
+
+
+def _profile(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
+    import io
+    import pstats
+
+    setting = PROFILE_SETTING
+    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stats_path = suite.log_dir / "stateless-kstreamlet.prof"
+    print(f"profile: kstreamlet {setting.key} under cProfile", flush=True)
+    run = suite.one_run("kstreamlet", setting, "profile", profile_out=stats_path)
+    buf = io.StringIO()
+    if stats_path.exists():
+        st = pstats.Stats(str(stats_path), stream=buf)
+        st.strip_dirs().sort_stats("tottime").print_stats(25)
+    text = (f"kstreamlet stateless, {setting.label}, {args.records:,} records x {args.size} B, "
+            f"poll_batch_size {args.batch}, under cProfile (rates are inflated by profiling overhead)\n"
+            f"run: {run.get('rate', 0):,.0f} rec/s, {run.get('seconds', 0):.2f} s, status {run['status']}\n"
+            "top 25 functions by tottime over the whole Member.run() (includes start-up and group join):\n\n"
+            + buf.getvalue())
+    path = common.RESULTS_DIR / f"{NAME}-profile.txt"
+    path.write_text(text)
+    print(text)
+    print(f"written {path}")
+    return run
+
+
+def _report(args: argparse.Namespace, settings: list[Setting], runs: list[dict[str, Any]],
+            info: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    summary = []
+    rows = []
+    for s in settings:
+        row = [s.label]
+        entry: dict[str, Any] = {"setting": s.key}
+        med: dict[str, float | None] = {}
+        for system in SYSTEMS:
+            mine = [r for r in runs if r["setting"] == s.key and r["system"] == system]
+            good = [r for r in mine if r["status"] == "OK"]
+            wrong = len(mine) - len(good)
+            rate = common.summarize(r["rate"] for r in good)
+            cpu = common.summarize(r["cpu_us_per_record"] for r in good)
+            entry[system] = {"rate": rate, "cpu_us_per_record": cpu, "ok_runs": len(good), "wrong_runs": wrong}
+            med[system] = rate["median"] if rate else None
+            cell = (f"{common.fmt_rate(rate['median'])} ({common.fmt_rate(rate['min'])}–{common.fmt_rate(rate['max'])})"
+                    if rate else "—")
+            if wrong:
+                cell += f" **{wrong} WRONG**"
+            row.append(cell)
+            row.append(f"{cpu['median']:.1f}" if cpu else "—")
+        ratio = med["kstreamlet"] / med["raw"] if med["raw"] and med["kstreamlet"] else None
+        entry["ratio_kstreamlet_over_raw"] = ratio
+        row.append(f"{ratio:.2f}" if ratio is not None else "—")
+        rows.append(row)
+        summary.append(entry)
+    header = ["setting", "raw rec/s median (min–max)", "raw CPU µs/rec", "kstreamlet rec/s median (min–max)",
+              "kstreamlet CPU µs/rec", "kstreamlet / raw"]
+    per_run = common.md_table(
+        ["system", "setting", "repeat", "rec/s", "seconds", "CPU µs/rec", "s to final commit", "commits", "status"],
+        [[r["system"], r["setting"], str(r["repeat"]), common.fmt_rate(r.get("rate")),
+          f"{r['seconds']:.2f}" if r.get("seconds") else "—",
+          f"{r['cpu_us_per_record']:.1f}" if r.get("cpu_us_per_record") else "—",
+          f"{r['seconds_to_final_commit']:.2f}" if r.get("seconds_to_final_commit") else "—",
+          str(r.get("commits", "—")), r["status"]] for r in runs])
+    md = f"""# Stateless benchmark: kstreamlet vs hand-written confluent-kafka loop
+
+`python -m bench stateless --records {args.records} --size {args.size} --repeats {args.repeats}`
+
+- date: {info['date']}
+- machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB RAM; load average at start {', '.join(f'{x:.2f}' for x in info['loadavg_at_start'])}, at end {', '.join(f'{x:.2f}' for x in info['loadavg_at_end'])}
+- Kafka {info['kafka_version']} ({info['broker_backend']} broker, same machine), confluent-kafka {info['confluent_kafka']}, librdkafka {info['librdkafka']}, Python {info['python']}
+- input: {args.records:,} records, 8-byte keys, {args.size}-byte values, {PARTITIONS} partitions, loaded once (seed {args.seed}); every run reads all of it from the beginning into a fresh {PARTITIONS}-partition output topic
+- each run: its own subprocess and consumer group, `consume({args.batch})`, map `value.upper()`; timed from the first consumed batch to the last processed record (start-up and group join excluded); CPU = process CPU time (all threads) in that window per record
+- verification: the output, read `read_committed`, must hold every input id exactly once with an upper-cased value; otherwise the run is WRONG and not counted
+- {args.repeats} repeats per (system, setting), systems interleaved; total wall time {info['wall_seconds']:.0f} s
+
+{common.md_table(header, rows)}
+
+## All runs
+
+{per_run}
+"""
+    return md, summary
