@@ -12,6 +12,8 @@ when the last expected record has been processed. The parent then counts the out
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import platform
@@ -20,6 +22,8 @@ import resource
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -45,6 +49,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _version_str(v: Any) -> str:
+    return str(v[0] if isinstance(v, tuple) else v)
+
+
 def machine_info() -> dict[str, Any]:
     import confluent_kafka
 
@@ -61,10 +69,57 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": mem_gb,
         "python": platform.python_version(),
         "kafka_version": KAFKA_VERSION,
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": _version_str(confluent_kafka.version()),
         "librdkafka": confluent_kafka.libversion()[0],
         "loadavg_at_start": list(os.getloadavg()),
     }
+
+
+# --- which kstreamlet is measured -------------------------------------------------------------
+
+def add_source_argument(p: Any) -> None:
+    p.add_argument("--kstreamlet-ref", metavar="GIT_REF",
+                   help="measure kstreamlet as committed at this git revision (exported to a temp dir) "
+                        "instead of the working tree, e.g. HEAD while the tree is being edited")
+
+
+def source_fingerprint(package_dir: Path) -> str:
+    """Short sha256 over the package's .py files (path + content), to tell code versions apart."""
+    h = hashlib.sha256()
+    for f in sorted(package_dir.rglob("*.py")):
+        h.update(str(f.relative_to(package_dir)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def kstreamlet_root(ref: str | None) -> tuple[Path, dict[str, Any]]:
+    """The directory whose ``kstreamlet/`` the workers import, and facts about it.
+
+    Without ``ref``: the working tree (``REPO_ROOT``). With ``ref``: ``git archive`` of that
+    revision's ``kstreamlet/`` into a temp dir (the repository itself is only read)."""
+    facts: dict[str, Any] = {"git_head": git("rev-parse", "--short", "HEAD")}
+    if not ref:
+        facts["source"] = "working tree"
+        facts["kstreamlet_dirty"] = bool(git("status", "--porcelain", "--", "kstreamlet"))
+        return REPO_ROOT, facts
+    commit = git("rev-parse", "--short", f"{ref}^{{commit}}")
+    if not commit:
+        raise SystemExit(f"bench: git revision {ref!r} not found")
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", commit, "kstreamlet"],
+                             capture_output=True, check=True, timeout=60).stdout
+    root = Path(tempfile.mkdtemp(prefix=f"kstreamlet-{commit}-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
+        tf.extractall(root)
+    facts["source"] = f"git {ref} ({commit})"
+    return root, facts
 
 
 def unique(prefix: str) -> str:
@@ -77,6 +132,16 @@ def cpu_seconds() -> float:
     """CPU time of this whole process (all threads, including librdkafka's)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """(total, idle) jiffies of all CPUs from /proc/stat, or None where unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(v), v[3] + (v[4] if len(v) > 4 else 0)
 
 
 class Probe:
@@ -94,6 +159,8 @@ class Probe:
         self.t_committed: float | None = None
         self.cpu_first = 0.0
         self.cpu_last = 0.0
+        self.box_first: tuple[int, int] | None = None
+        self.box_last: tuple[int, int] | None = None
         self.processed = 0
         self.commits = 0
 
@@ -101,11 +168,13 @@ class Probe:
         if self.t_first is None:
             self.t_first = time.monotonic()
             self.cpu_first = cpu_seconds()
+            self.box_first = machine_cpu_ticks()
 
     def last(self, processed: int) -> None:
         if self.t_last is None:
             self.t_last = time.monotonic()
             self.cpu_last = cpu_seconds()
+            self.box_last = machine_cpu_ticks()
             self.processed = processed
 
     def committed(self) -> None:
@@ -116,6 +185,11 @@ class Probe:
         if self.t_first is None or self.t_last is None:
             return {"ok": False, "error": "target not reached", "processed": self.processed, **extra}
         secs = max(self.t_last - self.t_first, 1e-9)
+        busy = None
+        if self.box_first and self.box_last and self.box_last[0] > self.box_first[0]:
+            total = self.box_last[0] - self.box_first[0]
+            idle = self.box_last[1] - self.box_first[1]
+            busy = 100.0 * (total - idle) / total
         return {
             "ok": True,
             "processed": self.processed,
@@ -123,6 +197,7 @@ class Probe:
             "rate": self.processed / secs,
             "cpu_seconds": self.cpu_last - self.cpu_first,
             "cpu_us_per_record": (self.cpu_last - self.cpu_first) / max(self.processed, 1) * 1e6,
+            "machine_busy_pct": busy,
             "seconds_to_final_commit": (self.t_committed - self.t_first) if self.t_committed and self.t_committed >= self.t_last else None,
             "commits": self.commits,
             **extra,
@@ -145,15 +220,19 @@ class WorkerOutcome:
     timed_out: bool = False
 
 
-def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path) -> WorkerOutcome:
-    """Run ``python -m bench _worker <scenario> <argv>`` and collect its result line."""
+def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,
+               kstreamlet_dir: Path = REPO_ROOT) -> WorkerOutcome:
+    """Run ``python -m bench _worker <scenario> <argv>`` and collect its result line.
+
+    The worker's cwd is ``kstreamlet_dir`` (first on ``sys.path`` under ``-m``), so its
+    ``kstreamlet`` package is the one measured; ``bench`` comes from ``PYTHONPATH``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [sys.executable, "-m", "bench", "_worker", scenario, *argv]
     t0 = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=kstreamlet_dir, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         timed_out = False
         try:
             out, _ = proc.communicate(timeout=timeout)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Mapping
 from kstreamlet import serdes as _serdes
 from kstreamlet.config import Settings, load_settings
 from kstreamlet.dsl.stream import Stream
+from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.serdes import Serde
 from kstreamlet.sources.base import Source
 from kstreamlet.topology.builder import InternalTopic, Topology, build_topology
@@ -60,17 +61,21 @@ class App:
     # --- defining streams ------------------------------------------------------------------------
 
     def stream(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
-               start: StartPosition | str | Mapping[int, int] | None = None, override_committed: bool = False) -> Stream:
+               start: StartPosition | str | Mapping[int, int] | None = None, override_committed: bool = False,
+               watermarks: WatermarkStrategy | None = None) -> Stream:
         """A stream reading ``topic``.
 
         ``start``: ``"group"`` (default: the group's committed offset, else
         ``auto_offset_reset``), ``"earliest"``, ``"latest"``, ``{partition: offset}`` or
         ``StartPosition.from_timestamp(ms)``. Committed offsets win over ``start`` once the
         group has them, unless ``override_committed=True``.
+
+        ``watermarks``: a :class:`~kstreamlet.eventtime.WatermarkStrategy` (event-time
+        assigner, out-of-orderness, idleness); default monotonous record timestamps.
         """
         ks = _serdes.resolve(key_serde, _serdes.BYTES)
         vs = _serdes.resolve(value_serde, _serdes.BYTES)
-        node = SourceNode(topic, ks, vs, StartPosition.parse(start, override_committed))
+        node = SourceNode(topic, ks, vs, StartPosition.parse(start, override_committed), watermarks=watermarks)
         self._register_source(node)
         return Stream(self, node, ks, vs)
 
@@ -102,6 +107,11 @@ class App:
         if self._topology is not None:
             raise RuntimeError("the topology was already built; define all streams before running")
         self._sources.append(node)
+
+    def _next_op_id(self) -> int:
+        """Deterministic numbering of unnamed stateful operators (names their stores)."""
+        self._op_counter = getattr(self, "_op_counter", -1) + 1
+        return self._op_counter
 
     def _repartition_topic(self, name: str | None, partitions: int | None) -> str:
         name = name or f"key_by-{len(self._internal_topics)}"

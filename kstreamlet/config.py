@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     kafka_config: dict[str, Any] = Field(default_factory=dict, description="librdkafka passthrough (SASL/SSL...).")
     internal_topic_replication: int = Field(-1, description="Replication factor of internal topics; -1 = broker default.")
     shutdown_timeout: float = Field(30.0, gt=0, description="Seconds a SIGTERM may take before the process exits.")
-    state_dir: str = Field("/tmp/kstreamlet/state", description="Local state directory.")
+    state_dir: str = Field("/tmp/kstreamlet/state", description="Local state directory (a PVC in Kubernetes).")
+    state_backend: Literal["rocksdb", "memory"] = Field("rocksdb", description="Where keyed state lives locally.")
+    rocksdb_block_cache_mb: int = Field(64, ge=1, description="Block cache shared by all RocksDB stores of a process.")
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

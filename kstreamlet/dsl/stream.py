@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from kstreamlet import serdes as _serdes
@@ -24,6 +25,7 @@ from kstreamlet.topology.nodes import (
     BranchNode,
     FilterNode,
     FlatMapNode,
+    KeyedProcessNode,
     MapNode,
     MergeNode,
     Node,
@@ -43,9 +45,11 @@ class Stream:
     """A stream of records (key, value, timestamp)."""
 
     def __init__(self, app: "App", node: Node, key_serde: Serde[Any], value_serde: Serde[Any],
-                 attach: Callable[[Node], Node] | None = None) -> None:
+                 attach: Callable[[Node], Node] | None = None, watermarks: Any = None) -> None:
         self._app = app
         self._node = node
+        #: The source's watermark strategy, carried through repartitioning.
+        self.watermarks = watermarks
         #: Serdes used by ``to`` / ``key_by`` when none are given (inherited from the source).
         self.key_serde = key_serde
         self.value_serde = value_serde
@@ -54,7 +58,8 @@ class Stream:
 
     def _then(self, node: Node, key_serde: Serde[Any] | None = None, value_serde: Serde[Any] | None = None) -> "Stream":
         self._attach(node)
-        return Stream(self._app, node, key_serde or self.key_serde, value_serde or self.value_serde)
+        return Stream(self._app, node, key_serde or self.key_serde, value_serde or self.value_serde,
+                      watermarks=self.watermarks)
 
     def map(self, fn: Callable[[Any], Any], name: str | None = None) -> "Stream":
         """``value -> new value``; key and timestamp are kept."""
@@ -82,11 +87,11 @@ class Stream:
     def side_output(self, tag: str) -> "Stream":
         """The records a preceding ``process`` sent with ``ctx.side_output(tag, ...)``."""
         node = self._node
-        if not isinstance(node, ProcessNode):
+        if not isinstance(node, (ProcessNode, KeyedProcessNode)):
             raise TypeError("side_output() is only available on the stream returned by process()")
         placeholder = MergeNode(name=f"side-{tag}-{node.id}")
         node.add_side_child(tag, placeholder)
-        return Stream(self._app, placeholder, self.key_serde, self.value_serde)
+        return Stream(self._app, placeholder, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
     def branch(self, *predicates: Callable[[Any], bool], default: bool = True) -> list["Stream"]:
         """Split by predicates; a record goes to the first branch it matches. With ``default``
@@ -101,7 +106,7 @@ class Stream:
         for i in range(len(preds)):
             head = MergeNode(name=f"branch-{node.id}-{i}")
             node.add_branch_child(i, head)
-            out.append(Stream(self._app, head, self.key_serde, self.value_serde))
+            out.append(Stream(self._app, head, self.key_serde, self.value_serde, watermarks=self.watermarks))
         return out
 
     def merge(self, *others: "Stream", name: str | None = None) -> "Stream":
@@ -111,22 +116,35 @@ class Stream:
         self._attach(node)
         for o in others:
             o._attach(node)
-        return Stream(self._app, node, self.key_serde, self.value_serde)
+        return Stream(self._app, node, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
     def key_by(self, fn: Callable[[Any], Any], key_serde: Serde[Any] | str | None = None,
                value_serde: Serde[Any] | str | None = None, partitions: int | None = None,
-               name: str | None = None) -> "Stream":
+               name: str | None = None) -> "KeyedStream":
         """Re-key by ``fn(value)`` and repartition through an internal topic
         ``<application_id>-<name>-repartition``, so all records of a key meet in one task.
         The key serde defaults to JSON (str, int, lists), the value serde to the stream's.
+        Returns a :class:`KeyedStream` (keyed state, timers, aggregations).
         """
         ks = _serdes.resolve(key_serde, _serdes.JSON)
         vs = _serdes.resolve(value_serde, self.value_serde)
         topic = self._app._repartition_topic(name, partitions)
         self._attach(SinkNode(topic, ks, vs, key_fn=fn, internal=True, name=f"key_by-{topic}"))
-        source = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions)
+        # Event time was assigned upstream (it travels as the record timestamp); records from
+        # several upstream tasks interleave, so the same out-of-orderness bound applies.
+        wm = replace(self.watermarks, timestamp_assigner=None) if self.watermarks else None
+        source = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions,
+                            watermarks=wm)
         self._app._register_source(source)
-        return Stream(self._app, source, ks, vs)
+        return KeyedStream(self._app, source, ks, vs, watermarks=wm)
+
+    def keyed(self, key_serde: Serde[Any] | str | None = None) -> "KeyedStream":
+        """Use the record key as is, without repartitioning (Kafka Streams' ``groupByKey``).
+        Only correct when the input topic is already partitioned by this key."""
+        ks = _serdes.resolve(key_serde, self.key_serde)
+        head = MergeNode(name=f"keyed-{self._node.id}")
+        self._attach(head)
+        return KeyedStream(self._app, head, ks, self.value_serde, watermarks=self.watermarks)
 
     def to(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
            partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None) -> None:
@@ -135,3 +153,74 @@ class Stream:
         ks = _serdes.resolve(key_serde, self.key_serde)
         vs = _serdes.resolve(value_serde, self.value_serde)
         self._attach(SinkNode(topic, ks, vs, partitioner=partitioner, name=name))
+
+
+class KeyedStream(Stream):
+    """A stream partitioned by key: keyed state, timers and running aggregations.
+
+    ``process`` accepts a :class:`~kstreamlet.functions.KeyedProcessFunction` (state via
+    descriptors in ``open``, timers via ``ctx.timers``) or a plain ``fn(value, ctx)``.
+    The aggregations emit the updated result for the record's key on every record (a
+    changelog stream, like a Kafka Streams KTable's ``toStream()``)::
+
+        counts = words.key_by(lambda w: w, key_serde=serdes.STR).count()
+        counts.to("word-counts", value_serde=serdes.INT64)
+    """
+
+    def process(self, fn: Any, name: str | None = None) -> Stream:  # type: ignore[override]
+        from kstreamlet.functions import KeyedProcessFunction
+
+        if isinstance(fn, KeyedProcessFunction):
+            return self._then(KeyedProcessNode(fn, self.key_serde, name or f"process-{self._app._next_op_id()}"))
+        return super().process(fn, name)
+
+    def _aggregate_fn(self, fn: Any, serde: Serde[Any], name: str | None, op: str) -> Stream:
+        node = KeyedProcessNode(fn, self.key_serde, name or f"{op}-{self._app._next_op_id()}")
+        return self._then(node, value_serde=serde)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | str | None = None,
+               name: str | None = None) -> Stream:
+        """Running ``fn(accumulated, value)`` per key; emits the new value per record."""
+        from kstreamlet.dsl.aggregations import Reduce
+
+        s = _serdes.resolve(serde, _serdes.JSON)
+        return self._aggregate_fn(Reduce(fn, s), s, name, "reduce")
+
+    def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any],
+                  serde: Serde[Any] | str | None = None, name: str | None = None) -> Stream:
+        """Running ``adder(value, accumulator)`` per key starting from ``initializer()``."""
+        from kstreamlet.dsl.aggregations import Aggregate
+
+        s = _serdes.resolve(serde, _serdes.JSON)
+        return self._aggregate_fn(Aggregate(initializer, adder, s), s, name, "aggregate")
+
+    def count(self, name: str | None = None) -> Stream:
+        """Running count per key (INT64 values)."""
+        from kstreamlet.dsl.aggregations import Aggregate
+
+        return self._aggregate_fn(Aggregate(lambda: 0, lambda v, acc: acc + 1, _serdes.INT64), _serdes.INT64,
+                                  name, "count")
+
+    def sum(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
+        """Running sum per key of the value (or ``value[field]`` / ``field(value)``)."""
+        from kstreamlet.dsl.aggregations import Aggregate, extractor
+
+        get = extractor(field)
+        return self._aggregate_fn(Aggregate(lambda: 0, lambda v, acc: acc + get(v), _serdes.JSON), _serdes.JSON,
+                                  name, "sum")
+
+    def min(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
+        """Running minimum per key (of the value, or ``value[field]`` / ``field(value)``)."""
+        from kstreamlet.dsl.aggregations import Reduce, extractor
+
+        get = extractor(field)
+        return self._aggregate_fn(Reduce(lambda a, b: a if a <= b else b, _serdes.JSON, get), _serdes.JSON,
+                                  name, "min")
+
+    def max(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
+        """Running maximum per key (of the value, or ``value[field]`` / ``field(value)``)."""
+        from kstreamlet.dsl.aggregations import Reduce, extractor
+
+        get = extractor(field)
+        return self._aggregate_fn(Reduce(lambda a, b: a if a >= b else b, _serdes.JSON, get), _serdes.JSON,
+                                  name, "max")

@@ -76,6 +76,8 @@ class Checkpointer:
         self.commits = 0
         self.aborts = 0
         self.last_commit_seconds = 0.0
+        #: Optional ``(topic, partition) -> metadata`` committed with each offset (stream time).
+        self.offset_metadata: Any = None
 
     def begin(self) -> None:
         if self.exactly_once and not self.in_transaction:
@@ -94,7 +96,14 @@ class Checkpointer:
         if not self.dirty:
             return
         t0 = time.monotonic()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
+        meta = self.offset_metadata
+        if meta is None:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
+        else:
+            offsets = []
+            for (t, p), o in self.pending.items():
+                md = meta(t, p)
+                offsets.append(TopicPartition(t, p, o) if md is None else TopicPartition(t, p, o, md))
         if self.exactly_once:
             self.begin()
             for part in self.participants:
@@ -103,13 +112,14 @@ class Checkpointer:
                 offsets, self.consumer.consumer_group_metadata(), self.timeout))
             self._txn_call(lambda: self.producer.commit_transaction(self.timeout), retry=True)
             self.in_transaction = False
+            self.producer.poll(0)  # serve delivery reports (changelog offsets) before participants read them
         else:
+            for part in self.participants:
+                part.prepare_commit()
             remaining = self.producer.flush(self.timeout)
             if remaining or self.delivery_failed is not None:
                 err, self.delivery_failed = self.delivery_failed, None
                 raise AbortCheckpoint(f"{remaining} outputs unacknowledged, delivery error: {err}")
-            for part in self.participants:
-                part.prepare_commit()
             if offsets:
                 try:
                     self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -39,6 +40,9 @@ from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, Checkpointer, Fat
 from kstreamlet.runtime.dlq import ErrorHandler
 from kstreamlet.runtime.task import Message, Task
 from kstreamlet.sources.base import SourceRunner
+from kstreamlet.state.backend import Backend, MemoryBackend
+from kstreamlet.state.recovery import Restorer
+from kstreamlet.state.store import Store
 from kstreamlet.topology.builder import Topology
 from kstreamlet.topology.nodes import SourceNode
 
@@ -131,6 +135,10 @@ class Member:
         self.started_at = time.monotonic()
         self.first_record_at: float | None = None
         self.ready = threading.Event()
+        self.restorer: Restorer | None = None
+        #: Tasks with event time or timers: ticked every loop iteration.
+        self.timed_tasks: list[Task] = []
+        self._state_topics_checked: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -210,6 +218,10 @@ class Member:
             self._init_transactions()
         self.consumer = Consumer(cc)
         self.ckpt = Checkpointer(self.consumer, self.producer, self.eos, timeout=max(30.0, s.transaction_timeout * 3))
+        self.ckpt.participants.append(self)
+        self.ckpt.offset_metadata = self._offset_metadata
+        self.restorer = Restorer({**base, "group.id": f"{s.application_id}-restore",
+                                  "client.id": f"{s.application_id}-{self.instance_id}-restore"})
         self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
         self.consumer.subscribe(self.topology.source_topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -273,22 +285,46 @@ class Member:
         if not partitions:
             consumer.incremental_assign([])
             return
+        new_tasks: list[Task] = []
         for tp in partitions:
             st = self.topology.subtopology_of(tp.topic)
             key = (st.id, tp.partition)
             task = self.tasks.get(key)
             if task is None:
-                task = Task(st, tp.partition, self, self._partitions_of)
+                task = Task(st, tp.partition, self, self._partitions_of,
+                            store_factory=lambda name, p, st=st: self._make_store(st, name, p))
                 self.tasks[key] = task
+                new_tasks.append(task)
                 if task.multi_input:
                     self.multi_input_tasks.append(task)
+                if task.needs_watermarks:
+                    self.timed_tasks.append(task)
             self.routes[(tp.topic, tp.partition)] = task.enqueue if task.multi_input else task.on_message[tp.topic]
             self.assigned.add((tp.topic, tp.partition))
         positioned = self._start_offsets(consumer, partitions)
+        stateful = [t for t in new_tasks if t.stores or t.needs_watermarks]
+        if stateful:
+            # committed() waits for stable offsets (KIP-447): a previous owner's pending transaction is
+            # resolved before we read changelog end offsets, so restoration sees all it committed.
+            ask = [TopicPartition(tp.topic, tp.partition) for tp in partitions
+                   if self.tasks[(self.topology.subtopology_of(tp.topic).id, tp.partition)] in stateful]
+            for c in consumer.committed(ask, timeout=self.settings.transaction_timeout + 30):
+                task = self.tasks[(self.topology.subtopology_of(c.topic).id, c.partition)]
+                task.restore_stream_time(c.topic, c.metadata)
+        restoring: list[Task] = []
+        assert self.restorer is not None
+        for task in stateful:
+            task.snapshot_time()
+            if task.stores and self.restorer.add((task.subtopology.id, task.partition), list(task.stores.values()), self.eos):
+                restoring.append(task)
         consumer.incremental_assign(positioned)
+        if restoring:
+            consumer.pause([TopicPartition(t, task.partition) for task in restoring for t in task.subtopology.sources
+                            if (t, task.partition) in self.assigned])
         self.log.info("partitions assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in positioned],
-                      tasks=sorted(t.id for t in self.tasks.values()))
-        self.ready.set()
+                      tasks=sorted(t.id for t in self.tasks.values()), restoring=sorted(t.id for t in restoring))
+        if not self.restorer.active:
+            self.ready.set()
 
     def _start_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Committed offsets win; otherwise (or when overriding) each source's start position."""
@@ -333,6 +369,11 @@ class Member:
                 del self.tasks[key]
                 if task in self.multi_input_tasks:
                     self.multi_input_tasks.remove(task)
+                if task in self.timed_tasks:
+                    self.timed_tasks.remove(task)
+                if self.restorer is not None:
+                    self.restorer.remove_task(key)
+                task.close()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
@@ -364,6 +405,113 @@ class Member:
             self.partition_counts[topic] = n
         return n
 
+    # --- state ---------------------------------------------------------------------------------------
+
+    def _make_store(self, st: Any, name: str, partition: int) -> Store:
+        s = self.settings
+        topic = f"{s.application_id}-{name}-changelog"
+        self._ensure_changelog(topic, self.partition_counts[next(iter(st.sources))])
+
+        def backend() -> Backend:
+            if s.state_backend == "memory":
+                return MemoryBackend()
+            from kstreamlet.state.rocksdb import RocksDBBackend
+
+            path = Path(s.state_dir) / s.application_id / self._state_subdir / name / str(partition)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    return RocksDBBackend(path, block_cache_mb=s.rocksdb_block_cache_mb)
+                except Exception as e:
+                    # The previous owner in this pod may still be closing it (lock held).
+                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+        return Store(name, partition, backend(), topic, self._send_changelog,
+                     end_offset=None if self.eos else self._end_offset, backend_factory=backend)
+
+    @property
+    def _state_subdir(self) -> str:
+        idx = os.environ.get("KSTREAMLET_WORKER_INDEX")
+        return f"w{idx}" if idx else "."
+
+    def _ensure_changelog(self, topic: str, partitions: int) -> None:
+        if topic in self._state_topics_checked:
+            return
+        admin = AdminClient(client_config(self.settings))
+        n = partition_count(admin, topic)
+        if n is None:
+            create_topics(admin, {topic: partitions}, config={"cleanup.policy": "compact"}, exist_ok=True)
+        elif n != partitions:
+            raise TopologyError(f"changelog topic {topic} has {n} partitions but its inputs have {partitions}")
+        self._state_topics_checked.add(topic)
+
+    def _send_changelog(self, topic: str, key: bytes, value: bytes | None, partition: int, on_delivery: Any) -> None:
+        produce = self.producer.produce  # type: ignore[union-attr]
+        while True:
+            try:
+                if on_delivery is None:
+                    produce(topic, value, key, partition)
+                else:
+                    produce(topic, value, key, partition, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # type: ignore[union-attr]
+
+    def _end_offset(self, topic: str, partition: int) -> int | None:
+        assert self.restorer is not None
+        try:
+            return self.restorer.end_offset(topic, partition)
+        except KafkaException:
+            return None
+
+    def _offset_metadata(self, topic: str, partition: int) -> str | None:
+        st = self.topology.subtopology_of(topic)
+        task = self.tasks.get((st.id, partition))
+        if task is None or not task.needs_watermarks:
+            return None
+        return task.stream_time_metadata(topic) or None
+
+    # Checkpoint participant: every task's stores and stream time commit/abort with the checkpoint.
+    def prepare_commit(self) -> None:
+        for t in self.tasks.values():
+            if t.stores:
+                t.prepare_commit()
+
+    def committed(self) -> None:
+        for t in self.tasks.values():
+            if t.stores or t.needs_watermarks:
+                t.committed()
+
+    def aborted(self) -> None:
+        for t in self.tasks.values():
+            t.aborted()
+
+    def _restore_step(self) -> None:
+        assert self.restorer is not None and self.consumer is not None
+        for key in self.restorer.poll():
+            task = self.tasks.get(key)
+            if task is None:
+                continue
+            self.consumer.resume([TopicPartition(t, task.partition) for t in task.subtopology.sources
+                                  if (t, task.partition) in self.assigned])
+            self.log.info("task restored; processing resumes", task=task.id)
+        if not self.restorer.active:
+            self.ready.set()
+
+    def _tick(self) -> None:
+        now = int(time.time() * 1000)
+        ckpt = self.ckpt
+        assert ckpt is not None
+        for task in self.timed_tasks:
+            if self.restorer is not None and self.restorer.is_restoring((task.subtopology.id, task.partition)):
+                continue
+            if task.time_due(now):
+                if self.eos and not ckpt.in_transaction:
+                    ckpt.begin()
+                task.tick(now)
+
     # --- the loop -------------------------------------------------------------------------------
 
     _rebuild_needed = False
@@ -378,9 +526,14 @@ class Member:
                 if src.error is not None:
                     raise RuntimeError(f"source {src.name!r} failed: {src.error!r}") from src.error
             try:
-                msgs = self.consumer.consume(batch, 0.05)  # type: ignore[union-attr]
+                restoring = bool(self.restorer is not None and self.restorer.active)
+                if restoring:
+                    self._restore_step()
+                msgs = self.consumer.consume(batch, 0.0 if restoring else 0.05)  # type: ignore[union-attr]
                 if msgs:
                     self._process(msgs)
+                if self.timed_tasks:
+                    self._tick()
                 if self._rebuild_needed:
                     raise FatalClientError("producer fenced during rebalance")
                 now = time.monotonic()
@@ -458,8 +611,6 @@ class Member:
 
     def _abort_and_rewind(self) -> None:
         assert self.ckpt is not None and self.consumer is not None
-        for t in self.tasks.values():
-            t.clear_buffers()
         rewind = self.ckpt.abort(self.assigned)
         for (topic, part), off in rewind.items():
             try:
@@ -477,10 +628,15 @@ class Member:
                 self.consumer.close()
         except Exception as e:  # the old clients are beyond use; close is best effort
             self.log.warning("closing consumer after fatal error failed", error=str(e))
+        for task in self.tasks.values():
+            task.close()
         self.tasks.clear()
         self.routes.clear()
         self.assigned.clear()
         self.multi_input_tasks.clear()
+        self.timed_tasks.clear()
+        if self.restorer is not None:
+            self.restorer.close()
         self._skip_revoke_commit = False
         self._create_clients()
 
@@ -499,7 +655,12 @@ class Member:
             for src in self.sources:
                 src.stop()
             if self.consumer is not None:
-                self.consumer.close()  # leaves the group; on_revoke commits nothing new
+                self.consumer.close()  # leaves the group; on_revoke commits nothing new, closes tasks
+            for task in self.tasks.values():
+                task.close()
+            self.tasks.clear()
+            if self.restorer is not None:
+                self.restorer.close()
             if self.producer is not None:
                 self.producer.flush(10)
         finally:

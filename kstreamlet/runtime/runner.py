@@ -36,6 +36,7 @@ def _run_workers(app: "App", workers: int) -> int:
     for i in range(workers):
         pid = os.fork()
         if pid == 0:
+            os.environ["KSTREAMLET_WORKER_INDEX"] = str(i)
             code = 0
             try:
                 Member(app, f"{base_id}-w{i}").run()

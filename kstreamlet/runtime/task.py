@@ -1,20 +1,28 @@
 """A task: one sub-topology on one partition number.
 
 It owns compiled copies of the sub-topology's nodes (so per-task state never leaks
-between partitions) and turns each input message into calls down the node chain. With
-several input topics (co-partitioned, ``merge``) it buffers per input and always
-processes the buffered record with the smallest timestamp first.
+between partitions), its state stores and timers, and its watermark. It turns each
+input message into calls down the node chain. With several input topics
+(co-partitioned, ``merge``) it buffers per input and always processes the buffered
+record with the smallest timestamp first.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from kstreamlet.eventtime import MIN_WATERMARK, WatermarkStrategy
+from kstreamlet.runtime.timers import EVENT, PROC, TimerService
+from kstreamlet.runtime.watermarks import WatermarkTracker
 from kstreamlet.serdes import SerdeError
+from kstreamlet.state.keyed import KeyContext
 from kstreamlet.topology.builder import SubTopology
 from kstreamlet.topology.nodes import Node, Push, SourceNode
+
+if TYPE_CHECKING:
+    from kstreamlet.state.store import Store
 
 
 class Message(Protocol):
@@ -39,24 +47,46 @@ class DeserializationError(SerdeError):
     """An input record's key or value could not be deserialized."""
 
 
+StoreFactory = Callable[[str, int], "Store"]
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class Task:
     """Runs one sub-topology for one partition."""
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
-                 partitions_of: Callable[[str], int]) -> None:
+                 partitions_of: Callable[[str], int], store_factory: StoreFactory | None = None,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
         self.subtopology = subtopology
         self.partition = partition
         self.id = f"{subtopology.id}_{partition}"
         self.collector = collector
         self.partitions_of = partitions_of
+        self.clock = clock
+        self._store_factory = store_factory
         #: The message being processed (read by ProcessorContext).
         self.msg: Any = None
+        self.keyctx = KeyContext(clock)
+        self.operator_keyctx = KeyContext(clock)  # key b"" scopes operator (per-task) state
+        self.stores: dict[str, Store] = {}
+        self._timers: list[tuple[TimerService, Callable[[int, bytes, str], None]]] = []
+        self._closers: list[Callable[[], None]] = []
+        self.needs_watermarks = any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
+        self.watermarks = WatermarkTracker(
+            {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock())
+        self._committed_max_ts: dict[str, int] = {}
+        self._fired_wm = MIN_WATERMARK
         self._compiled: dict[int, Push] = {}
         self.on_message: dict[str, Callable[[Message], None]] = {
             topic: self._compile_source(src) for topic, src in subtopology.sources.items()
         }
         self.multi_input = len(subtopology.sources) > 1
         self._queues: dict[str, deque[Message]] = {t: deque() for t in subtopology.sources}
+
+    # --- building ----------------------------------------------------------------------------------
 
     def compiled(self, node: Node) -> Push:
         """The node's push function for this task (compiled once)."""
@@ -66,30 +96,133 @@ class Task:
             self._compiled[node.id] = fn
         return fn
 
+    def store(self, name: str) -> "Store":
+        """The task's store ``name`` (created, and registered for restoration, on first use)."""
+        s = self.stores.get(name)
+        if s is None:
+            if self._store_factory is None:
+                raise RuntimeError("this task has no state backend")
+            s = self._store_factory(name, self.partition)
+            self.stores[name] = s
+        return s
+
+    def timer_service(self, store_name: str) -> TimerService:
+        return TimerService(self.store(store_name), lambda: self.keyctx.key_bytes,
+                            lambda: self.watermarks.watermark, self.clock)
+
+    def register_timers(self, timers: TimerService, fire: Callable[[int, bytes, str], None]) -> None:
+        self._timers.append((timers, fire))
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        self._closers.append(fn)
+
     def _compile_source(self, src: SourceNode) -> Callable[[Message], None]:
         child = self.compiled(src)
         kde = None if src.key_serde.identity else src.key_serde.deserialize
         vde = None if src.value_serde.identity else src.value_serde.deserialize
+        assign = src.watermarks.timestamp_assigner if src.watermarks else None
         task = self
+        topic = src.topic
 
-        def on_message(m: Message) -> None:
-            task.msg = m
+        def decode(m: Message) -> tuple[Any, Any, int]:
             k = m.key()
             v = m.value()
-            if kde is not None or vde is not None:
-                try:
-                    if kde is not None:
-                        k = kde(k)  # type: ignore[arg-type]
-                    if vde is not None:
-                        v = vde(v)  # type: ignore[arg-type]
-                except Exception as e:
-                    raise DeserializationError(f"{type(e).__name__}: {e}") from e
+            try:
+                if kde is not None:
+                    k = kde(k)  # type: ignore[arg-type]
+                if vde is not None:
+                    v = vde(v)  # type: ignore[arg-type]
+                if assign is not None:
+                    return k, v, int(assign(v))
+            except Exception as e:
+                raise DeserializationError(f"{type(e).__name__}: {e}") from e
             tstype, ts = m.timestamp()
-            if tstype == 0:  # TIMESTAMP_NOT_AVAILABLE: fall back to wall-clock time
-                ts = int(time.time() * 1000)
-            child(k, v, ts)
+            if tstype == 0:  # TIMESTAMP_NOT_AVAILABLE: fall back to processing time
+                ts = task.clock()
+            return k, v, ts
 
-        return on_message
+        if not self.needs_watermarks:
+            if kde is None and vde is None and assign is None:
+                def on_message_raw(m: Message) -> None:
+                    task.msg = m
+                    tstype, ts = m.timestamp()
+                    child(m.key(), m.value(), ts if tstype else task.clock())
+
+                return on_message_raw
+
+            def on_message(m: Message) -> None:
+                task.msg = m
+                k, v, ts = decode(m)
+                child(k, v, ts)
+
+            return on_message
+
+        tracker = self.watermarks
+        clock = self.clock
+
+        def on_message_timed(m: Message) -> None:
+            task.msg = m
+            k, v, ts = decode(m)
+            child(k, v, ts)
+            # The watermark advances after the record (as in Flink), then due timers fire.
+            if tracker.observe(topic, ts, clock()) > task._fired_wm:
+                task.fire_event_timers()
+
+        return on_message_timed
+
+    # --- time ----------------------------------------------------------------------------------------
+
+    def fire_event_timers(self) -> None:
+        wm = self.watermarks.watermark
+        self._fired_wm = wm
+        for timers, fire in self._timers:
+            timers.fire(EVENT, wm, lambda ts, key, f=fire: f(ts, key, "event"))
+
+    def time_due(self, now: int) -> bool:
+        """Whether :meth:`tick` would fire something (idle-advanced watermark, due processing timers)."""
+        if self.watermarks.recompute(now) > self._fired_wm:
+            return True
+        for timers, _ in self._timers:
+            due = timers.next_due(PROC)
+            if due is not None and due <= now:
+                return True
+        return False
+
+    def tick(self, now: int) -> None:
+        """Processing-time progress: idle inputs, processing-time timers."""
+        if not self.needs_watermarks:
+            return
+        if self.watermarks.recompute(now) > self._fired_wm:
+            self.fire_event_timers()
+        for timers, fire in self._timers:
+            timers.fire(PROC, now, lambda ts, key, f=fire: f(ts, key, "processing"))
+
+    def stream_time_metadata(self, topic: str) -> str:
+        """Committed with the offset so a new owner resumes the same watermark (Kafka Streams' stream time)."""
+        inp = self.watermarks.inputs.get(topic)
+        return str(inp.max_ts) if inp is not None and inp.max_ts != MIN_WATERMARK else ""
+
+    def restore_stream_time(self, topic: str, metadata: str | None) -> None:
+        inp = self.watermarks.inputs.get(topic)
+        if inp is not None and metadata:
+            try:
+                inp.max_ts = max(inp.max_ts, int(metadata))
+            except ValueError:
+                return
+            self.watermarks.recompute(self.clock())
+            self._fired_wm = self.watermarks.watermark  # timers up to here fired before the handover
+
+    def snapshot_time(self) -> None:
+        """At a commit: remember stream time, to roll back to on abort."""
+        self._committed_max_ts = {t: i.max_ts for t, i in self.watermarks.inputs.items()}
+        self._committed_wm = self.watermarks.watermark
+
+    def rollback_time(self) -> None:
+        for t, ts in self._committed_max_ts.items():
+            self.watermarks.inputs[t].max_ts = ts
+        wm = getattr(self, "_committed_wm", MIN_WATERMARK)
+        self.watermarks.watermark = wm
+        self._fired_wm = wm
 
     # --- co-partitioned inputs: pick by timestamp ---------------------------------------------
 
@@ -114,3 +247,30 @@ class Task:
     def clear_buffers(self) -> None:
         for q in self._queues.values():
             q.clear()
+
+    # --- checkpoint participation (the member calls these for every task) ------------------------
+
+    def prepare_commit(self) -> None:
+        for s in self.stores.values():
+            s.prepare_commit()
+
+    def committed(self) -> None:
+        for s in self.stores.values():
+            s.committed()
+        self.snapshot_time()
+
+    def aborted(self) -> None:
+        self.clear_buffers()
+        for s in self.stores.values():
+            s.aborted()
+        self.rollback_time()
+
+    def close(self) -> None:
+        for fn in self._closers:
+            try:
+                fn()
+            except Exception:
+                pass
+        for s in self.stores.values():
+            s.close()
+        self.stores.clear()

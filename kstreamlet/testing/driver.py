@@ -33,6 +33,8 @@ from kstreamlet.errors import ProcessingError
 from kstreamlet.runtime.dlq import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
+from kstreamlet.state.backend import MemoryBackend
+from kstreamlet.state.store import Store
 
 
 @dataclass
@@ -154,7 +156,9 @@ class TopologyTestDriver:
         self._offsets: dict[str, int] = {}
         self._pending: deque[_Message] = deque()
         self._delivering = False
-        self.tasks = {st.id: Task(st, 0, self, lambda topic: 1) for st in self.topology.subtopologies}
+        self.stores: dict[str, Store] = {}
+        self.tasks = {st.id: Task(st, 0, self, lambda topic: 1, store_factory=self._make_store, clock=lambda: self.wall_clock_ms)
+                      for st in self.topology.subtopologies}
         s = app.settings
         self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
         self._internal = set(self.topology.internal_topics)
@@ -185,8 +189,34 @@ class TopologyTestDriver:
     # --- time -------------------------------------------------------------------------------------
 
     def advance_wall_clock_time(self, ms: int) -> None:
-        """Move the driver's wall clock (default timestamp of piped records) forward."""
+        """Move the driver's wall clock forward: processing-time timers fire, idle inputs time out,
+        state TTL counts from it, and it is the default timestamp of piped records."""
         self.wall_clock_ms += ms
+        for task in self.tasks.values():
+            task.tick(self.wall_clock_ms)
+        self._commit()
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def _make_store(self, name: str, partition: int) -> Store:
+        store = Store(name, partition, MemoryBackend(), None, None, backend_factory=MemoryBackend)
+        self.stores[name] = store
+        return store
+
+    def key_value_store(self, name: str) -> dict[bytes, bytes]:
+        """Raw committed contents of a state store (store names: ``<operator name>-<state name>``)."""
+        store = self.stores[name]
+        return dict(store.backend.iter_from(b""))
+
+    def watermark(self, topic: str) -> int:
+        """Current watermark of the task reading ``topic``."""
+        return self.tasks[self.topology.subtopology_of(topic).id].watermarks.watermark
+
+    def _commit(self) -> None:
+        # Every piped record is its own checkpoint: state is committed as soon as it is processed.
+        for task in self.tasks.values():
+            task.prepare_commit()
+            task.committed()
 
     # --- the collector the tasks write to -------------------------------------------------------
 
@@ -223,3 +253,4 @@ class TopologyTestDriver:
                     self.errors.handle(m, e)
         finally:
             self._delivering = False
+        self._commit()

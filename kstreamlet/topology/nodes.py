@@ -113,9 +113,12 @@ class SourceNode(Node):
     kind = "source"
 
     def __init__(self, topic: str, key_serde: Serde[Any], value_serde: Serde[Any], start: StartPosition,
-                 internal: bool = False, partitions: int | None = None, name: str | None = None) -> None:
+                 internal: bool = False, partitions: int | None = None, name: str | None = None,
+                 watermarks: Any = None) -> None:
         super().__init__(name)
         self.topic = topic
+        #: WatermarkStrategy (timestamp assigner, out-of-orderness, idleness) or None.
+        self.watermarks = watermarks
         self.key_serde = key_serde
         self.value_serde = value_serde
         self.start = start
@@ -304,4 +307,72 @@ class SinkNode(Node):
             part = partitioner(k, v, n_partitions) if partitioner is not None else -1
             send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part)
 
+        return push
+
+
+class KeyedProcessNode(Node):
+    """Runs a :class:`~kstreamlet.functions.KeyedProcessFunction` with keyed state and timers.
+
+    Each task gets a shallow copy of the function, opened with the task's runtime context.
+    Store names are ``<node name>-<descriptor name>`` (name the node for stable names).
+    """
+
+    kind = "keyed_process"
+    uses_event_time = True
+
+    def __init__(self, fn: Any, key_serde: Serde[Any], name: str | None = None) -> None:
+        super().__init__(name)
+        self.fn = fn
+        self.key_serde = key_serde
+        self.side_children: dict[str, list[Node]] = {}
+
+    def add_side_child(self, tag: str, child: Node) -> Node:
+        self.side_children.setdefault(tag, []).append(child)
+        child.parents.append(self)
+        return child
+
+    def store_name(self, state_name: str) -> str:
+        return f"{self.name}-{state_name}"
+
+    def _has_timers(self) -> bool:
+        from kstreamlet.functions import KeyedProcessFunction
+
+        return type(self.fn).on_timer is not KeyedProcessFunction.on_timer
+
+    def compile(self, task: "Task") -> Push:
+        import copy
+
+        from kstreamlet.functions import KeyedContext, RuntimeContext
+
+        fn = copy.copy(self.fn)
+        child = self.compile_children(task)
+        sides = {tag: fan_out([task.compiled(c) for c in cs]) for tag, cs in self.side_children.items()}
+        timers = task.timer_service(self.store_name("timers")) if self._has_timers() else None
+        ctx = KeyedContext(task, child, sides, timers)  # type: ignore[arg-type]
+        fn.open(RuntimeContext(task, self))
+        keyctx = task.keyctx
+        kser = None if self.key_serde.identity else self.key_serde.serialize
+        kde = None if self.key_serde.identity else self.key_serde.deserialize
+        process_element = fn.process_element
+
+        def push(k: Any, v: Any, ts: int) -> None:
+            # Records without a key share one (empty) key scope.
+            keyctx.key_bytes = (kser(k) if kser is not None else k) or b""
+            ctx.key = k
+            ctx.timestamp = ts
+            ctx.time_domain = None
+            process_element(v, ctx)
+
+        if timers is not None:
+            on_timer = fn.on_timer
+
+            def fire(ts: int, key_bytes: bytes, domain: str) -> None:
+                keyctx.key_bytes = key_bytes
+                ctx.key = kde(key_bytes) if kde is not None else key_bytes
+                ctx.timestamp = ts
+                ctx.time_domain = domain
+                on_timer(ts, ctx)
+
+            task.register_timers(timers, fire)
+        task.on_close(fn.close)
         return push

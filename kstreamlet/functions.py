@@ -1,0 +1,146 @@
+"""User functions with state and timers (Flink's ``KeyedProcessFunction``).
+
+Example — alert when a sensor's temperature rises for 1 s (seed 003, section 九)::
+
+    class RisingAlert(KeyedProcessFunction):
+        def open(self, ctx):
+            self.last = ctx.get_state(ValueStateDescriptor("last-temp", serdes.JSON))
+            self.timer = ctx.get_state(ValueStateDescriptor("timer", serdes.INT64))
+
+        def process_element(self, reading, ctx):
+            prev, self_timer = self.last.value(), self.timer.value()
+            self.last.update(reading["temperature"])
+            if prev is not None and reading["temperature"] > prev and self_timer is None:
+                t = ctx.timers.current_processing_time() + 1000
+                ctx.timers.register_processing_time(t)
+                self.timer.update(t)
+            elif prev is not None and reading["temperature"] <= prev and self_timer is not None:
+                ctx.timers.delete_processing_time(self_timer)
+                self.timer.clear()
+
+        def on_timer(self, ts, ctx):
+            ctx.emit(f"sensor {ctx.key} rose for 1s")
+            self.timer.clear()
+
+    readings.key_by(lambda r: r["id"], key_serde=serdes.STR).process(RisingAlert())
+
+Each task (partition) gets its own copy of the function object, and ``open`` is called
+on that copy, so attributes set in ``open`` are per task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kstreamlet.runtime.context import ProcessorContext
+
+if TYPE_CHECKING:
+    from kstreamlet.runtime.timers import TimerService
+    from kstreamlet.state.keyed import (
+        AggregatingState,
+        AggregatingStateDescriptor,
+        ListState,
+        ListStateDescriptor,
+        MapState,
+        MapStateDescriptor,
+        ReducingState,
+        ReducingStateDescriptor,
+        StateDescriptor,
+        ValueState,
+        ValueStateDescriptor,
+    )
+
+
+class RuntimeContext:
+    """Given to ``open``: declares state for this task's copy of the function."""
+
+    def __init__(self, task: Any, node: Any) -> None:
+        self._task = task
+        self._node = node
+
+    @property
+    def partition(self) -> int:
+        return self._task.partition  # type: ignore[no-any-return]
+
+    @property
+    def task_id(self) -> str:
+        return self._task.id  # type: ignore[no-any-return]
+
+    def _state(self, desc: "StateDescriptor") -> Any:
+        from kstreamlet.state.keyed import make_state
+
+        store = self._task.store(self._node.store_name(desc.name))
+        return make_state(desc, store, self._task.keyctx)
+
+    def get_state(self, desc: "ValueStateDescriptor") -> "ValueState[Any]":
+        return self._state(desc)  # type: ignore[no-any-return]
+
+    def get_list_state(self, desc: "ListStateDescriptor") -> "ListState[Any]":
+        return self._state(desc)  # type: ignore[no-any-return]
+
+    def get_map_state(self, desc: "MapStateDescriptor") -> "MapState[Any]":
+        return self._state(desc)  # type: ignore[no-any-return]
+
+    def get_reducing_state(self, desc: "ReducingStateDescriptor") -> "ReducingState[Any]":
+        return self._state(desc)  # type: ignore[no-any-return]
+
+    def get_aggregating_state(self, desc: "AggregatingStateDescriptor") -> "AggregatingState[Any, Any]":
+        return self._state(desc)  # type: ignore[no-any-return]
+
+    def get_operator_list_state(self, desc: "ListStateDescriptor") -> "OperatorListState":
+        """Per-task (not per-key) list state, e.g. for a source's or operator's own bookkeeping."""
+        from kstreamlet.state.keyed import ListState
+
+        store = self._task.store(self._node.store_name(desc.name))
+        return OperatorListState(ListState(store, self._task.operator_keyctx, desc))
+
+
+class OperatorListState:
+    """A list scoped to the task (partition) rather than to a key."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def get(self) -> list[Any]:
+        return self._inner.get()  # type: ignore[no-any-return]
+
+    def add(self, value: Any) -> None:
+        self._inner.add(value)
+
+    def update(self, values: list[Any]) -> None:
+        self._inner.update(values)
+
+    def clear(self) -> None:
+        self._inner.clear()
+
+
+class KeyedContext(ProcessorContext):
+    """``ctx`` in ``process_element`` / ``on_timer``: a ProcessorContext plus ``timers``."""
+
+    __slots__ = ("timers", "time_domain")
+
+    def __init__(self, task: Any, forward: Any, sides: Any, timers: "TimerService") -> None:
+        super().__init__(task, forward, sides)
+        self.timers = timers
+        #: In ``on_timer``: ``"event"`` or ``"processing"``; None in ``process_element``.
+        self.time_domain: str | None = None
+
+    @property
+    def current_watermark(self) -> int:
+        return self.timers.current_watermark()
+
+
+class KeyedProcessFunction:
+    """Override ``process_element`` (required), ``open``, ``on_timer``, ``close``."""
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Declare state here (called once per task, on the task's copy)."""
+
+    def process_element(self, value: Any, ctx: KeyedContext) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_element(value, ctx)")
+
+    def on_timer(self, timestamp: int, ctx: KeyedContext) -> None:
+        """A timer registered for ``ctx.key`` fired (``ctx.time_domain`` says which kind)."""
+
+    def close(self) -> None:
+        """The task is closing (revoked or shutdown)."""

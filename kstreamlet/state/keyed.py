@@ -1,0 +1,332 @@
+"""Keyed state (Flink's ValueState, ListState, MapState, ReducingState, AggregatingState).
+
+State is declared with a descriptor in ``open()`` of a :class:`~kstreamlet.functions.KeyedProcessFunction`
+and is always scoped to the key of the record (or timer) being processed::
+
+    class Count(KeyedProcessFunction):
+        def open(self, ctx):
+            self.count = ctx.get_state(ValueStateDescriptor("count", serdes.INT64, default=0))
+
+        def process_element(self, value, ctx):
+            self.count.update(self.count.value() + 1)
+            ctx.emit(self.count.value())
+
+Each descriptor is one state store (one RocksDB per partition, one compacted changelog
+topic ``<application_id>-<name>-changelog``). With a :class:`StateTtlConfig` entries
+expire (processing time) and expired values are never returned (Flink's
+``NeverReturnExpired``; update on create and write, optionally on read).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
+
+from kstreamlet import serdes as _serdes
+from kstreamlet.serdes import Serde
+from kstreamlet.state.store import Store
+
+T = TypeVar("T")
+ACC = TypeVar("ACC")
+R = TypeVar("R")
+
+_LEN = struct.Struct(">I")
+_EXP = struct.Struct(">q")
+
+
+def key_prefix(key_bytes: bytes) -> bytes:
+    """Length-prefixed key, so that one key's entries never mix with another's in a scan."""
+    return _LEN.pack(len(key_bytes)) + key_bytes
+
+
+@dataclass(frozen=True)
+class StateTtlConfig:
+    """Time-to-live of state entries, in processing time.
+
+    ``update_on_read``: reading refreshes the expiry (Flink's ``OnReadAndWrite``); default
+    only creation and writes do (``OnCreateAndWrite``). Expired entries are never returned.
+    """
+
+    ttl_seconds: float
+    update_on_read: bool = False
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.ttl_seconds * 1000)
+
+
+class AggregateFunction(Protocol[T, ACC, R]):
+    """Incremental aggregation (Flink's ``AggregateFunction``)."""
+
+    def create_accumulator(self) -> ACC: ...
+    def add(self, value: T, accumulator: ACC) -> ACC: ...
+    def get_result(self, accumulator: ACC) -> R: ...
+    def merge(self, a: ACC, b: ACC) -> ACC: ...
+
+
+@dataclass(frozen=True)
+class StateDescriptor:
+    name: str
+    ttl: StateTtlConfig | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class ValueStateDescriptor(StateDescriptor):
+    serde: Serde[Any] = _serdes.JSON
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class ListStateDescriptor(StateDescriptor):
+    serde: Serde[Any] = _serdes.JSON
+
+
+@dataclass(frozen=True)
+class MapStateDescriptor(StateDescriptor):
+    key_serde: Serde[Any] = _serdes.JSON
+    value_serde: Serde[Any] = _serdes.JSON
+
+
+@dataclass(frozen=True)
+class ReducingStateDescriptor(StateDescriptor):
+    reduce_fn: Callable[[Any, Any], Any] = field(default=lambda a, b: b)
+    serde: Serde[Any] = _serdes.JSON
+
+
+@dataclass(frozen=True)
+class AggregatingStateDescriptor(StateDescriptor):
+    aggregate_function: Any = None
+    accumulator_serde: Serde[Any] = _serdes.JSON
+
+
+class KeyContext:
+    """The current key (serialized) and processing-time clock of a task."""
+
+    __slots__ = ("key_bytes", "clock")
+
+    def __init__(self, clock: Callable[[], int]) -> None:
+        self.key_bytes: bytes = b""
+        self.clock = clock
+
+
+class _TtlCodec:
+    """Wraps serialized values with their expiry time when TTL is on."""
+
+    __slots__ = ("ttl_ms", "update_on_read", "clock")
+
+    def __init__(self, ttl: StateTtlConfig | None, clock: Callable[[], int]) -> None:
+        self.ttl_ms = ttl.ttl_ms if ttl else 0
+        self.update_on_read = ttl.update_on_read if ttl else False
+        self.clock = clock
+
+    def wrap(self, raw: bytes) -> bytes:
+        if not self.ttl_ms:
+            return raw
+        return _EXP.pack(self.clock() + self.ttl_ms) + raw
+
+    def unwrap(self, stored: bytes | None) -> bytes | None:
+        """The payload, or None when absent or expired."""
+        if stored is None or not self.ttl_ms:
+            return stored
+        if _EXP.unpack_from(stored)[0] <= self.clock():
+            return None
+        return stored[8:]
+
+
+class _KeyedState:
+    def __init__(self, store: Store, keyctx: KeyContext, ttl: StateTtlConfig | None) -> None:
+        self._store = store
+        self._k = keyctx
+        self._ttl = _TtlCodec(ttl, keyctx.clock)
+
+    def _key(self) -> bytes:
+        return key_prefix(self._k.key_bytes)
+
+    def _read(self, key: bytes) -> bytes | None:
+        stored = self._store.get(key)
+        raw = self._ttl.unwrap(stored)
+        if raw is None and stored is not None:
+            self._store.delete(key)  # expired: clean up lazily (and in the changelog)
+        elif raw is not None and self._ttl.update_on_read:
+            self._store.put(key, self._ttl.wrap(raw))
+        return raw
+
+    def _write(self, key: bytes, raw: bytes) -> None:
+        self._store.put(key, self._ttl.wrap(raw))
+
+    def clear(self) -> None:
+        """Remove the current key's value."""
+        self._store.delete(self._key())
+
+
+class ValueState(_KeyedState, Generic[T]):
+    """One value per key."""
+
+    def __init__(self, store: Store, keyctx: KeyContext, desc: ValueStateDescriptor) -> None:
+        super().__init__(store, keyctx, desc.ttl)
+        self._ser = desc.serde.serialize
+        self._de = desc.serde.deserialize
+        self._default = desc.default
+
+    def value(self) -> T:
+        raw = self._read(self._key())
+        return self._default if raw is None else self._de(raw)  # type: ignore[no-any-return]
+
+    def update(self, value: T) -> None:
+        if value is None:
+            self.clear()
+        else:
+            self._write(self._key(), self._ser(value))
+
+
+def _encode_list(items: list[bytes]) -> bytes:
+    return b"".join(_LEN.pack(len(i)) + i for i in items)
+
+
+def _decode_list(raw: bytes) -> list[bytes]:
+    out, pos, n = [], 0, len(raw)
+    while pos < n:
+        (ln,) = _LEN.unpack_from(raw, pos)
+        pos += 4
+        out.append(raw[pos:pos + ln])
+        pos += ln
+    return out
+
+
+class ListState(_KeyedState, Generic[T]):
+    """A list per key."""
+
+    def __init__(self, store: Store, keyctx: KeyContext, desc: ListStateDescriptor) -> None:
+        super().__init__(store, keyctx, desc.ttl)
+        self._ser = desc.serde.serialize
+        self._de = desc.serde.deserialize
+
+    def get(self) -> list[T]:
+        raw = self._read(self._key())
+        return [] if raw is None else [self._de(b) for b in _decode_list(raw)]
+
+    def add(self, value: T) -> None:
+        key = self._key()
+        raw = self._read(key) or b""
+        self._write(key, raw + _encode_list([self._ser(value)]))
+
+    def add_all(self, values: list[T]) -> None:
+        key = self._key()
+        raw = self._read(key) or b""
+        self._write(key, raw + _encode_list([self._ser(v) for v in values]))
+
+    def update(self, values: list[T]) -> None:
+        if values:
+            self._write(self._key(), _encode_list([self._ser(v) for v in values]))
+        else:
+            self.clear()
+
+
+class MapState(_KeyedState, Generic[T]):
+    """A map per key; entries are separate store entries (and changelog records)."""
+
+    def __init__(self, store: Store, keyctx: KeyContext, desc: MapStateDescriptor) -> None:
+        super().__init__(store, keyctx, desc.ttl)
+        self._kser = desc.key_serde.serialize
+        self._kde = desc.key_serde.deserialize
+        self._vser = desc.value_serde.serialize
+        self._vde = desc.value_serde.deserialize
+
+    def get(self, user_key: Any, default: Any = None) -> Any:
+        raw = self._read(self._key() + self._kser(user_key))
+        return default if raw is None else self._vde(raw)
+
+    def put(self, user_key: Any, value: Any) -> None:
+        self._write(self._key() + self._kser(user_key), self._vser(value))
+
+    def put_all(self, entries: dict[Any, Any]) -> None:
+        for k, v in entries.items():
+            self.put(k, v)
+
+    def remove(self, user_key: Any) -> None:
+        self._store.delete(self._key() + self._kser(user_key))
+
+    def contains(self, user_key: Any) -> bool:
+        return self._read(self._key() + self._kser(user_key)) is not None
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        prefix = self._key()
+        n = len(prefix)
+        now_entries = list(self._store.iter_prefix(prefix))
+        for k, stored in now_entries:
+            raw = self._ttl.unwrap(stored)
+            if raw is None:
+                self._store.delete(k)
+                continue
+            yield self._kde(k[n:]), self._vde(raw)
+
+    def keys(self) -> Iterator[Any]:
+        return (k for k, _ in self.items())
+
+    def values(self) -> Iterator[Any]:
+        return (v for _, v in self.items())
+
+    def is_empty(self) -> bool:
+        return next(iter(self.items()), None) is None
+
+    def clear(self) -> None:
+        for k, _ in list(self._store.iter_prefix(self._key())):
+            self._store.delete(k)
+
+
+class ReducingState(_KeyedState, Generic[T]):
+    """``add(v)`` folds ``v`` into the key's value with ``reduce_fn(current, v)``."""
+
+    def __init__(self, store: Store, keyctx: KeyContext, desc: ReducingStateDescriptor) -> None:
+        super().__init__(store, keyctx, desc.ttl)
+        self._fn = desc.reduce_fn
+        self._ser = desc.serde.serialize
+        self._de = desc.serde.deserialize
+
+    def get(self) -> T | None:
+        raw = self._read(self._key())
+        return None if raw is None else self._de(raw)  # type: ignore[no-any-return]
+
+    def add(self, value: T) -> None:
+        key = self._key()
+        raw = self._read(key)
+        new = value if raw is None else self._fn(self._de(raw), value)
+        self._write(key, self._ser(new))
+
+
+class AggregatingState(_KeyedState, Generic[T, R]):
+    """``add(v)`` folds ``v`` into an accumulator; ``get()`` returns ``get_result(acc)``."""
+
+    def __init__(self, store: Store, keyctx: KeyContext, desc: AggregatingStateDescriptor) -> None:
+        super().__init__(store, keyctx, desc.ttl)
+        if desc.aggregate_function is None:
+            raise ValueError(f"AggregatingStateDescriptor {desc.name!r} needs an aggregate_function")
+        self._fn = desc.aggregate_function
+        self._ser = desc.accumulator_serde.serialize
+        self._de = desc.accumulator_serde.deserialize
+
+    def get(self) -> R | None:
+        raw = self._read(self._key())
+        return None if raw is None else self._fn.get_result(self._de(raw))  # type: ignore[no-any-return]
+
+    def add(self, value: T) -> None:
+        key = self._key()
+        raw = self._read(key)
+        acc = self._fn.create_accumulator() if raw is None else self._de(raw)
+        self._write(key, self._ser(self._fn.add(value, acc)))
+
+
+def make_state(desc: StateDescriptor, store: Store, keyctx: KeyContext) -> Any:
+    """The state object for a descriptor."""
+    if isinstance(desc, ValueStateDescriptor):
+        return ValueState(store, keyctx, desc)
+    if isinstance(desc, ListStateDescriptor):
+        return ListState(store, keyctx, desc)
+    if isinstance(desc, MapStateDescriptor):
+        return MapState(store, keyctx, desc)
+    if isinstance(desc, ReducingStateDescriptor):
+        return ReducingState(store, keyctx, desc)
+    if isinstance(desc, AggregatingStateDescriptor):
+        return AggregatingState(store, keyctx, desc)
+    raise TypeError(f"unknown state descriptor {desc!r}")

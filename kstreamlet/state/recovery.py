@@ -1,0 +1,149 @@
+"""Restoration of state stores from their changelog topics.
+
+On assignment, each store of a new task is checked: the local DB's stored changelog
+offset says where to resume (a store with data but no offset cannot be trusted under
+exactly-once and is wiped; so is one whose offset lies beyond the changelog's end).
+The restorer replays ``offset + 1 .. end`` (``read_committed``, end = last stable
+offset) with its own consumer, a bounded slice per loop iteration, so tasks that are
+restoring never block the others: their input partitions stay paused until done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from kstreamlet.state.store import Store
+
+log = structlog.get_logger("kstreamlet.restore")
+
+TP = tuple[str, int]
+
+
+@dataclass
+class _Restoring:
+    store: Store
+    task_key: Any
+    end: int
+    restored: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Restorer:
+    """Replays changelogs into stores; reports tasks whose stores are all restored."""
+
+    def __init__(self, consumer_config: dict[str, Any], on_progress: Callable[[str, int, int], None] | None = None) -> None:
+        self._config = {
+            **consumer_config,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+        self._consumer: Consumer | None = None
+        self.active: dict[TP, _Restoring] = {}
+        self._tasks: dict[Any, set[TP]] = {}
+        self.total_restored = 0
+        self._on_progress = on_progress
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(self._config)
+        return self._consumer
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30, cached=False)
+        return int(high)
+
+    def add(self, task_key: Any, stores: list[Store], exactly_once: bool) -> bool:
+        """Start restoring a task's stores; False when nothing needs restoring."""
+        assign = []
+        for store in stores:
+            if store.changelog_topic is None:
+                continue
+            tp = (store.changelog_topic, store.partition)
+            end = self.end_offset(*tp)
+            offset = store.backend.changelog_offset()
+            if offset is None and store.backend.has_data():
+                reason = "no changelog offset" if exactly_once else None
+                if reason:
+                    self._wipe(store, reason)
+            elif offset is not None and offset + 1 > end:
+                self._wipe(store, f"local offset {offset} is beyond the changelog end {end}")
+                offset = None
+            start = offset + 1 if offset is not None else 0
+            if start >= end:
+                continue
+            self.active[tp] = _Restoring(store, task_key, end)
+            self._tasks.setdefault(task_key, set()).add(tp)
+            assign.append(TopicPartition(tp[0], tp[1], start if offset is not None else OFFSET_BEGINNING))
+            log.info("restoring store", store=store.name, partition=store.partition, start=start, end=end)
+        if assign:
+            self.consumer.incremental_assign(assign)
+        return bool(assign)
+
+    def _wipe(self, store: Store, reason: str) -> None:
+        log.warning("wiping local state that cannot be trusted", store=store.name, partition=store.partition, reason=reason)
+        store.reset()
+
+    def is_restoring(self, task_key: Any) -> bool:
+        return task_key in self._tasks
+
+    def remove_task(self, task_key: Any) -> None:
+        tps = self._tasks.pop(task_key, set())
+        for tp in tps:
+            self.active.pop(tp, None)
+        if tps and self._consumer is not None:
+            self._consumer.incremental_unassign([TopicPartition(t, p) for t, p in tps])
+
+    def poll(self, max_records: int = 10_000, timeout: float = 0.0) -> list[Any]:
+        """Apply up to ``max_records`` changelog records; return keys of tasks now fully restored."""
+        if not self.active:
+            return []
+        msgs = self.consumer.consume(max_records, timeout)
+        batches: dict[TP, list[tuple[bytes, bytes | None]]] = {}
+        last: dict[TP, int] = {}
+        for m in msgs:
+            if m.error() is not None:
+                continue
+            tp = (m.topic(), m.partition())
+            if tp not in self.active:
+                continue
+            batches.setdefault(tp, []).append((m.key(), m.value()))
+            last[tp] = m.offset()
+        for tp, recs in batches.items():
+            r = self.active[tp]
+            r.store.restore(recs, last[tp])
+            r.restored += len(recs)
+            self.total_restored += len(recs)
+        done_tasks = []
+        if self.active:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in self.active])
+            for pos in positions:
+                tp = (pos.topic, pos.partition)
+                r = self.active[tp]
+                if pos.offset >= 0 and pos.offset >= r.end:
+                    seconds = time.monotonic() - r.started
+                    log.info("store restored", store=r.store.name, partition=r.store.partition, records=r.restored,
+                             seconds=round(seconds, 3), records_per_second=int(r.restored / seconds) if seconds > 0 else None)
+                    if self._on_progress:
+                        self._on_progress(r.store.name, r.store.partition, r.restored)
+                    del self.active[tp]
+                    self.consumer.incremental_unassign([TopicPartition(*tp)])
+                    keys = self._tasks.get(r.task_key)
+                    if keys is not None:
+                        keys.discard(tp)
+                        if not keys:
+                            del self._tasks[r.task_key]
+                            done_tasks.append(r.task_key)
+        return done_tasks
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

@@ -1,0 +1,144 @@
+"""A state store of one task: a write buffer per checkpoint over a backend, with a changelog.
+
+Reads see the checkpoint's own uncommitted writes first. At ``prepare_commit`` every
+buffered write is sent to the store's changelog topic (partition = the task's
+partition) *inside the checkpoint's Kafka transaction*; after the commit succeeds the
+buffer is applied to the backend in one batch together with the changelog offset of its
+last record; on abort it is dropped. So local state never runs ahead of Kafka.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from kstreamlet.state.backend import Backend
+
+_MISSING = object()
+
+#: ``send(topic, key, value, partition, on_delivery)``; value None is a tombstone.
+ChangelogSend = Callable[[str, bytes, "bytes | None", int, "Callable[[Any, Any], None] | None"], None]
+
+
+class Store:
+    """Key/value bytes store of one task, participating in the checkpoint."""
+
+    def __init__(self, name: str, partition: int, backend: Backend, changelog_topic: str | None,
+                 send: ChangelogSend | None, end_offset: Callable[[str, int], int | None] | None = None,
+                 backend_factory: Callable[[], Backend] | None = None) -> None:
+        self.name = name
+        self.partition = partition
+        self.backend = backend
+        self._backend_factory = backend_factory
+        self.changelog_topic = changelog_topic
+        self._send = send
+        self.buffer: dict[bytes, bytes | None] = {}
+        self._last_offset: int | None = None
+        self._listeners: list[Callable[[], None]] = []
+        # At-least-once producers report only errors, so the offset comes from the log end instead
+        # (the task is the only writer of its changelog partition).
+        self._end_offset = end_offset
+
+    # --- reads and writes ------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        v = self.buffer.get(key, _MISSING)
+        if v is not _MISSING:
+            return v  # type: ignore[return-value]
+        return self.backend.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.buffer[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.buffer[key] = None
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order, uncommitted writes merged in."""
+        return self.iter_range(prefix, _prefix_end(prefix))
+
+    def iter_range(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key < end`` (end None = unbounded), merged with the buffer."""
+        pending = sorted((k, v) for k, v in self.buffer.items() if k >= start and (end is None or k < end))
+        i = 0
+        for k, v in self.backend.iter_from(start):
+            if end is not None and k >= end:
+                break
+            while i < len(pending) and pending[i][0] < k:
+                if pending[i][1] is not None:
+                    yield pending[i]  # type: ignore[misc]
+                i += 1
+            if i < len(pending) and pending[i][0] == k:
+                if pending[i][1] is not None:
+                    yield pending[i]  # type: ignore[misc]
+                i += 1
+                continue
+            yield k, v
+        while i < len(pending):
+            if pending[i][1] is not None:
+                yield pending[i]  # type: ignore[misc]
+            i += 1
+
+    def on_abort(self, fn: Callable[[], None]) -> None:
+        """Register a callback run after an abort (caches above the store rebuild themselves)."""
+        self._listeners.append(fn)
+
+    # --- checkpoint participation ------------------------------------------------------------------
+
+    def prepare_commit(self) -> None:
+        if not self.buffer or self._send is None or self.changelog_topic is None:
+            return
+        send, topic, part = self._send, self.changelog_topic, self.partition
+        items = list(self.buffer.items())
+        for k, v in items[:-1]:
+            send(topic, k, v, part, None)
+        # Only the last record reports its offset: per-record callbacks would cost on the hot path.
+        k, v = items[-1]
+        send(topic, k, v, part, self._delivered)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self._last_offset = msg.offset()
+
+    def committed(self) -> None:
+        if self.buffer:
+            if self._last_offset is None and self._end_offset is not None and self.changelog_topic:
+                end = self._end_offset(self.changelog_topic, self.partition)
+                self._last_offset = end - 1 if end is not None else None
+            self.backend.write(self.buffer, self._last_offset)
+            self.buffer = {}
+        self._last_offset = None
+
+    def aborted(self) -> None:
+        self.buffer = {}
+        self._last_offset = None
+        for fn in self._listeners:
+            fn()
+
+    # --- restoration -------------------------------------------------------------------------------
+
+    def restore(self, records: list[tuple[bytes, bytes | None]], last_offset: int) -> None:
+        batch: dict[bytes, bytes | None] = {}
+        for k, v in records:
+            batch[k] = v
+        self.backend.write(batch, last_offset)
+
+    def reset(self) -> None:
+        """Delete all local data (it will be rebuilt from the changelog)."""
+        self.backend.destroy()
+        if self._backend_factory is not None:
+            self.backend = self._backend_factory()
+        self.buffer = {}
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None

@@ -1,0 +1,132 @@
+"""Keyed state with changelogs on the real broker: exactly-once word count under kill -9,
+wiped state dirs, and restoration of a large changelog."""
+
+from __future__ import annotations
+
+import collections
+import random
+import shutil
+import struct
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from kstreamlet.dev.topics import create_topics
+from kstreamlet.state.keyed import key_prefix
+from tests.integration.members import Feeder, Members
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+def read_counts(bootstrap: str, topic: str, expect: int, timeout: float = 180, settle: float = 3) -> list[tuple[str, int]]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    c.subscribe([topic])
+    out: list[tuple[str, int]] = []
+    deadline = time.monotonic() + timeout
+    quiet = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            got = [m for m in c.consume(5000, 0.5) if m.error() is None]
+            if got:
+                quiet = time.monotonic()
+                out.extend((m.key().decode(), struct.unpack(">q", m.value())[0]) for m in got)
+            elif len(out) >= expect and time.monotonic() - quiet >= settle:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kafka_topic, tmp_path):
+    inp = kafka_topic(partitions=6, name="lines")
+    out = kafka_topic(partitions=6, name="counts")
+    env = {"IN_TOPIC": inp, "OUT_TOPIC": out, "KSTREAMLET_APPLICATION_ID": f"wc-{uuid.uuid4().hex[:8]}",
+           "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2"}
+    members = Members("tests.apps.wordcount:app", env, tmp_path)
+    state = {n: tmp_path / f"state-{n}" for n in ("m1", "m2", "m3")}
+    start = lambda n: members.start(n, {"KSTREAMLET_STATE_DIR": str(state[n])})  # noqa: E731
+    rnd = random.Random(7)
+    vocab = [f"w{i}" for i in range(400)]
+    lines = [" ".join(rnd.choice(vocab) for _ in range(5)) for _ in range(30_000)]
+    truth = collections.Counter(w for line in lines for w in line.split())
+    try:
+        for n in ("m1", "m2", "m3"):
+            start(n)
+        feeder = Feeder(kafka_bootstrap, inp, lines, rate=2_500)
+        feeder.start()
+        time.sleep(4)
+        assert feeder.is_alive(), "input finished before the first kill"
+        members.kill9("m2")
+        time.sleep(1)
+        start("m2")
+        time.sleep(4)
+        assert feeder.is_alive(), "input finished before the second kill"
+        members.kill9("m2")
+        shutil.rmtree(state["m2"], ignore_errors=True)  # a new pod: state restored from the changelog
+        time.sleep(1)
+        start("m2")
+        feeder.join(120)
+        updates = read_counts(kafka_bootstrap, out, expect=sum(truth.values()))
+    finally:
+        codes = members.stop_all()
+    seqs: dict[str, list[int]] = collections.defaultdict(list)
+    for word, n in updates:
+        seqs[word].append(n)
+    wrong = {w: (seqs[w][:3], seqs[w][-3:], len(seqs[w]), truth[w])
+             for w in truth if seqs[w] != list(range(1, truth[w] + 1))}
+    assert not wrong, (
+        f"{len(wrong)} words whose committed count updates are not exactly 1..N "
+        f"(first/last updates, #updates, true count): {dict(list(wrong.items())[:5])}\n{members.log_tail()}"
+    )
+    assert set(seqs) == set(truth), f"unexpected words in output: {set(seqs) - set(truth)}"
+    assert all(c == 0 for c in codes.values()), f"graceful stop must exit 0: {codes}"
+    restored = members.events("m2", "store restored")
+    assert any(e["records"] > 0 for e in restored), "the wiped member must have restored from the changelog"
+
+
+def test_restores_a_million_changelog_records(kafka_bootstrap, kafka_admin, kafka_topic, tmp_path):
+    """Seed the changelog with 1M committed records, start a member with no local state,
+    check restoration rate and that counting continues from the restored values."""
+    inp = kafka_topic(partitions=1, name="lines")
+    out = kafka_topic(partitions=1, name="counts")
+    app_id = f"restore-{uuid.uuid4().hex[:8]}"
+    changelog = f"{app_id}-counts-value-changelog"
+    words_topic = f"{app_id}-words-repartition"
+    create_topics(kafka_admin, {changelog: 1, words_topic: 1}, config=None)
+    n_keys, rounds = 200_000, 5
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"seed-{app_id}", "linger.ms": 50,
+                  "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for r in range(1, rounds + 1):
+        for i in range(n_keys):
+            while True:
+                try:
+                    p.produce(changelog, struct.pack(">q", r), key_prefix(f"k{i}".encode()), partition=0)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+    p.commit_transaction(120)
+    env = {"IN_TOPIC": inp, "OUT_TOPIC": out, "KSTREAMLET_APPLICATION_ID": app_id,
+           "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_STATE_DIR": str(tmp_path / "state")}
+    members = Members("tests.apps.wordcount:app", env, tmp_path)
+    try:
+        members.start("r1")
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not members.events("r1", "store restored"):
+            time.sleep(0.5)
+        done = members.events("r1", "store restored")
+        assert done, f"restoration did not finish in time\n{members.log_tail()}"
+        ev = [e for e in done if e["store"] == "counts-value"][0]
+        print(f"\nrestored {ev['records']} changelog records in {ev['seconds']}s = {ev['records_per_second']} records/s")
+        assert ev["records"] == n_keys * rounds, ev
+        seed = Producer({"bootstrap.servers": kafka_bootstrap})
+        seed.produce(inp, b"k0 k199999 k0")
+        seed.flush(10)
+        got = read_counts(kafka_bootstrap, out, expect=3, timeout=60, settle=1)
+    finally:
+        members.stop_all()
+    assert got == [("k0", rounds + 1), ("k199999", rounds + 1), ("k0", rounds + 2)], got
