@@ -95,6 +95,45 @@ class RuntimeContext:
         return OperatorListState(ListState(store, self._task.operator_keyctx, desc))
 
 
+    def get_union_list_state(self, desc: "ListStateDescriptor") -> "UnionListState":
+        """Operator list state redistributed as a union (Flink's union list state): right after the
+        task opens, ``get()`` returns the concatenation of every partition's list (read from the
+        store's changelog); once this task writes, it sees its own list."""
+        from kstreamlet.state.keyed import ListState, _decode_list, key_prefix
+
+        store = self._task.store(self._node.store_name(desc.name))
+        own = ListState(store, self._task.operator_keyctx, desc)
+        union: list[Any] = []
+        for part, entries in sorted(self._task.read_all_partitions(store).items()):
+            raw = entries.get(key_prefix(b""))
+            if raw is not None:
+                union.extend(desc.serde.deserialize(b) for b in _decode_list(raw))
+        return UnionListState(own, union)
+
+
+class UnionListState:
+    """See :meth:`RuntimeContext.get_union_list_state`."""
+
+    def __init__(self, own: Any, union: list[Any]) -> None:
+        self._own = own
+        self._union: list[Any] | None = union
+
+    def get(self) -> list[Any]:
+        return list(self._union) if self._union is not None else self._own.get()  # type: ignore[no-any-return]
+
+    def add(self, value: Any) -> None:
+        self._union = None
+        self._own.add(value)
+
+    def update(self, values: list[Any]) -> None:
+        self._union = None
+        self._own.update(values)
+
+    def clear(self) -> None:
+        self._union = None
+        self._own.clear()
+
+
 class OperatorListState:
     """A list scoped to the task (partition) rather than to a key."""
 
@@ -127,7 +166,13 @@ class KeyedContext(ProcessorContext):
 
     @property
     def current_watermark(self) -> int:
-        return self.timers.current_watermark()
+        """The task's event-time watermark (ms)."""
+        return self._task.watermarks.watermark  # type: ignore[no-any-return]
+
+    @property
+    def is_late(self) -> bool:
+        """True when the current record's timestamp is at or behind the watermark."""
+        return self.timestamp <= self._task.watermarks.watermark
 
 
 class KeyedProcessFunction:

@@ -138,13 +138,13 @@ class Stream:
         self._app._register_source(source)
         return KeyedStream(self._app, source, ks, vs, watermarks=wm)
 
-    def keyed(self, key_serde: Serde[Any] | str | None = None) -> "KeyedStream":
+    def keyed(self) -> "KeyedStream":
         """Use the record key as is, without repartitioning (Kafka Streams' ``groupByKey``).
-        Only correct when the input topic is already partitioned by this key."""
-        ks = _serdes.resolve(key_serde, self.key_serde)
+        Only correct when the input topic is already partitioned by this key; keyed state is
+        scoped by the key serialized with the stream's key serde (set it on ``app.stream``)."""
         head = MergeNode(name=f"keyed-{self._node.id}")
         self._attach(head)
-        return KeyedStream(self._app, head, ks, self.value_serde, watermarks=self.watermarks)
+        return KeyedStream(self._app, head, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
     def to(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
            partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None) -> None:

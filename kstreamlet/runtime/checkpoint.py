@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from kstreamlet import metrics
+
 log = structlog.get_logger("kstreamlet.checkpoint")
 
 TP = tuple[str, int]
@@ -127,10 +129,14 @@ class Checkpointer:
                     raise AbortCheckpoint(f"offset commit failed: {e}") from e
         for part in self.participants:
             part.committed()
+        for (topic, _), off in self.pending.items():
+            metrics.RECORDS_IN.labels(topic).inc(off - self.base.get((topic, _), off))
         self.pending.clear()
         self.base.clear()
         self.commits += 1
         self.last_commit_seconds = time.monotonic() - t0
+        metrics.CHECKPOINTS.inc()
+        metrics.CHECKPOINT_SECONDS.observe(self.last_commit_seconds)
 
     def _txn_call(self, fn: Any, retry: bool = False) -> None:
         deadline = time.monotonic() + self.timeout
@@ -153,6 +159,7 @@ class Checkpointer:
         Returns the base offsets of partitions still assigned; the caller seeks there.
         """
         self.aborts += 1
+        metrics.CHECKPOINT_ABORTS.inc()
         if self.exactly_once and self.in_transaction:
             try:
                 self.producer.abort_transaction(self.timeout)

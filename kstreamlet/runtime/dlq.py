@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import structlog
 
+from kstreamlet import metrics
 from kstreamlet.errors import ProcessingError
 from kstreamlet.runtime.task import DeserializationError, Message
 
@@ -37,6 +38,7 @@ class ErrorHandler:
 
     def handle(self, m: Message, exc: BaseException) -> None:
         self.count += 1
+        metrics.DLQ_RECORDS.labels(self.policy).inc()
         stage = "deserialize" if isinstance(exc, DeserializationError) else "process"
         where = dict(topic=m.topic(), partition=m.partition(), offset=m.offset())
         if self.policy == "fail":

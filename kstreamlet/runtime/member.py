@@ -33,6 +33,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from kstreamlet import metrics
 from kstreamlet.config import Settings
 from kstreamlet.dev.topics import create_topics, partition_count
 from kstreamlet.errors import ProcessingError, TopologyError
@@ -292,7 +293,8 @@ class Member:
             task = self.tasks.get(key)
             if task is None:
                 task = Task(st, tp.partition, self, self._partitions_of,
-                            store_factory=lambda name, p, st=st: self._make_store(st, name, p))
+                            store_factory=lambda name, p, st=st: self._make_store(st, name, p),
+                            read_all=self._read_all_partitions)
                 self.tasks[key] = task
                 new_tasks.append(task)
                 if task.multi_input:
@@ -321,6 +323,8 @@ class Member:
         if restoring:
             consumer.pause([TopicPartition(t, task.partition) for task in restoring for t in task.subtopology.sources
                             if (t, task.partition) in self.assigned])
+        metrics.REBALANCES.labels("assigned").inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         self.log.info("partitions assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in positioned],
                       tasks=sorted(t.id for t in self.tasks.values()), restoring=sorted(t.id for t in restoring))
         if not self.restorer.active:
@@ -386,6 +390,8 @@ class Member:
                 self.log.warning("commit on revoke failed", error=str(e))
                 self._abort_and_rewind()
         self._drop_partitions(partitions)
+        metrics.REBALANCES.labels("revoked").inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         self.log.info("partitions revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -446,6 +452,7 @@ class Member:
         elif n != partitions:
             raise TopologyError(f"changelog topic {topic} has {n} partitions but its inputs have {partitions}")
         self._state_topics_checked.add(topic)
+        self.partition_counts[topic] = partitions
 
     def _send_changelog(self, topic: str, key: bytes, value: bytes | None, partition: int, on_delivery: Any) -> None:
         produce = self.producer.produce  # type: ignore[union-attr]
@@ -458,6 +465,34 @@ class Member:
                 return
             except BufferError:
                 self.producer.poll(0.05)  # type: ignore[union-attr]
+
+    def _read_all_partitions(self, topic: str, timeout: float = 60.0) -> dict[int, dict[bytes, bytes]]:
+        """Latest committed value per key of every partition of a changelog (union list state)."""
+        c = Consumer({**client_config(self.settings), "group.id": f"{self.settings.application_id}-union",
+                      "enable.auto.commit": False, "isolation.level": "read_committed"})
+        try:
+            n = self.partition_counts.get(topic) or self._partitions_of(topic)
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)[1] for p in range(n)}
+            todo = {p for p, end in ends.items() if end > 0}
+            out: dict[int, dict[bytes, bytes]] = {p: {} for p in range(n)}
+            if todo:
+                c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+            deadline = time.monotonic() + timeout
+            while todo and time.monotonic() < deadline:
+                for m in c.consume(1000, 0.2):
+                    if m.error() is None:
+                        if m.value() is None:
+                            out[m.partition()].pop(m.key(), None)
+                        else:
+                            out[m.partition()][m.key()] = m.value()
+                for pos in c.position([TopicPartition(topic, p) for p in todo]):
+                    if pos.offset >= ends[pos.partition]:
+                        todo.discard(pos.partition)
+            if todo:
+                raise TopologyError(f"could not read changelog {topic} partitions {sorted(todo)} in {timeout}s")
+            return out
+        finally:
+            c.close()
 
     def _end_offset(self, topic: str, partition: int) -> int | None:
         assert self.restorer is not None

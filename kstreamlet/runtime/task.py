@@ -59,7 +59,8 @@ class Task:
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
                  partitions_of: Callable[[str], int], store_factory: StoreFactory | None = None,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms,
+                 read_all: Callable[[str], dict[int, dict[bytes, bytes]]] | None = None) -> None:
         self.subtopology = subtopology
         self.partition = partition
         self.id = f"{subtopology.id}_{partition}"
@@ -67,6 +68,7 @@ class Task:
         self.partitions_of = partitions_of
         self.clock = clock
         self._store_factory = store_factory
+        self._read_all = read_all
         #: The message being processed (read by ProcessorContext).
         self.msg: Any = None
         self.keyctx = KeyContext(clock)
@@ -105,6 +107,12 @@ class Task:
             s = self._store_factory(name, self.partition)
             self.stores[name] = s
         return s
+
+    def read_all_partitions(self, store: "Store") -> dict[int, dict[bytes, bytes]]:
+        """Committed contents of every partition of a store (union list state)."""
+        if self._read_all is None or store.changelog_topic is None:
+            return {store.partition: dict(store.backend.iter_from(b""))}
+        return self._read_all(store.changelog_topic)
 
     def timer_service(self, store_name: str) -> TimerService:
         return TimerService(self.store(store_name), lambda: self.keyctx.key_bytes,

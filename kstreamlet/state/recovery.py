@@ -17,6 +17,7 @@ from typing import Any, Callable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from kstreamlet import metrics
 from kstreamlet.state.store import Store
 
 log = structlog.get_logger("kstreamlet.restore")
@@ -31,6 +32,7 @@ class _Restoring:
     end: int
     restored: int = 0
     started: float = field(default_factory=time.monotonic)
+    last_log: float = field(default_factory=time.monotonic)
 
 
 class Restorer:
@@ -116,11 +118,18 @@ class Restorer:
                 continue
             batches.setdefault(tp, []).append((m.key(), m.value()))
             last[tp] = m.offset()
+        now = time.monotonic()
         for tp, recs in batches.items():
             r = self.active[tp]
             r.store.restore(recs, last[tp])
             r.restored += len(recs)
             self.total_restored += len(recs)
+            metrics.RESTORED_RECORDS.labels(r.store.name).inc(len(recs))
+            metrics.RESTORE_REMAINING.labels(r.store.name, str(r.store.partition)).set(max(0, r.end - last[tp] - 1))
+            if now - r.last_log >= 5:
+                r.last_log = now
+                log.info("restore progress", store=r.store.name, partition=r.store.partition, restored=r.restored,
+                         remaining=max(0, r.end - last[tp] - 1))
         done_tasks = []
         if self.active:
             positions = self.consumer.position([TopicPartition(t, p) for t, p in self.active])
@@ -134,6 +143,7 @@ class Restorer:
                     if self._on_progress:
                         self._on_progress(r.store.name, r.store.partition, r.restored)
                     del self.active[tp]
+                    metrics.RESTORE_REMAINING.labels(r.store.name, str(r.store.partition)).set(0)
                     self.consumer.incremental_unassign([TopicPartition(*tp)])
                     keys = self._tasks.get(r.task_key)
                     if keys is not None:

@@ -180,7 +180,7 @@ def test_watermark_ignores_an_idle_input_after_the_idleness_timeout():
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(0).with_idleness(5_000)
     a = app.stream("a", value_serde=serdes.STR, watermarks=strategy)
     b = app.stream("b", value_serde=serdes.STR, watermarks=strategy)
-    a.merge(b).keyed(serdes.BYTES).process(EventTimersOnValue()).to("out", value_serde=serdes.STR)
+    a.merge(b).keyed().process(EventTimersOnValue()).to("out", value_serde=serdes.STR)
     with TopologyTestDriver(app, wall_clock_ms=0) as d:
         ia = d.input_topic("a", value_serde=serdes.STR)
         out = d.output_topic("out", value_serde=serdes.STR)
@@ -199,3 +199,30 @@ class EventTimersOnValue(KeyedProcessFunction):
 
     def on_timer(self, ts, ctx):
         ctx.emit(f"timer {ts}")
+
+
+class OperatorStateFn(KeyedProcessFunction):
+    def open(self, ctx):
+        from kstreamlet.state.keyed import ListStateDescriptor as L
+
+        self.seen = ctx.get_operator_list_state(L("seen", serdes.STR))
+        self.union = ctx.get_union_list_state(L("union", serdes.STR))
+
+    def process_element(self, value, ctx):
+        self.seen.add(value)
+        before = self.union.get()
+        self.union.update(before + [value])
+        ctx.emit(f"{','.join(self.seen.get())}|{','.join(self.union.get())}|late={ctx.is_late}")
+
+
+def test_operator_list_and_union_state_are_per_task_not_per_key():
+    app = make_app()
+    app.stream("in", key_serde=serdes.STR, value_serde=serdes.STR).keyed().process(OperatorStateFn()).to(
+        "out", value_serde=serdes.STR)
+    with TopologyTestDriver(app) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.STR)
+        inp.pipe_input("a", key="k1", timestamp=10)
+        inp.pipe_input("b", key="k2", timestamp=20)
+        inp.pipe_input("c", key="k3", timestamp=5)
+        out = d.output_topic("out", value_serde=serdes.STR).read_values_to_list()
+    assert out == ["a|a|late=False", "a,b|a,b|late=False", "a,b,c|a,b,c|late=True"]
