@@ -146,6 +146,13 @@ class Stream:
         self._attach(head)
         return KeyedStream(self._app, head, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
+    def sink(self, sink: Any, name: str | None = None) -> None:
+        """Write to a side sink with the app's guarantee; under exactly-once the sink joins each
+        checkpoint with two-phase commit (see :mod:`kstreamlet.sinks`)."""
+        from kstreamlet.sinks.node import TwoPhaseCommitSinkNode
+
+        self._attach(TwoPhaseCommitSinkNode(sink, name or f"sink-{self._app._next_op_id()}"))
+
     def to(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
            partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None) -> None:
         """Write to ``topic`` (which must exist). Without a ``partitioner(key, value, n)`` the
@@ -224,3 +231,23 @@ class KeyedStream(Stream):
         get = extractor(field)
         return self._aggregate_fn(Reduce(lambda a, b: a if a >= b else b, _serdes.JSON, get), _serdes.JSON,
                                   name, "max")
+
+    # --- windows ---------------------------------------------------------------------------------
+
+    def window(self, assigner: Any) -> Any:
+        """Group each key's records into windows (see :mod:`kstreamlet.windowing`)::
+
+            keyed.window(TumblingEventTimeWindows.of(5000)).aggregate(MyAgg())
+        """
+        from kstreamlet.windowing.stream import WindowedStream
+
+        return WindowedStream(self, assigner)
+
+    def count_window(self, size: int, slide: int | None = None,
+                     fn: Callable[[Any, list[Any], Callable[[Any], None]], None] | None = None,
+                     output_serde: Serde[Any] | None = None, name: str | None = None) -> Stream:
+        """Count windows: every ``slide`` (default ``size``) elements of a key, ``fn(key, last_size_elements, out)``
+        runs (default: emits the element list). Tumbling when ``slide`` is None."""
+        from kstreamlet.windowing.stream import count_window
+
+        return count_window(self, size, slide, fn or (lambda key, items, out: out(items)), output_serde, name)

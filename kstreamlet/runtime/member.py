@@ -304,7 +304,7 @@ class Member:
             self.routes[(tp.topic, tp.partition)] = task.enqueue if task.multi_input else task.on_message[tp.topic]
             self.assigned.add((tp.topic, tp.partition))
         positioned = self._start_offsets(consumer, partitions)
-        stateful = [t for t in new_tasks if t.stores or t.needs_watermarks]
+        stateful = [t for t in new_tasks if t.participates or t.needs_watermarks]
         if stateful:
             # committed() waits for stable offsets (KIP-447): a previous owner's pending transaction is
             # resolved before we read changelog end offsets, so restoration sees all it committed.
@@ -319,6 +319,8 @@ class Member:
             task.snapshot_time()
             if task.stores and self.restorer.add((task.subtopology.id, task.partition), list(task.stores.values()), self.eos):
                 restoring.append(task)
+            else:
+                task.recover()
         consumer.incremental_assign(positioned)
         if restoring:
             consumer.pause([TopicPartition(t, task.partition) for task in restoring for t in task.subtopology.sources
@@ -511,12 +513,12 @@ class Member:
     # Checkpoint participant: every task's stores and stream time commit/abort with the checkpoint.
     def prepare_commit(self) -> None:
         for t in self.tasks.values():
-            if t.stores:
+            if t.participates:
                 t.prepare_commit()
 
     def committed(self) -> None:
         for t in self.tasks.values():
-            if t.stores or t.needs_watermarks:
+            if t.participates or t.needs_watermarks:
                 t.committed()
 
     def aborted(self) -> None:
@@ -529,6 +531,7 @@ class Member:
             task = self.tasks.get(key)
             if task is None:
                 continue
+            task.recover()
             self.consumer.resume([TopicPartition(t, task.partition) for t in task.subtopology.sources
                                   if (t, task.partition) in self.assigned])
             self.log.info("task restored; processing resumes", task=task.id)

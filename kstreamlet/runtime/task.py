@@ -76,6 +76,8 @@ class Task:
         self.stores: dict[str, Store] = {}
         self._timers: list[tuple[TimerService, Callable[[int, bytes, str], None]]] = []
         self._closers: list[Callable[[], None]] = []
+        #: Checkpoint participants besides the stores (e.g. two-phase-commit sink operators).
+        self.participants: list[Any] = []
         self.needs_watermarks = any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
         self.watermarks = WatermarkTracker(
             {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock())
@@ -123,6 +125,12 @@ class Task:
 
     def on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
+
+    def add_participant(self, participant: Any) -> None:
+        """Join the checkpoint: ``prepare_commit()`` (before the stores send their changelogs, so a
+        participant may write to a store then), ``committed()``, ``aborted()``, ``recover()`` (once,
+        when the task's stores are restored and before it processes) and ``close()``."""
+        self.participants.append(participant)
 
     def _compile_source(self, src: SourceNode) -> Callable[[Message], None]:
         child = self.compiled(src)
@@ -258,22 +266,42 @@ class Task:
 
     # --- checkpoint participation (the member calls these for every task) ------------------------
 
+    @property
+    def participates(self) -> bool:
+        return bool(self.stores or self.participants)
+
     def prepare_commit(self) -> None:
+        for p in self.participants:
+            p.prepare_commit()
         for s in self.stores.values():
             s.prepare_commit()
 
     def committed(self) -> None:
         for s in self.stores.values():
             s.committed()
+        for p in self.participants:
+            p.committed()
         self.snapshot_time()
 
     def aborted(self) -> None:
         self.clear_buffers()
+        for p in self.participants:
+            p.aborted()
         for s in self.stores.values():
             s.aborted()
         self.rollback_time()
 
+    def recover(self) -> None:
+        """The task's state is restored: let participants finish or roll back earlier work."""
+        for p in self.participants:
+            p.recover()
+
     def close(self) -> None:
+        for p in self.participants:
+            try:
+                p.close()
+            except Exception:
+                pass
         for fn in self._closers:
             try:
                 fn()

@@ -159,6 +159,8 @@ class TopologyTestDriver:
         self.stores: dict[str, Store] = {}
         self.tasks = {st.id: Task(st, 0, self, lambda topic: 1, store_factory=self._make_store, clock=lambda: self.wall_clock_ms)
                       for st in self.topology.subtopologies}
+        for task in self.tasks.values():
+            task.recover()
         s = app.settings
         self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
         self._internal = set(self.topology.internal_topics)
@@ -170,6 +172,8 @@ class TopologyTestDriver:
         self.close()
 
     def close(self) -> None:
+        for task in self.tasks.values():
+            task.close()
         self.tasks.clear()
 
     # --- topics ---------------------------------------------------------------------------------

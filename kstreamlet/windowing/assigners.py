@@ -1,0 +1,122 @@
+"""Window assigners (Flink's ``WindowAssigner``): which windows an element belongs to.
+
+All sizes are milliseconds. Windows are half-open ``[start, end)``; a window's last
+timestamp (``max_timestamp``) is ``end - 1``, the time its event-time timer fires at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class TimeWindow:
+    start: int
+    end: int
+
+    @property
+    def max_timestamp(self) -> int:
+        return self.end - 1
+
+    def intersects(self, other: "TimeWindow") -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def cover(self, other: "TimeWindow") -> "TimeWindow":
+        return TimeWindow(min(self.start, other.start), max(self.end, other.end))
+
+
+def _window_start(ts: int, offset: int, size: int) -> int:
+    return ts - ((ts - offset) % size)
+
+
+@dataclass(frozen=True)
+class WindowAssigner:
+    event_time: bool = True
+    merging: bool = False
+
+    def assign(self, ts: int) -> list[TimeWindow]:  # pragma: no cover - every assigner overrides
+        raise TypeError(type(self).__name__)
+
+
+@dataclass(frozen=True)
+class TumblingWindows(WindowAssigner):
+    size: int = 0
+    offset: int = 0
+
+    def assign(self, ts: int) -> list[TimeWindow]:
+        start = _window_start(ts, self.offset, self.size)
+        return [TimeWindow(start, start + self.size)]
+
+
+@dataclass(frozen=True)
+class SlidingWindows(WindowAssigner):
+    size: int = 0
+    slide: int = 0
+    offset: int = 0
+
+    def assign(self, ts: int) -> list[TimeWindow]:
+        out = []
+        last = _window_start(ts, self.offset, self.slide)
+        start = last
+        while start > ts - self.size:
+            out.append(TimeWindow(start, start + self.size))
+            start -= self.slide
+        return out
+
+
+@dataclass(frozen=True)
+class SessionWindows(WindowAssigner):
+    gap: int = 0
+
+    def assign(self, ts: int) -> list[TimeWindow]:
+        return [TimeWindow(ts, ts + self.gap)]
+
+
+def _positive(name: str, v: int) -> int:
+    if v <= 0:
+        raise ValueError(f"{name} must be > 0 ms, got {v}")
+    return int(v)
+
+
+class TumblingEventTimeWindows:
+    """Fixed, non-overlapping event-time windows: ``TumblingEventTimeWindows.of(5000)``."""
+
+    @staticmethod
+    def of(size_ms: int, offset_ms: int = 0) -> TumblingWindows:
+        return TumblingWindows(event_time=True, size=_positive("size", size_ms), offset=offset_ms)
+
+
+class TumblingProcessingTimeWindows:
+    @staticmethod
+    def of(size_ms: int, offset_ms: int = 0) -> TumblingWindows:
+        return TumblingWindows(event_time=False, size=_positive("size", size_ms), offset=offset_ms)
+
+
+class SlidingEventTimeWindows:
+    """Overlapping windows of ``size`` every ``slide``: ``SlidingEventTimeWindows.of(2000, 1000)``."""
+
+    @staticmethod
+    def of(size_ms: int, slide_ms: int, offset_ms: int = 0) -> SlidingWindows:
+        return SlidingWindows(event_time=True, size=_positive("size", size_ms), slide=_positive("slide", slide_ms),
+                              offset=offset_ms)
+
+
+class SlidingProcessingTimeWindows:
+    @staticmethod
+    def of(size_ms: int, slide_ms: int, offset_ms: int = 0) -> SlidingWindows:
+        return SlidingWindows(event_time=False, size=_positive("size", size_ms), slide=_positive("slide", slide_ms),
+                              offset=offset_ms)
+
+
+class EventTimeSessionWindows:
+    """Sessions split by a gap of inactivity; windows merge as elements arrive."""
+
+    @staticmethod
+    def with_gap(gap_ms: int) -> SessionWindows:
+        return SessionWindows(event_time=True, merging=True, gap=_positive("gap", gap_ms))
+
+
+class ProcessingTimeSessionWindows:
+    @staticmethod
+    def with_gap(gap_ms: int) -> SessionWindows:
+        return SessionWindows(event_time=False, merging=True, gap=_positive("gap", gap_ms))

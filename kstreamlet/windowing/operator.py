@@ -1,0 +1,221 @@
+"""The window operator: windows as keyed state plus timers (Flink's ``WindowOperator``).
+
+Per key, each live window's contents are one state entry
+``key | start | end -> count | accumulator``. Contents are an accumulator of a
+:class:`WindowFunction` (incremental ``reduce``/``aggregate``, or the element list for
+full-window functions and joins). A window fires when the watermark (or processing
+time) passes its ``max_timestamp`` — registered as a timer, so it fires after a restart,
+exactly once under exactly-once — and its state is dropped ``allowed_lateness`` later.
+A late element within the allowed lateness updates the window and fires it again; a
+later one goes to the late-data side output (or is dropped). Session windows merge.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
+from kstreamlet.state.keyed import key_prefix
+from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
+
+_BIAS = 2**63
+_WIN = struct.Struct(">QQ")
+_CNT = struct.Struct(">q")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """When a window emits.
+
+    ``kind``: ``time`` (default: at the window's end), ``count`` (every ``count`` elements,
+    instead of time), ``continuous`` (at the end and early every ``interval_ms``).
+    """
+
+    kind: str = "time"
+    count: int = 0
+    interval_ms: int = 0
+
+
+class CountTrigger:
+    @staticmethod
+    def of(n: int) -> Trigger:
+        if n <= 0:
+            raise ValueError("count must be > 0")
+        return Trigger("count", count=n)
+
+
+class ContinuousEventTimeTrigger:
+    """Early firings every ``interval_ms`` of event time, plus the final one."""
+
+    @staticmethod
+    def of(interval_ms: int) -> Trigger:
+        if interval_ms <= 0:
+            raise ValueError("interval must be > 0 ms")
+        return Trigger("continuous", interval_ms=interval_ms)
+
+
+@dataclass
+class WindowFunction:
+    """How window contents accumulate and what a firing emits.
+
+    ``emit(key, window, accumulator, out)`` calls ``out(value)`` for each output.
+    """
+
+    create: Callable[[], Any]
+    add: Callable[[Any, Any], Any]  # (value, acc) -> acc
+    merge: Callable[[Any, Any], Any]
+    emit: Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None]
+    serialize: Callable[[Any], bytes]
+    deserialize: Callable[[bytes], Any]
+
+
+def _win_key(prefix: bytes, w: TimeWindow) -> bytes:
+    return prefix + _WIN.pack(w.start + _BIAS, w.end + _BIAS)
+
+
+def _decode_window(raw: bytes, n: int) -> TimeWindow:
+    s, e = _WIN.unpack_from(raw, n)
+    return TimeWindow(s - _BIAS, e - _BIAS)
+
+
+class WindowOperator(KeyedProcessFunction):
+    """Runs one windowed computation on a keyed stream (built by :class:`WindowedStream`)."""
+
+    def __init__(self, assigner: WindowAssigner, fn: WindowFunction, trigger: Trigger,
+                 allowed_lateness_ms: int, late_tag: str | None, emit_updates: bool) -> None:
+        self.assigner = assigner
+        self.fn = fn
+        self.trigger = trigger
+        self.lateness = allowed_lateness_ms if assigner.event_time else 0
+        self.late_tag = late_tag
+        self.emit_updates = emit_updates
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.store = ctx._task.store(ctx._node.store_name("windows"))
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _now(self, ctx: KeyedContext) -> int:
+        return ctx.current_watermark if self.assigner.event_time else ctx.timers.current_processing_time()
+
+    def _register(self, ctx: KeyedContext, ts: int) -> None:
+        if self.assigner.event_time:
+            ctx.timers.register_event_time(ts)
+        else:
+            ctx.timers.register_processing_time(ts)
+
+    def _delete_timer(self, ctx: KeyedContext, ts: int) -> None:
+        if self.assigner.event_time:
+            ctx.timers.delete_event_time(ts)
+        else:
+            ctx.timers.delete_processing_time(ts)
+
+    def _load(self, raw: bytes) -> tuple[int, Any]:
+        return _CNT.unpack_from(raw)[0], self.fn.deserialize(raw[8:])
+
+    def _save(self, key: bytes, count: int, acc: Any) -> None:
+        self.store.put(key, _CNT.pack(count) + self.fn.serialize(acc))
+
+    def _fire(self, ctx: KeyedContext, w: TimeWindow, acc: Any) -> None:
+        ctx.timestamp = w.max_timestamp
+        self.fn.emit(ctx.key, w, acc, ctx.emit)
+
+    # --- elements ---------------------------------------------------------------------------------
+
+    def process_element(self, value: Any, ctx: KeyedContext) -> None:
+        ts = ctx.timestamp if self.assigner.event_time else ctx.timers.current_processing_time()
+        now = self._now(ctx)
+        windows = self.assigner.assign(ts)
+        prefix = key_prefix(self._key_bytes(ctx))
+        accepted = False
+        for w in windows:
+            if w.max_timestamp + self.lateness <= now and self.assigner.event_time:
+                continue  # late for this window (it may still fit another sliding window)
+            accepted = True
+            if self.assigner.merging:
+                w = self._merge_sessions(ctx, prefix, w, value)
+                continue
+            k = _win_key(prefix, w)
+            raw = self.store.get(k)
+            count, acc = self._load(raw) if raw is not None else (0, self.fn.create())
+            acc = self.fn.add(value, acc)
+            count += 1
+            self._save(k, count, acc)
+            if raw is None:
+                self._register_window_timers(ctx, w)
+            self._after_add(ctx, w, count, acc, now)
+        if not accepted:
+            if self.late_tag is not None:
+                ctx.side_output(self.late_tag, value)
+
+    def _key_bytes(self, ctx: KeyedContext) -> bytes:
+        return ctx._task.keyctx.key_bytes  # type: ignore[no-any-return]
+
+    def _register_window_timers(self, ctx: KeyedContext, w: TimeWindow) -> None:
+        if self.trigger.kind != "count":
+            self._register(ctx, w.max_timestamp)
+        if self.lateness:
+            self._register(ctx, w.max_timestamp + self.lateness)
+        if self.trigger.kind == "count":
+            self._register(ctx, w.max_timestamp + self.lateness)  # cleanup only
+        if self.trigger.kind == "continuous":
+            first = w.start - (w.start % self.trigger.interval_ms) + self.trigger.interval_ms - 1
+            if first < w.max_timestamp:
+                self._register(ctx, first)
+
+    def _after_add(self, ctx: KeyedContext, w: TimeWindow, count: int, acc: Any, now: int) -> None:
+        if self.trigger.kind == "count":
+            if count % self.trigger.count == 0:
+                self._fire(ctx, w, acc)
+            return
+        if w.max_timestamp <= now:
+            self._fire(ctx, w, acc)  # a late element within the allowed lateness: fire again
+        elif self.emit_updates:
+            self._fire(ctx, w, acc)
+
+    def _merge_sessions(self, ctx: KeyedContext, prefix: bytes, w: TimeWindow, value: Any) -> TimeWindow:
+        n = len(prefix)
+        merged = w
+        acc = self.fn.add(value, self.fn.create())
+        count = 1
+        absorbed = []
+        for k, raw in list(self.store.iter_prefix(prefix)):
+            other = _decode_window(k, n)
+            if other.intersects(merged) or other.intersects(w):
+                absorbed.append((k, other))
+        for k, other in absorbed:
+            c, a = self._load(self.store.get(k))  # type: ignore[arg-type]
+            acc = self.fn.merge(a, acc)
+            count += c
+            merged = merged.cover(other)
+            self.store.delete(k)
+            self._delete_timer(ctx, other.max_timestamp)
+            if self.lateness:
+                self._delete_timer(ctx, other.max_timestamp + self.lateness)
+        self._save(_win_key(prefix, merged), count, acc)
+        self._register(ctx, merged.max_timestamp)
+        if self.lateness:
+            self._register(ctx, merged.max_timestamp + self.lateness)
+        self._after_add(ctx, merged, count, acc, self._now(ctx))
+        return merged
+
+    # --- timers ---------------------------------------------------------------------------------------
+
+    def on_timer(self, ts: int, ctx: KeyedContext) -> None:
+        prefix = key_prefix(self._key_bytes(ctx))
+        n = len(prefix)
+        for k, raw in list(self.store.iter_prefix(prefix)):
+            w = _decode_window(k, n)
+            count, acc = self._load(raw)
+            if ts == w.max_timestamp and self.trigger.kind != "count":
+                self._fire(ctx, w, acc)
+            elif (self.trigger.kind == "continuous" and w.start <= ts < w.max_timestamp
+                  and (ts + 1) % self.trigger.interval_ms == 0):
+                self._fire(ctx, w, acc)
+                nxt = ts + self.trigger.interval_ms
+                if nxt < w.max_timestamp:
+                    self._register(ctx, nxt)
+            if ts >= w.max_timestamp + self.lateness:
+                self.store.delete(k)  # past the allowed lateness: the window is gone
