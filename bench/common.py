@@ -258,7 +258,7 @@ def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,
 def admin_client(bootstrap: str) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no INFO noise on the console
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:

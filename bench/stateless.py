@@ -101,25 +101,17 @@ def _worker_parser() -> argparse.ArgumentParser:
 def worker(argv: list[str]) -> int:
     a = _worker_parser().parse_args(argv)
     probe = common.Probe(a.target)
+    facts: dict[str, Any] = {"system": a.system}
     try:
         if a.system == "raw":
             _raw_loop(a, probe)
         else:
-            _kstreamlet_member(a, probe)
+            _kstreamlet_member(a, probe, facts)
     except BaseException as e:
-        common.emit_result(probe.result(error=repr(e)) | {"ok": False})
+        common.emit_result(probe.result(error=repr(e), **facts) | {"ok": False})
         raise
-    common.emit_result(probe.result(system=a.system, **_code_facts(a.system)))
+    common.emit_result(probe.result(**facts))
     return 0
-
-
-def _code_facts(system: str) -> dict[str, Any]:
-    if system != "kstreamlet":
-        return {}
-    import kstreamlet
-
-    pkg = Path(kstreamlet.__file__).parent
-    return {"kstreamlet_dir": str(pkg), "kstreamlet_fingerprint": common.source_fingerprint(pkg)}
 
 
 def _raw_loop(a: argparse.Namespace, probe: common.Probe) -> None:
@@ -221,10 +213,15 @@ def _raw_loop(a: argparse.Namespace, probe: common.Probe) -> None:
     producer.flush(30)
 
 
-def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe) -> None:
+def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any]) -> None:
+    import kstreamlet
     from kstreamlet import App
     from kstreamlet.logging import configure_logging
     from kstreamlet.runtime.member import Member
+
+    # Which code was imported (fingerprinted right after import: the tree may be edited meanwhile).
+    pkg = Path(kstreamlet.__file__).parent
+    facts.update(kstreamlet_dir=str(pkg), kstreamlet_fingerprint=common.source_fingerprint(pkg))
 
     app = App(application_id=a.group, bootstrap_servers=a.bootstrap, processing_guarantee=a.guarantee,
               commit_interval=a.commit_interval, poll_batch_size=a.batch, instance_id="bench-0",

@@ -50,6 +50,7 @@ class App:
         self._custom_sources: list[_CustomSource] = []
         self._topology: Topology | None = None
         self._names: set[str] = set()
+        self._broadcasts: dict[str, Any] = {}
 
     def configure(self, **settings: Any) -> "App":
         """Change settings before running (e.g. bootstrap servers in tests); re-validated."""
@@ -95,6 +96,44 @@ class App:
         node = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions)
         self._register_source(node)
         return Stream(self, node, ks, vs)
+
+    def table(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
+              name: str | None = None) -> Any:
+        """A table (latest value per key) materialized from a compacted topic, for ``join_table``.
+        The topic must be keyed by the join key and co-partitioned with the joining stream."""
+        from kstreamlet.dsl.stream import KeyedStream
+        from kstreamlet.joins import Table
+
+        ks = _serdes.resolve(key_serde, _serdes.BYTES)
+        vs = _serdes.resolve(value_serde, _serdes.BYTES)
+        node = SourceNode(topic, ks, vs, StartPosition("earliest"))
+        self._register_source(node)
+        return Table(self, topic, KeyedStream(self, node, ks, vs), name or topic.replace("/", "-"))
+
+    def broadcast(self, topic: str | None = None, value_serde: Serde[Any] | str | None = None,
+                  key_serde: Serde[Any] | str | None = None, source: Any = None, name: str | None = None) -> Any:
+        """A broadcast stream: every instance receives every element (Flink's ``broadcast()``).
+
+        From a topic, or from a (polling) ``source`` whose records go through the compacted
+        internal topic ``<application_id>-broadcast-<name>``. Connect it with ``stream.connect(b)``.
+        """
+        from kstreamlet.broadcast import BroadcastStream
+
+        ks = _serdes.resolve(key_serde, _serdes.BYTES)
+        vs = _serdes.resolve(value_serde, _serdes.JSON if source is not None else _serdes.BYTES)
+        if (topic is None) == (source is None):
+            raise ValueError("app.broadcast() needs exactly one of topic= or source=")
+        if source is not None:
+            if not name:
+                raise ValueError("a broadcast source needs a name (it names its internal topic)")
+            self._check_name(name)
+            topic = f"{self.settings.application_id}-broadcast-{name}"
+            self._internal_topics[topic] = InternalTopic(topic, 1, {"cleanup.policy": "compact"})
+            self._custom_sources.append(_CustomSource(name, source, topic, ks, vs))
+        assert topic is not None
+        b = BroadcastStream(topic, ks, vs)
+        self._broadcasts[topic] = b
+        return b
 
     def _check_name(self, name: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", name):

@@ -146,6 +146,26 @@ class Stream:
         self._attach(head)
         return KeyedStream(self._app, head, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
+    def join(self, other: "Stream", how: str = "inner") -> Any:
+        """Window join with ``other`` (see :mod:`kstreamlet.joins`): ``.where(k).equal_to(k2).window(w).apply(fn)``."""
+        from kstreamlet.joins import JoinBuilder
+
+        return JoinBuilder(self, other, how)
+
+    def left_join(self, other: "Stream") -> Any:
+        """Window left join: unmatched left elements are emitted with ``None`` when the window fires."""
+        return self.join(other, how="left")
+
+    def outer_join(self, other: "Stream") -> Any:
+        """Window full outer join."""
+        return self.join(other, how="outer")
+
+    def connect(self, broadcast: Any) -> Any:
+        """Connect a broadcast stream (``app.broadcast(...)``); finish with ``.process(fn)``."""
+        from kstreamlet.broadcast import BroadcastConnectedStream
+
+        return BroadcastConnectedStream(self, broadcast)
+
     def sink(self, sink: Any, name: str | None = None) -> None:
         """Write to a side sink with the app's guarantee; under exactly-once the sink joins each
         checkpoint with two-phase commit (see :mod:`kstreamlet.sinks`)."""
@@ -231,6 +251,22 @@ class KeyedStream(Stream):
         get = extractor(field)
         return self._aggregate_fn(Reduce(lambda a, b: a if a >= b else b, _serdes.JSON, get), _serdes.JSON,
                                   name, "max")
+
+    def interval_join(self, other: "KeyedStream") -> Any:
+        """Interval join with another keyed stream: ``.between(lower_ms, upper_ms).apply(fn)``."""
+        from kstreamlet.joins import IntervalJoinBuilder
+
+        if not isinstance(other, KeyedStream):
+            raise TypeError("interval_join needs a keyed stream on both sides: other.key_by(...)")
+        return IntervalJoinBuilder(self, other)
+
+    def join_table(self, table: Any, fn: Callable[[Any, Any], Any], how: str = "inner",
+                   output_serde: Serde[Any] | None = None, name: str | None = None) -> Stream:
+        """Look up each record's key in ``table`` (``app.table(...)``): ``fn(value, table_value)``;
+        ``how="left"`` also emits when the key is absent (``table_value`` None)."""
+        from kstreamlet.joins import join_table
+
+        return join_table(self, table, fn, how, output_serde, name)
 
     # --- windows ---------------------------------------------------------------------------------
 

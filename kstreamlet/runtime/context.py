@@ -25,7 +25,7 @@ class ProcessorContext:
                 ctx.side_output("empty", ctx.offset)
     """
 
-    __slots__ = ("key", "timestamp", "_task", "_forward", "_sides")
+    __slots__ = ("key", "timestamp", "_task", "_forward", "_sides", "broadcast_state")
 
     def __init__(self, task: "Task", forward: Callable[[Any, Any, int], None], sides: dict[str, Callable[[Any, Any, int], None]]):
         self.key: Any = None
@@ -33,6 +33,8 @@ class ProcessorContext:
         self._task = task
         self._forward = forward
         self._sides = sides
+        #: In a connected broadcast stream: the read-only broadcast state (else None).
+        self.broadcast_state: Any = None
 
     def emit(self, value: Any, key: Any = ..., timestamp: int | None = None) -> None:
         """Forward ``value`` to the next operators."""

@@ -78,25 +78,40 @@ def prepare_topics(app: "App", topology: Topology, admin: AdminClient) -> dict[s
         raise TopologyError(
             f"topics {sorted(set(missing))} do not exist; create them first (kstreamlet never auto-creates user topics)"
         )
-    # Internal topics: partition count given, else the max over the writing sub-topology's sources.
+    # Internal topics: partition count given (or existing), else the max over the writing
+    # sub-topology's sources; then inputs of one sub-topology (joins) are made equal.
+    desired: dict[str, int] = {}
     unresolved = dict(topology.internal_topics)
     for _ in range(len(unresolved) + 1):
         for name, it in list(unresolved.items()):
             n = it.partitions or count(name)
             if n is None:
                 writers = [st for st in topology.subtopologies if any(k.topic == name for k in st.sinks)]
-                src_counts = [count(t) for st in writers for t in st.sources]
+                src_counts = [count(t) or desired.get(t) for st in writers for t in st.sources]
                 if src_counts and all(c is not None for c in src_counts):
                     n = max(c for c in src_counts if c is not None)
                 elif not writers:
                     n = 1
             if n is not None:
-                if count(name) is None:
-                    create_topics(admin, {name: n}, config=it.config, exist_ok=True)
-                    counts[name] = partition_count(admin, name) or n
+                desired[name] = n
                 unresolved.pop(name)
     if unresolved:
         raise TopologyError(f"cannot determine partition counts of internal topics {sorted(unresolved)}")
+    for st in topology.subtopologies:
+        if len(st.sources) < 2:
+            continue
+        fixed = [count(t) for t in st.sources if count(t) is not None]
+        target = max(fixed) if fixed else max(desired.get(t, 1) for t in st.sources)
+        for t in st.sources:
+            if count(t) is None and t in desired:
+                desired[t] = target
+    for name, n in desired.items():
+        if count(name) is None:
+            create_topics(admin, {name: n}, config=topology.internal_topics[name].config, exist_ok=True)
+            counts[name] = partition_count(admin, name) or n
+    missing_b = [t for t in app._broadcasts if count(t) is None]
+    if missing_b:
+        raise TopologyError(f"broadcast topics {sorted(missing_b)} do not exist; create them first")
     if s.error_policy == "dlq" and count(s.effective_dlq_topic) is None:
         create_topics(admin, {s.effective_dlq_topic: 1}, exist_ok=True)
         counts[s.effective_dlq_topic] = 1
@@ -167,6 +182,7 @@ class Member:
         self.partition_counts = prepare_topics(self.app, self.topology, admin)
         self._start_sources()
         self._create_clients()
+        self._start_broadcasts()
         self.log.info("member started", topics=self.topology.source_topics,
                       guarantee=self.settings.processing_guarantee, group_protocol=self.settings.group_protocol)
         try:
@@ -277,6 +293,45 @@ class Member:
             runner.start()
             self.sources.append(runner)
 
+    # --- broadcast inputs: every member reads all of them --------------------------------------------
+
+    def _start_broadcasts(self, timeout: float = 60.0) -> None:
+        self.broadcast_history: list[tuple[str, bytes | None, bytes | None, int]] = []
+        self.broadcast_consumer: Consumer | None = None
+        topics = list(self.app._broadcasts)
+        if not topics:
+            return
+        c = Consumer({**client_config(self.settings), "group.id": f"{self.settings.application_id}-broadcast",
+                      "enable.auto.commit": False, "isolation.level": "read_committed", "enable.partition.eof": False})
+        tps, ends = [], {}
+        for t in topics:
+            for p in range(self.partition_counts[t]):
+                tps.append(TopicPartition(t, p, OFFSET_BEGINNING))
+                ends[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=30, cached=False)[1]
+        c.assign(tps)
+        self.broadcast_consumer = c
+        # Catch up before processing data, so the data side sees the broadcast state as of start.
+        deadline = time.monotonic() + timeout
+        todo = {tp for tp, end in ends.items() if end > 0}
+        while todo and time.monotonic() < deadline:
+            self._poll_broadcasts(0.2)
+            for pos in c.position([TopicPartition(t, p) for t, p in todo]):
+                if pos.offset >= ends[(pos.topic, pos.partition)]:
+                    todo.discard((pos.topic, pos.partition))
+        self.log.info("broadcast inputs loaded", topics=topics, records=len(self.broadcast_history))
+
+    def _poll_broadcasts(self, timeout: float = 0.0) -> None:
+        if self.broadcast_consumer is None:
+            return
+        for m in self.broadcast_consumer.consume(1000, timeout):
+            if m.error() is not None:
+                continue
+            rec = (m.topic(), m.key(), m.value(), m.timestamp()[1])
+            self.broadcast_history.append(rec)
+            for task in self.tasks.values():
+                if task.broadcast_handlers:
+                    task.on_broadcast(*rec)
+
     # --- rebalance callbacks -----------------------------------------------------------------
 
     def _source_node(self, topic: str) -> SourceNode:
@@ -301,6 +356,9 @@ class Member:
                     self.multi_input_tasks.append(task)
                 if task.needs_watermarks:
                     self.timed_tasks.append(task)
+                if task.broadcast_handlers:
+                    for rec in getattr(self, "broadcast_history", []):
+                        task.on_broadcast(*rec)
             self.routes[(tp.topic, tp.partition)] = task.enqueue if task.multi_input else task.on_message[tp.topic]
             self.assigned.add((tp.topic, tp.partition))
         positioned = self._start_offsets(consumer, partitions)
@@ -572,6 +630,10 @@ class Member:
                     self._process(msgs)
                 if self.timed_tasks:
                     self._tick()
+                if self.broadcast_consumer is not None:
+                    if self.eos and not self.ckpt.in_transaction:  # type: ignore[union-attr]
+                        self.ckpt.begin()  # type: ignore[union-attr]
+                    self._poll_broadcasts()
                 if self._rebuild_needed:
                     raise FatalClientError("producer fenced during rebalance")
                 now = time.monotonic()

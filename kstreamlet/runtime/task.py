@@ -78,6 +78,7 @@ class Task:
         self._closers: list[Callable[[], None]] = []
         #: Checkpoint participants besides the stores (e.g. two-phase-commit sink operators).
         self.participants: list[Any] = []
+        self.broadcast_handlers: dict[str, list[Callable[[bytes | None, bytes | None, int], None]]] = {}
         self.needs_watermarks = any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
         self.watermarks = WatermarkTracker(
             {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock())
@@ -125,6 +126,14 @@ class Task:
 
     def on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
+
+    def add_broadcast_handler(self, topic: str, handler: Callable[[bytes | None, bytes | None, int], None]) -> None:
+        """Receive every element of broadcast ``topic`` (raw key, value, timestamp)."""
+        self.broadcast_handlers.setdefault(topic, []).append(handler)
+
+    def on_broadcast(self, topic: str, key: bytes | None, value: bytes | None, ts: int) -> None:
+        for h in self.broadcast_handlers.get(topic, ()):
+            h(key, value, ts)
 
     def add_participant(self, participant: Any) -> None:
         """Join the checkpoint: ``prepare_commit()`` (before the stores send their changelogs, so a

@@ -235,6 +235,11 @@ class TopologyTestDriver:
 
     def _deliver(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
                  headers: list[tuple[str, bytes]] | None) -> None:
+        if topic in self.app._broadcasts:
+            for task in self.tasks.values():
+                task.on_broadcast(topic, key, value, ts)
+            self._commit()
+            return
         try:
             self.topology.subtopology_of(topic)
         except KeyError:

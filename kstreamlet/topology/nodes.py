@@ -342,9 +342,12 @@ class KeyedProcessNode(Node):
     def compile(self, task: "Task") -> Push:
         import copy
 
+        return self.compile_fn(task, copy.copy(self.fn))[0]
+
+    def compile_fn(self, task: "Task", fn: Any) -> tuple[Push, Any]:
+        """Compile around an already copied function; returns (push, its KeyedContext)."""
         from kstreamlet.functions import KeyedContext, RuntimeContext
 
-        fn = copy.copy(self.fn)
         child = self.compile_children(task)
         sides = {tag: fan_out([task.compiled(c) for c in cs]) for tag, cs in self.side_children.items()}
         timers = task.timer_service(self.store_name("timers")) if self._has_timers() else None
@@ -375,4 +378,4 @@ class KeyedProcessNode(Node):
 
             task.register_timers(timers, fire)
         task.on_close(fn.close)
-        return push
+        return push, ctx

@@ -19,7 +19,8 @@ class TimeWindow:
         return self.end - 1
 
     def intersects(self, other: "TimeWindow") -> bool:
-        return self.start < other.end and other.start < self.end
+        # Touching windows intersect (Flink's TimeWindow.intersects): sessions [0,1) and [1,2) merge.
+        return self.start <= other.end and other.start <= self.end
 
     def cover(self, other: "TimeWindow") -> "TimeWindow":
         return TimeWindow(min(self.start, other.start), max(self.end, other.end))
