@@ -78,7 +78,7 @@ class App:
         vs = _serdes.resolve(value_serde, _serdes.BYTES)
         node = SourceNode(topic, ks, vs, StartPosition.parse(start, override_committed), watermarks=watermarks)
         self._register_source(node)
-        return Stream(self, node, ks, vs)
+        return Stream(self, node, ks, vs, watermarks=watermarks)
 
     def source(self, source: Source | Callable[[], Iterable[Any]], name: str,
                value_serde: Serde[Any] | str | None = None, key_serde: Serde[Any] | str | None = None,

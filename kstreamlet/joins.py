@@ -205,8 +205,10 @@ class IntervalJoinOperator(KeyedProcessFunction):
     def process_element(self, value: tuple[int, Any], ctx: KeyedContext) -> None:
         side, v = value
         ts = ctx.timestamp
-        if ts < ctx.current_watermark:
-            return  # late: it can no longer be matched consistently (Flink drops it too)
+        if ts <= ctx.current_watermark:
+            # Late: a watermark W promises no more timestamps <= W, and buffers up to W are already
+            # cleaned, so it could not be matched consistently (Flink drops late elements too).
+            return
         prefix = key_prefix(ctx._task.keyctx.key_bytes)
         k = self._entry(prefix, side, ts)
         raw = self.store.get(k)

@@ -144,7 +144,7 @@ class WindowOperator(KeyedProcessFunction):
             count += 1
             self._save(k, count, acc)
             if raw is None:
-                self._register_window_timers(ctx, w)
+                self._register_window_timers(ctx, w, now)
             self._after_add(ctx, w, count, acc, now)
         if not accepted:
             if self.late_tag is not None:
@@ -153,8 +153,10 @@ class WindowOperator(KeyedProcessFunction):
     def _key_bytes(self, ctx: KeyedContext) -> bytes:
         return ctx._task.keyctx.key_bytes  # type: ignore[no-any-return]
 
-    def _register_window_timers(self, ctx: KeyedContext, w: TimeWindow) -> None:
-        if self.trigger.kind != "count":
+    def _register_window_timers(self, ctx: KeyedContext, w: TimeWindow, now: int) -> None:
+        # As Flink's EventTimeTrigger: a window already past the watermark fires on the element
+        # itself (in _after_add), not again from a timer.
+        if self.trigger.kind != "count" and w.max_timestamp > now:
             self._register(ctx, w.max_timestamp)
         if self.lateness:
             self._register(ctx, w.max_timestamp + self.lateness)
@@ -195,7 +197,8 @@ class WindowOperator(KeyedProcessFunction):
             if self.lateness:
                 self._delete_timer(ctx, other.max_timestamp + self.lateness)
         self._save(_win_key(prefix, merged), count, acc)
-        self._register(ctx, merged.max_timestamp)
+        if merged.max_timestamp > self._now(ctx):
+            self._register(ctx, merged.max_timestamp)
         if self.lateness:
             self._register(ctx, merged.max_timestamp + self.lateness)
         self._after_add(ctx, merged, count, acc, self._now(ctx))
