@@ -75,7 +75,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the unrecorded warm-up runs (100k records of each system) before measuring")
     p.add_argument("--profile", action="store_true",
-                   help="also run kstreamlet EOS-100ms once under cProfile -> results/stateless-profile.txt")
+                   help="also run kstreamlet once under cProfile (see --profile-setting) -> results/<out>-profile.txt")
+    p.add_argument("--profile-setting", choices=[s.key for s in SETTINGS], default=PROFILE_SETTING.key,
+                   help=f"setting of the profiled run (default {PROFILE_SETTING.key})")
+    p.add_argument("--rebuild-report", action="store_true",
+                   help="only rewrite results/<out>.md from results/<out>.json (no broker, no runs)")
     common.add_source_argument(p)
     p.add_argument("--out", default=NAME, help="results file stem under bench/results (default 'stateless')")
 
@@ -334,6 +338,8 @@ class Suite:
 def run(args: argparse.Namespace) -> int:
     from kstreamlet.dev.kafka import kafka_broker
 
+    if args.rebuild_report:
+        return _rebuild_report(args.out)
     settings = [s for s in SETTINGS if s.key in set(args.settings.split(","))]
     if not settings:
         raise SystemExit(f"no known setting in --settings {args.settings!r}")
@@ -389,7 +395,8 @@ def run(args: argparse.Namespace) -> int:
                 "params": {"records": args.records, "size": args.size, "repeats": args.repeats, "batch": args.batch,
                            "partitions": PARTITIONS, "seed": args.seed, "consumer_modes": {m: CONSUMER_MODES[m] for m in modes}},
                 "settings": [s.__dict__ for s in settings], "summary": summary, "runs": suite.runs,
-                "profile_run": profile_run}
+                "profile_run": profile_run,
+                "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}}
         md_path, json_path = common.write_results(args.out, md, data)
         print()
         print(md)
@@ -402,7 +409,7 @@ def _profile(suite: Suite, args: argparse.Namespace, mode: str) -> dict[str, Any
     import io
     import pstats
 
-    setting = PROFILE_SETTING
+    setting = next(s for s in SETTINGS if s.key == args.profile_setting)
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stats_path = suite.log_dir / "stateless-kstreamlet.prof"
     print(f"profile: kstreamlet {setting.key}, consumer {mode}, under cProfile", flush=True)
@@ -418,11 +425,34 @@ def _profile(suite: Suite, args: argparse.Namespace, mode: str) -> dict[str, Any
             "top 25 functions by tottime, profiled over the timed window only (first consumed batch to last processed\n"
             "record: steady-state consume/process/produce/commit; start-up and group join excluded):\n\n"
             + buf.getvalue())
-    path = common.RESULTS_DIR / f"{NAME}-profile.txt"
+    path = common.RESULTS_DIR / f"{args.out}-profile.txt"
     path.write_text(text)
     print(text)
     print(f"written {path}")
     return run
+
+
+def _rebuild_report(out: str) -> int:
+    path = common.RESULTS_DIR / f"{out}.json"
+    data = json.loads(path.read_text())
+    info = data["machine"]
+    params = data["params"]
+    modes = list(params.get("consumer_modes") or CONSUMER_MODES)
+    saved = data.get("args") or {}
+    ref = saved.get("kstreamlet_ref")
+    if "args" not in data and str(info.get("source", "")).startswith("git "):
+        ref = info["source"].split()[1]
+    args = argparse.Namespace(**{
+        "records": params["records"], "size": params["size"], "repeats": params["repeats"], "batch": params["batch"],
+        "seed": params["seed"], "consumer": saved.get("consumer") or (modes[0] if len(modes) == 1 else "both"),
+        "kstreamlet_ref": ref})
+    settings = [s for s in SETTINGS if s.key in {d["key"] for d in data["settings"]}]
+    md, summary = _report(args, settings, modes, data["runs"], info)
+    data["summary"] = summary
+    md_path, json_path = common.write_results(out, md, data)
+    print(md)
+    print(f"rewritten {md_path} and {json_path}")
+    return 0
 
 
 def _report(args: argparse.Namespace, settings: list[Setting], modes: list[str], runs: list[dict[str, Any]],
@@ -454,10 +484,15 @@ def _report(args: argparse.Namespace, settings: list[Setting], modes: list[str],
             ratio = med["kstreamlet"] / med["raw"] if med["raw"] and med["kstreamlet"] else None
             entry["ratio_kstreamlet_over_raw"] = ratio
             row.append(f"**{ratio:.2f}**" if ratio is not None else "—")
+            cpus = {sy: entry[sy]["cpu_us_per_record"] for sy in SYSTEMS}
+            cpu_ratio = (cpus["kstreamlet"]["median"] / cpus["raw"]["median"]
+                         if cpus["raw"] and cpus["kstreamlet"] else None)
+            entry["cpu_ratio_kstreamlet_over_raw"] = cpu_ratio
+            row.append(f"{cpu_ratio:.2f}" if cpu_ratio is not None else "—")
             rows.append(row)
             summary.append(entry)
     header = ["consumer", "setting", "raw rec/s median (min–max)", "raw CPU µs/rec", "raw box busy",
-              "kstreamlet rec/s median (min–max)", "kstreamlet CPU µs/rec", "kstreamlet box busy", "kstreamlet / raw"]
+              "kstreamlet rec/s median (min–max)", "kstreamlet CPU µs/rec", "kstreamlet box busy", "kstreamlet / raw rec/s", "kstreamlet / raw CPU per record"]
     per_run = common.md_table(
         ["system", "consumer", "setting", "repeat", "rec/s", "seconds", "CPU µs/rec", "box busy", "s to final commit",
          "commits", "status"],
@@ -484,6 +519,7 @@ def _report(args: argparse.Namespace, settings: list[Setting], modes: list[str],
 {mode_lines}
   With librdkafka defaults a consumer stops fetching a partition once 100,000 records (or 64 MB) are queued locally and only fetches again after `fetch.queue.backoff.ms` = 1 s, so a catch-up read like this one is capped by that timer (box mostly idle), not by the processing code; `tuned` shows what the processing code itself costs.
 - {args.repeats} repeats per (consumer, setting, system), systems interleaved; total wall time {info['wall_seconds']:.0f} s
+- the broker shares the machine's CPUs with the workers, so when the box is near 100% busy (other load included: see the load averages) rec/s varies a lot between repeats (see min–max); CPU µs/rec is the steadier measure of what each system's code costs
 
 {common.md_table(header, rows)}
 

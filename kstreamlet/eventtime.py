@@ -10,7 +10,8 @@ Example::
 A task's watermark is the minimum over its inputs (the partitions of its co-partitioned
 source topics); an input that has been silent longer than the idleness timeout does not
 hold it back, and when every input is idle the watermark catches up with the largest
-timestamp seen (so the last windows of a quiet stream still close). Each input's watermark is ``max timestamp seen - out_of_orderness - 1``.
+timestamp seen minus one, ignoring the out-of-orderness bound (so the last windows of a
+quiet stream still close, on processing-time ticks, without waiting for new records). Each input's watermark is ``max timestamp seen - out_of_orderness - 1``.
 Without a strategy a source uses monotonous timestamps (watermark = max seen - 1): a
 record older than an earlier one is late.
 """

@@ -34,4 +34,6 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
   cp pyproject.toml "$stamp"
 fi
 .venv/bin/python -c "from kstreamlet.dev.kafka import ensure_kafka_jars; ensure_kafka_jars()"
+# helm + offline Kubernetes schema validation for the chart tests (helm is built with Go, cached)
+bash scripts/install-helm.sh >/dev/null
 echo "setup: ok" >&2

@@ -37,6 +37,7 @@ from kstreamlet import metrics
 from kstreamlet.config import Settings
 from kstreamlet.dev.topics import create_topics, partition_count
 from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, Checkpointer, FatalClientError
 from kstreamlet.runtime.dlq import ErrorHandler
 from kstreamlet.runtime.task import Message, Task
@@ -178,6 +179,11 @@ class Member:
         if self._install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        # Liveness = the loop turns (beaten per iteration; the bound exceeds its longest blocking call,
+        # committed() in on_assign). Readiness = partitions assigned and state restored.
+        self.heartbeat = Heartbeat(max_silence=max(60.0, 3 * self.settings.transaction_timeout + 60))
+        self.http_server = None if self.settings.http_port is None else start_http_server(
+            worker_http_port(self.settings.http_port), health=self.heartbeat, ready=self.ready.is_set)
         admin = AdminClient(client_config(self.settings))
         self.partition_counts = prepare_topics(self.app, self.topology, admin)
         self._start_sources()
@@ -189,6 +195,8 @@ class Member:
             self._loop()
         finally:
             self._shutdown()
+            if self.http_server is not None:
+                self.http_server.shutdown()
 
     # --- clients ----------------------------------------------------------------------------
 
@@ -278,6 +286,15 @@ class Member:
                 except BufferError:
                     continue
 
+    def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
+        """A watermark record to one partition of a repartition topic (inside the checkpoint)."""
+        while True:
+            try:
+                self.producer.produce(topic, None, key, partition, timestamp=ts, headers=headers)  # type: ignore[union-attr]
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # type: ignore[union-attr]
+
     def _send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: list[tuple[str, bytes]]) -> None:
         while True:
             try:
@@ -340,6 +357,8 @@ class Member:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             consumer.incremental_assign([])
+            if self.restorer is None or not self.restorer.active:
+                self.ready.set()  # a member with no partitions (more pods than partitions) is ready
             return
         new_tasks: list[Task] = []
         for tp in partitions:
@@ -349,7 +368,9 @@ class Member:
             if task is None:
                 task = Task(st, tp.partition, self, self._partitions_of,
                             store_factory=lambda name, p, st=st: self._make_store(st, name, p),
-                            read_all=self._read_all_partitions)
+                            read_all=self._read_all_partitions,
+                            forwarded=self.topology.forwarded_inputs(self._partitions_of),
+                            event_time=self.topology.uses_event_time, backlog=self._has_backlog)
                 self.tasks[key] = task
                 new_tasks.append(task)
                 if task.multi_input:
@@ -368,7 +389,7 @@ class Member:
             # resolved before we read changelog end offsets, so restoration sees all it committed.
             ask = [TopicPartition(tp.topic, tp.partition) for tp in partitions
                    if self.tasks[(self.topology.subtopology_of(tp.topic).id, tp.partition)] in stateful]
-            for c in consumer.committed(ask, timeout=self.settings.transaction_timeout + 30):
+            for c in self._committed_stable(consumer, ask):
                 task = self.tasks[(self.topology.subtopology_of(c.topic).id, c.partition)]
                 task.restore_stream_time(c.topic, c.metadata)
         restoring: list[Task] = []
@@ -390,6 +411,35 @@ class Member:
         if not self.restorer.active:
             self.ready.set()
 
+    def _committed_stable(self, consumer: Consumer, tps: list[TopicPartition]) -> list[TopicPartition]:
+        """Committed offsets (with metadata), waiting while a previous owner's transaction that
+        holds offsets for them is still open (UNSTABLE_OFFSET_COMMIT, KIP-447). Treating such a
+        partition as "no offset committed" would reprocess it from the start."""
+        deadline = time.monotonic() + self.settings.transaction_timeout + 60
+        result: dict[TP, TopicPartition] = {}
+        todo = list(tps)
+        while todo:
+            try:
+                got = consumer.committed(todo, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    raise
+                self.log.info("waiting for stable committed offsets", error=str(e))
+                time.sleep(0.5)
+                continue
+            todo = []
+            for c in got:
+                if c.error is not None:
+                    todo.append(TopicPartition(c.topic, c.partition))
+                else:
+                    result[(c.topic, c.partition)] = c
+            if todo:
+                if time.monotonic() > deadline:
+                    raise KafkaException(got[0].error if got and got[0].error else KafkaError(KafkaError._TIMED_OUT))
+                self.log.info("waiting for stable committed offsets", partitions=[f"{t.topic}[{t.partition}]" for t in todo])
+                time.sleep(0.5)
+        return [result[(tp.topic, tp.partition)] for tp in tps]
+
     def _start_offsets(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Committed offsets win; otherwise (or when overriding) each source's start position."""
         out = [TopicPartition(tp.topic, tp.partition, OFFSET_INVALID) for tp in partitions]
@@ -400,7 +450,7 @@ class Member:
                if not self._source_node(tp.topic).start.override_committed]
         committed: dict[TP, int] = {}
         if ask:
-            for c in consumer.committed(ask, timeout=self.settings.transaction_timeout + 30):
+            for c in self._committed_stable(consumer, ask):
                 committed[(c.topic, c.partition)] = c.offset
         by_ts: list[TopicPartition] = []
         for tp in explicit:
@@ -462,6 +512,22 @@ class Member:
             self._abort_and_rewind()
         except FatalClientError:
             self._rebuild_needed = True
+
+    def _has_backlog(self, topic: str, partition: int) -> bool:
+        """Records are waiting in ``topic[partition]`` (from the last fetch; no broker round trip)."""
+        if self.consumer is None or (topic, partition) not in self.assigned:
+            return False
+        try:
+            tp = TopicPartition(topic, partition)
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            pos = self.consumer.position([tp])[0].offset
+        except KafkaException:
+            return True  # unknown: do not declare it idle
+        if pos < 0:
+            # Nothing consumed since assignment: a backlog would be fetched well within any
+            # idleness timeout (the timer restarts when a task is restored), so it is not one.
+            return False
+        return high > pos
 
     def _partitions_of(self, topic: str) -> int:
         n = self.partition_counts.get(topic)
@@ -618,6 +684,7 @@ class Member:
         next_commit = time.monotonic() + interval
         batch = s.poll_batch_size
         while not self._stop.is_set():
+            self.heartbeat.beat()
             for src in self.sources:
                 if src.error is not None:
                     raise RuntimeError(f"source {src.name!r} failed: {src.error!r}") from src.error

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from kstreamlet.eventtime import MIN_WATERMARK, WatermarkStrategy
 from kstreamlet.runtime.timers import EVENT, PROC, TimerService
-from kstreamlet.runtime.watermarks import WatermarkTracker
+from kstreamlet.runtime.watermarks import (
+    WATERMARK_HEADER,
+    WATERMARK_KEY,
+    WATERMARK_SOURCE_HEADER,
+    WatermarkTracker,
+)
 from kstreamlet.serdes import SerdeError
 from kstreamlet.state.keyed import KeyContext
 from kstreamlet.topology.builder import SubTopology
@@ -60,7 +65,10 @@ class Task:
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
                  partitions_of: Callable[[str], int], store_factory: StoreFactory | None = None,
                  clock: Callable[[], int] = wall_clock_ms,
-                 read_all: Callable[[str], dict[int, dict[bytes, bytes]]] | None = None) -> None:
+                 read_all: Callable[[str], dict[int, dict[bytes, bytes]]] | None = None,
+                 forwarded: dict[str, int] | None = None, event_time: bool = False,
+                 partition_counts: Callable[[str], int] | None = None,
+                 backlog: Callable[[str, int], bool] | None = None) -> None:
         self.subtopology = subtopology
         self.partition = partition
         self.id = f"{subtopology.id}_{partition}"
@@ -79,10 +87,18 @@ class Task:
         #: Checkpoint participants besides the stores (e.g. two-phase-commit sink operators).
         self.participants: list[Any] = []
         self.broadcast_handlers: dict[str, list[Callable[[bytes | None, bytes | None, int], None]]] = {}
-        self.needs_watermarks = any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
+        #: Repartition topics this task writes, which carry its watermark to downstream tasks.
+        self.watermark_sinks = [(n.topic, (partition_counts or partitions_of)(n.topic)) for n in subtopology.sinks
+                                if n.internal and n.key_fn is not None] if event_time else []
+        # Tasks reading a forwarded input must at least recognise (and consume) watermark records.
+        self.needs_watermarks = bool(self.watermark_sinks) or any(t in (forwarded or {}) for t in subtopology.sources) \
+            or any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
         self.watermarks = WatermarkTracker(
-            {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock())
-        self._committed_max_ts: dict[str, int] = {}
+            {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock(),
+            forwarded={t: n for t, n in (forwarded or {}).items() if t in subtopology.sources},
+            backlog=(lambda topic: backlog(topic, partition)) if backlog is not None else None)
+        self._sent_wm = MIN_WATERMARK
+        self._committed_max_ts: dict[str, Any] = {}
         self._fired_wm = MIN_WATERMARK
         self._compiled: dict[int, Push] = {}
         self.on_message: dict[str, Callable[[Message], None]] = {
@@ -184,9 +200,18 @@ class Task:
 
         tracker = self.watermarks
         clock = self.clock
+        forwarded = tracker.inputs[topic].upstream is not None
 
         def on_message_timed(m: Message) -> None:
             task.msg = m
+            if forwarded and m.value() is None and m.key() == WATERMARK_KEY:
+                headers = dict(m.headers() or ())
+                if WATERMARK_HEADER in headers:
+                    wm = int(headers[WATERMARK_HEADER])
+                    if tracker.observe_upstream(topic, headers[WATERMARK_SOURCE_HEADER].decode(), wm,
+                                                clock()) > task._fired_wm:
+                        task.fire_event_timers()
+                    return
             k, v, ts = decode(m)
             child(k, v, ts)
             # The watermark advances after the record (as in Flink), then due timers fire.
@@ -223,31 +248,59 @@ class Task:
             timers.fire(PROC, now, lambda ts, key, f=fire: f(ts, key, "processing"))
 
     def stream_time_metadata(self, topic: str) -> str:
-        """Committed with the offset so a new owner resumes the same watermark (Kafka Streams' stream time)."""
+        """Committed with the offset so a new owner resumes the same stream time and watermark
+        (Kafka Streams keeps stream time the same way): ``max_ts;watermark[;task=wm,...]``,
+        the last part being the latest watermark of each upstream task of a forwarded input
+        (upstream tasks send a watermark only when it changes, so it must survive a handover)."""
         inp = self.watermarks.inputs.get(topic)
-        return str(inp.max_ts) if inp is not None and inp.max_ts != MIN_WATERMARK else ""
+        if inp is None or self.watermarks.watermark == MIN_WATERMARK and inp.max_ts == MIN_WATERMARK and not inp.upstream:
+            return ""
+        md = f"{inp.max_ts};{self.watermarks.watermark}"
+        if inp.upstream:
+            md += ";" + ",".join(f"{src}={wm}" for src, wm in sorted(inp.upstream.items()))
+        return md
 
     def restore_stream_time(self, topic: str, metadata: str | None) -> None:
         inp = self.watermarks.inputs.get(topic)
-        if inp is not None and metadata:
-            try:
-                inp.max_ts = max(inp.max_ts, int(metadata))
-            except ValueError:
-                return
-            self.watermarks.recompute(self.clock())
-            self._fired_wm = self.watermarks.watermark  # timers up to here fired before the handover
+        if inp is None or not metadata:
+            return
+        try:
+            parts = metadata.split(";")
+            inp.max_ts = max(inp.max_ts, int(parts[0]))
+            if len(parts) > 1 and parts[1]:
+                self.watermarks.watermark = max(self.watermarks.watermark, int(parts[1]))
+            if len(parts) > 2 and parts[2] and inp.upstream is not None:
+                for item in parts[2].split(","):
+                    src, _, wm = item.partition("=")
+                    inp.upstream[src] = max(inp.upstream.get(src, MIN_WATERMARK), int(wm))
+        except ValueError:
+            return
+        self._fired_wm = self.watermarks.watermark  # timers up to here fired before the handover
+
+    def watermark_records(self) -> list[tuple[str, int, list[tuple[str, bytes]]]]:
+        """(topic, partition, headers) of the watermark records to forward, if it advanced."""
+        wm = self.watermarks.watermark
+        if not self.watermark_sinks or wm == self._sent_wm or wm == MIN_WATERMARK:
+            return []
+        self._sent_wm = wm
+        headers = [(WATERMARK_HEADER, str(wm).encode()), (WATERMARK_SOURCE_HEADER, self.id.encode())]
+        return [(topic, p, headers) for topic, n in self.watermark_sinks for p in range(n)]
 
     def snapshot_time(self) -> None:
         """At a commit: remember stream time, to roll back to on abort."""
-        self._committed_max_ts = {t: i.max_ts for t, i in self.watermarks.inputs.items()}
+        self._committed_max_ts = {t: (i.max_ts, dict(i.upstream) if i.upstream is not None else None)
+                                  for t, i in self.watermarks.inputs.items()}
         self._committed_wm = self.watermarks.watermark
+        self._committed_sent_wm = self._sent_wm
 
     def rollback_time(self) -> None:
-        for t, ts in self._committed_max_ts.items():
+        for t, (ts, up) in self._committed_max_ts.items():
             self.watermarks.inputs[t].max_ts = ts
+            self.watermarks.inputs[t].upstream = up
         wm = getattr(self, "_committed_wm", MIN_WATERMARK)
         self.watermarks.watermark = wm
         self._fired_wm = wm
+        self._sent_wm = getattr(self, "_committed_sent_wm", MIN_WATERMARK)
 
     # --- co-partitioned inputs: pick by timestamp ---------------------------------------------
 
@@ -277,9 +330,13 @@ class Task:
 
     @property
     def participates(self) -> bool:
-        return bool(self.stores or self.participants)
+        return bool(self.stores or self.participants or self.watermark_sinks)
 
     def prepare_commit(self) -> None:
+        send_wm = getattr(self.collector, "send_watermark", None)
+        if send_wm is not None:
+            for topic, partition, headers in self.watermark_records():
+                send_wm(topic, partition, WATERMARK_KEY, self.clock(), headers)
         for p in self.participants:
             p.prepare_commit()
         for s in self.stores.values():
@@ -302,6 +359,9 @@ class Task:
 
     def recover(self) -> None:
         """The task's state is restored: let participants finish or roll back earlier work."""
+        now = self.clock()
+        for inp in self.watermarks.inputs.values():
+            inp.last_active = now  # restoring was not idleness
         for p in self.participants:
             p.recover()
 

@@ -157,7 +157,10 @@ class TopologyTestDriver:
         self._pending: deque[_Message] = deque()
         self._delivering = False
         self.stores: dict[str, Store] = {}
-        self.tasks = {st.id: Task(st, 0, self, lambda topic: 1, store_factory=self._make_store, clock=lambda: self.wall_clock_ms)
+        forwarded = self.topology.forwarded_inputs(lambda topic: 1)
+        self.tasks = {st.id: Task(st, 0, self, lambda topic: 1, store_factory=self._make_store,
+                                  clock=lambda: self.wall_clock_ms, forwarded=forwarded,
+                                  event_time=self.topology.uses_event_time)
                       for st in self.topology.subtopologies}
         for task in self.tasks.values():
             task.recover()
@@ -229,6 +232,9 @@ class TopologyTestDriver:
             self._deliver(topic, key, value, ts, None)
         else:
             self._outputs.setdefault(topic, deque()).append((key, value, ts, []))
+
+    def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
+        self._deliver(topic, key, None, ts, headers)
 
     def _send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: list[tuple[str, bytes]]) -> None:
         self._outputs.setdefault(topic, deque()).append((key, value, ts, headers))

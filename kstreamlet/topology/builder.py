@@ -10,6 +10,7 @@ sub-topology on one partition number; a sub-topology with several source topics
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from kstreamlet.errors import TopologyError
 from kstreamlet.topology.nodes import Node, ProcessNode, BranchNode, SinkNode, SourceNode
@@ -65,6 +66,22 @@ class Topology:
     @property
     def has_copartitioned_inputs(self) -> bool:
         return any(len(st.sources) > 1 for st in self.subtopologies)
+
+    @property
+    def uses_event_time(self) -> bool:
+        """Whether any operator needs watermarks (then repartition topics forward them)."""
+        return any(getattr(n, "uses_event_time", False) for st in self.subtopologies for n in st.nodes)
+
+    def forwarded_inputs(self, partitions_of: "Callable[[str], int]") -> dict[str, int]:
+        """Repartition topic -> number of upstream tasks writing it (= their input partitions)."""
+        out: dict[str, int] = {}
+        if not self.uses_event_time:
+            return out
+        for st in self.subtopologies:
+            for sink in st.sinks:
+                if sink.internal and sink.key_fn is not None:
+                    out[sink.topic] = partitions_of(next(iter(st.sources)))
+        return out
 
     def describe(self) -> str:
         lines = []

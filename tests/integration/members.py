@@ -101,10 +101,11 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         t0 = time.monotonic()
         for i, v in enumerate(self.values):
-            b = v.encode()
+            # A str is both key and value; a (key, value) tuple gives them separately.
+            k, b = (v[0].encode(), v[1].encode()) if isinstance(v, tuple) else (v.encode(), v.encode())
             while True:
                 try:
-                    self.producer.produce(self.topic, b, b)
+                    self.producer.produce(self.topic, b, k)
                     break
                 except BufferError:
                     self.producer.poll(0.01)

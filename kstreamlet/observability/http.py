@@ -1,0 +1,156 @@
+"""A tiny HTTP server for Kubernetes probes and Prometheus: ``/healthz``, ``/readyz``, ``/metrics``.
+
+Stdlib only (``http.server.ThreadingHTTPServer``) plus prometheus-client's exposition, so
+it adds no dependency and no event loop to the member process. It serves from a daemon
+thread: it never keeps a finishing process alive, and a slow scrape never blocks the
+processing loop (each request gets its own short-lived thread).
+
+=============  ======================================================================
+``/healthz``   200 ``ok`` when ``health()`` is true, else 503 (liveness probe)
+``/readyz``    200 ``ready`` when ``ready()`` is true, else 503 (readiness probe)
+``/metrics``   Prometheus text format of the registry (default: the process registry)
+anything else  404
+=============  ======================================================================
+
+A check that raises counts as false (503), so a bug in a check can never crash the
+server thread or turn a probe green.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+log = structlog.get_logger("kstreamlet.http")
+
+Check = Callable[[], bool]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "ObservabilityServer"
+    # A client that connects and sends nothing must not pin a thread forever.
+    timeout = 10
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        self._respond(send_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._respond(send_body=False)
+
+    def _respond(self, send_body: bool) -> None:
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            status, ctype, body = self._check(self.server.health, b"ok\n", b"unhealthy\n")
+        elif path == "/readyz":
+            status, ctype, body = self._check(self.server.ready, b"ready\n", b"not ready\n")
+        elif path == "/metrics":
+            try:
+                status, ctype, body = HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self.server.registry)
+            except Exception as e:  # a broken custom collector: say so instead of dropping the connection
+                log.warning("metrics collection failed", error=repr(e))
+                status, ctype, body = HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", b"metrics failed\n"
+        else:
+            status, ctype, body = HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        # Probe answers and metrics are point-in-time; no proxy may serve a stale one.
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    @staticmethod
+    def _check(fn: Check, ok: bytes, bad: bytes) -> tuple[HTTPStatus, str, bytes]:
+        try:
+            passed = bool(fn())
+        except Exception as e:
+            log.warning("health check raised; reporting failure", check=getattr(fn, "__name__", repr(fn)), error=repr(e))
+            passed = False
+        return (HTTPStatus.OK if passed else HTTPStatus.SERVICE_UNAVAILABLE), "text/plain; charset=utf-8", (ok if passed else bad)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+        # Probes hit every few seconds and scrapes every 15-30s: access lines would drown
+        # the service's own logs. Errors that matter are logged where they happen.
+        pass
+
+
+class ObservabilityServer(ThreadingHTTPServer):
+    """The running endpoint. ``.port`` is the bound port (useful with port 0); ``.shutdown()`` stops it."""
+
+    daemon_threads = True  # request threads never delay process exit
+    allow_reuse_address = True  # a restarted process rebinds at once despite TIME_WAIT sockets
+    # socketserver's default backlog of 5 drops SYNs when a scrape and probes coincide with a
+    # few keep-alive clients; a dropped SYN costs the client a 1 s retransmit.
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], health: Check, ready: Check, registry: CollectorRegistry) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.health = health
+        self.ready = ready
+        self.registry = registry
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.server_address[0]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"kstreamlet-http-{self.port}", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop serving, close the listening socket and join the thread. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._thread is not None and self._thread.is_alive():
+            super().shutdown()  # returns once serve_forever notices (within one 0.1 s poll)
+            self._thread.join(timeout=5)
+        self.server_close()
+
+
+def start_http_server(
+    port: int,
+    health: Check,
+    ready: Check,
+    host: str = "0.0.0.0",
+    registry: CollectorRegistry = REGISTRY,
+) -> ObservabilityServer:
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on ``host:port`` from a daemon thread.
+
+    Args:
+        port: TCP port; 0 picks a free one (read it back from ``server.port``).
+        health: liveness check, e.g. a :class:`~kstreamlet.observability.health.Heartbeat`.
+        ready: readiness check, e.g. ``member.ready.is_set``.
+        host: bind address; the default serves the pod IP (kubelet and Prometheus connect from outside).
+        registry: metrics registry to expose; the process-wide default holds ``kstreamlet.metrics``.
+
+    Raises:
+        OSError: the port is taken; raised here, at start, rather than lost in a thread.
+    """
+    server = ObservabilityServer((host, port), health, ready, registry)
+    server._start()
+    log.debug("http endpoint listening", host=host, port=server.port)
+    return server
