@@ -214,6 +214,9 @@ class Member:
             "enable.partition.eof": False,
             "group.protocol": s.group_protocol,
             "error_cb": self._client_error,
+            # librdkafka waits 1 s (fetch.queue.backoff.ms) once its local queue is full, which caps a
+            # catch-up read far below what processing can do; a short backoff keeps fetching.
+            "fetch.queue.backoff.ms": s.kafka_config.get("fetch.queue.backoff.ms", 10),
         }
         if s.group_protocol == "classic":
             # Co-partitioned inputs need partition p of each topic in one member: only the range
@@ -239,6 +242,7 @@ class Member:
             pc["delivery.report.only.error"] = True
             pc["on_delivery"] = self._on_delivery
         self.producer = Producer(pc)
+        self._bind_send()
         if self.eos:
             self._init_transactions()
         self.consumer = Consumer(cc)
@@ -274,17 +278,31 @@ class Member:
             self.ckpt.delivery_failed = err
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
-        produce = self.producer.produce  # type: ignore[union-attr]
-        try:
-            produce(topic, value, key, partition, timestamp=ts)
-        except BufferError:
-            while True:
-                self.producer.poll(0.05)  # type: ignore[union-attr]
-                try:
-                    produce(topic, value, key, partition, timestamp=ts)
-                    return
-                except BufferError:
-                    continue
+        """The record collector sinks call (replaced per producer by a closure, see _bind_send)."""
+        self._bind_send()
+        self.send(topic, key, value, ts, partition)
+
+    def _bind_send(self) -> None:
+        producer = self.producer
+        assert producer is not None
+        produce = producer.produce
+        poll = producer.poll
+
+        def send(topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+            try:
+                produce(topic, value, key, partition, timestamp=ts)
+            except BufferError:
+                while True:
+                    poll(0.05)
+                    try:
+                        produce(topic, value, key, partition, timestamp=ts)
+                        return
+                    except BufferError:
+                        continue
+
+        # Instance attribute shadows the method: sinks bind it once per task (tasks are rebuilt
+        # with the producer after a fatal error).
+        self.send = send  # type: ignore[method-assign]
 
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
         """A watermark record to one partition of a repartition topic (inside the checkpoint)."""
@@ -375,7 +393,7 @@ class Member:
                 new_tasks.append(task)
                 if task.multi_input:
                     self.multi_input_tasks.append(task)
-                if task.needs_watermarks:
+                if task.needs_ticks:
                     self.timed_tasks.append(task)
                 if task.broadcast_handlers:
                     for rec in getattr(self, "broadcast_history", []):
@@ -729,6 +747,11 @@ class Member:
         base = ckpt.base
         handle = self.errors.handle
         n = 0
+        # The consumer's position is past the whole batch: if processing stops early (an abort),
+        # every partition in the batch must rewind, not only those already processed.
+        for m in msgs:
+            if m.error() is None:
+                base.setdefault((m.topic(), m.partition()), m.offset())
         for m in msgs:
             if m.error() is not None:
                 self._consumer_error(m.error())
@@ -743,14 +766,14 @@ class Member:
                 raise
             except Exception as e:
                 handle(m, e)
-            off = m.offset()
-            if tp not in base:
-                base[tp] = off
-            pending[tp] = off + 1
+            pending[tp] = m.offset() + 1
             n += 1
         for task in self.multi_input_tasks:
             task.drain(self._process_one)
         self.records_processed += n
+        # Serve delivery reports once per batch: under EOS they would otherwise pile up until the
+        # commit and fill the producer queue (each BufferError costs a poll with a timeout).
+        self.producer.poll(0)  # type: ignore[union-attr]
         if self.first_record_at is None and n:
             self.first_record_at = time.monotonic()
             self.log.info("first record processed", seconds_since_start=round(self.first_record_at - self.started_at, 3))

@@ -93,6 +93,9 @@ class Task:
         # Tasks reading a forwarded input must at least recognise (and consume) watermark records.
         self.needs_watermarks = bool(self.watermark_sinks) or any(t in (forwarded or {}) for t in subtopology.sources) \
             or any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
+        #: Processing-time progress needed (timers, idleness, time-based rolling of sinks).
+        self.needs_ticks = self.needs_watermarks or any(
+            getattr(n, "uses_processing_time", False) for n in subtopology.nodes)
         self.watermarks = WatermarkTracker(
             {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock(),
             forwarded={t: n for t, n in (forwarded or {}).items() if t in subtopology.sources},
@@ -240,7 +243,7 @@ class Task:
 
     def tick(self, now: int) -> None:
         """Processing-time progress: idle inputs, processing-time timers."""
-        if not self.needs_watermarks:
+        if not self.needs_ticks:
             return
         if self.watermarks.recompute(now) > self._fired_wm:
             self.fire_event_timers()

@@ -79,7 +79,7 @@ class TwoPhaseCommitSinkNode(Node):
         # A task with processing-time timers is "timed": the member ticks it and, under
         # exactly-once, opens a transaction for what the timer does — so an idle app still
         # checkpoints and e.g. finishes inactive part files.
-        self.uses_event_time = self.check_interval_ms is not None
+        self.uses_processing_time = self.check_interval_ms is not None
 
     @property
     def store_name(self) -> str:

@@ -294,7 +294,14 @@ class SinkNode(Node):
         partitioner = self.partitioner
         n_partitions = task.partitions_of(topic) if partitioner else 0
 
-        if partitioner is None and key_fn is None and kser is None and vser is not None:
+        if partitioner is None and key_fn is None and kser is None:
+            if vser is None:
+                # Bytes in, bytes out: nothing to do but send.
+                def push_raw(k: Any, v: Any, ts: int) -> None:
+                    send(topic, k, v, ts, -1)
+
+                return push_raw
+
             # The common case (bytes keys, typed values), without branches.
             def push_fast(k: Any, v: Any, ts: int) -> None:
                 send(topic, k, vser(v), ts, -1)
