@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 
 #: Scenario name -> module (``NAME``, ``add_arguments``, ``run``, ``worker``). Add new ones here.
-SCENARIOS = {"stateless": "bench.stateless"}
+SCENARIOS = {"stateless": "bench.stateless", "stateful": "bench.stateful"}
 
 
 def _module(name: str) -> ModuleType:

@@ -237,6 +237,8 @@ class LocalKafkaBroker:
             # default 15 min; clients ask for their own timeout up to this cap.
             "transaction.max.timeout.ms": "900000",
             "log.retention.check.interval.ms": "60000",
+            # Tests replay fixed event times (often far in the past): no time-based deletion.
+            "log.retention.ms": "-1",
             # Tests often create many short-lived topics; keep segment files small.
             "log.segment.bytes": str(64 * 1024 * 1024),
             "group.consumer.session.timeout.ms": "10000",

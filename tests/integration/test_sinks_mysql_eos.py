@@ -257,10 +257,11 @@ def test_mysql_frozen_and_connections_killed_mid_run(private_mariadb, kafka_boot
         failures = members.events("m1", "sink failed; the checkpoint will abort and be replayed")
         after_kill = [e for e in failures if e["timestamp"] > killed_at]
         assert killed > 0, "expected the service to have connections to kill"
-        assert len(failures) > len(after_kill) > 0, (
-            f"expected the sink to fail (and its checkpoints to abort) both while the server was frozen and after "
-            f"its connections were killed; saw {len(failures)} failures, {len(after_kill)} after the kill\n"
-            f"{members.log_tail()}")
+        # Whether a killed connection is noticed as a failure depends on timing (a connection killed
+        # between two checkpoints is simply reopened); the frozen server must make checkpoints abort.
+        assert len(failures) > len(after_kill), (
+            f"expected the sink to fail (and its checkpoints to abort) while the server was frozen; "
+            f"saw {len(failures)} failures, {len(after_kill)} after the kill\n{members.log_tail()}")
         print(f"\nfrozen {frozen:.1f}s, {rows_after_freeze} rows right after, killed {killed} connections, "
               f"{len(failures)} sink failures ({len(after_kill)} after the kill), "
               f"all {n} rows exactly once {caught_up:.1f}s after the input ended")

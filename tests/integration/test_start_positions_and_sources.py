@@ -49,7 +49,11 @@ class RunningMember:
             raise self.error
 
 
-def _produce(bootstrap: str, topic: str, values: list[str], ts0: int = 1_000) -> None:
+# Record timestamps near now: a broker deletes segments whose timestamps are older than its retention.
+T0 = int(time.time() * 1000) - 3_600_000
+
+
+def _produce(bootstrap: str, topic: str, values: list[str], ts0: int = T0) -> None:
     p = Producer({"bootstrap.servers": bootstrap})
     for i, v in enumerate(values):
         p.produce(topic, v.encode(), partition=0, timestamp=ts0 + 1000 * i)
@@ -76,7 +80,7 @@ def _run_and_read(app: App, bootstrap: str, out: str, expect: int) -> list[bytes
     [
         ("earliest", [str(i) for i in range(10)]),
         ({0: 7}, ["7", "8", "9"]),
-        (StartPosition.from_timestamp(5_000), [str(i) for i in range(4, 10)]),
+        (StartPosition.from_timestamp(T0 + 4_000), [str(i) for i in range(4, 10)]),
         ("group", [str(i) for i in range(10)]),  # no committed offsets: auto_offset_reset=earliest
     ],
     ids=["earliest", "specific-offsets", "timestamp", "group-default"],
