@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
+from kstreamlet import metrics
 from kstreamlet import serdes as _serdes
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
 from kstreamlet.serdes import Serde
@@ -208,6 +209,7 @@ class IntervalJoinOperator(KeyedProcessFunction):
         if ts <= ctx.current_watermark:
             # Late: a watermark W promises no more timestamps <= W, and buffers up to W are already
             # cleaned, so it could not be matched consistently (Flink drops late elements too).
+            metrics.LATE_RECORDS.labels("interval_join").inc()
             return
         prefix = key_prefix(ctx._task.keyctx.key_bytes)
         k = self._entry(prefix, side, ts)

@@ -18,3 +18,5 @@ REBALANCES = Counter("kstreamlet_rebalances_total", "Partition assignment change
 RESTORED_RECORDS = Counter("kstreamlet_restore_records_total", "Changelog records restored", ["store"])
 RESTORE_REMAINING = Gauge("kstreamlet_restore_remaining_records", "Changelog records left to restore", ["store", "partition"])
 ASSIGNED_PARTITIONS = Gauge("kstreamlet_assigned_partitions", "Input partitions owned by this process")
+LATE_RECORDS = Counter("kstreamlet_late_records_total", "Records dropped or side-output as late by event-time operators",
+                       ["operator"])

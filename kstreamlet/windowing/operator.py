@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from kstreamlet import metrics
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
 from kstreamlet.state.keyed import key_prefix
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
@@ -147,6 +148,7 @@ class WindowOperator(KeyedProcessFunction):
                 self._register_window_timers(ctx, w, now)
             self._after_add(ctx, w, count, acc, now)
         if not accepted:
+            metrics.LATE_RECORDS.labels("window").inc()
             if self.late_tag is not None:
                 ctx.side_output(self.late_tag, value)
 
