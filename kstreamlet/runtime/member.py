@@ -156,6 +156,8 @@ class Member:
         #: Tasks with event time or timers: ticked every loop iteration.
         self.timed_tasks: list[Task] = []
         self._state_topics_checked: set[str] = set()
+        #: Committed offsets seen at assignment (event-time tasks): backlog before the first fetch.
+        self._assigned_committed: dict[TP, int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -410,6 +412,7 @@ class Member:
             for c in self._committed_stable(consumer, ask):
                 task = self.tasks[(self.topology.subtopology_of(c.topic).id, c.partition)]
                 task.restore_stream_time(c.topic, c.metadata)
+                self._assigned_committed[(c.topic, c.partition)] = c.offset
         restoring: list[Task] = []
         assert self.restorer is not None
         for task in stateful:
@@ -542,9 +545,11 @@ class Member:
         except KafkaException:
             return True  # unknown: do not declare it idle
         if pos < 0:
-            # Nothing consumed since assignment: a backlog would be fetched well within any
-            # idleness timeout (the timer restarts when a task is restored), so it is not one.
-            return False
+            # Nothing consumed since assignment: compare with where consumption starts. Calling a
+            # partition idle here would let its watermark jump to max-1 (no disorder bound) and
+            # make the records it is about to replay late downstream.
+            start = self._assigned_committed.get((topic, partition), -1)
+            return high > max(start, 0)
         return high > pos
 
     def _partitions_of(self, topic: str) -> int:

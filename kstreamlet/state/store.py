@@ -9,6 +9,7 @@ last record; on abort it is dropped. So local state never runs ahead of Kafka.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Callable, Iterator
 
 from kstreamlet.state.backend import Backend
@@ -32,6 +33,9 @@ class Store:
         self.changelog_topic = changelog_topic
         self._send = send
         self.buffer: dict[bytes, bytes | None] = {}
+        # Sorted keys of the buffer, so range scans (windows, joins, timers) cost O(log n + k)
+        # instead of sorting the whole buffer on every scan.
+        self._sorted: list[bytes] = []
         self._last_offset: int | None = None
         self._listeners: list[Callable[[], None]] = []
         # At-least-once producers report only errors, so the offset comes from the log end instead
@@ -47,9 +51,13 @@ class Store:
         return self.backend.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
+        if key not in self.buffer:
+            bisect.insort(self._sorted, key)
         self.buffer[key] = value
 
     def delete(self, key: bytes) -> None:
+        if key not in self.buffer:
+            bisect.insort(self._sorted, key)
         self.buffer[key] = None
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -58,7 +66,10 @@ class Store:
 
     def iter_range(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key < end`` (end None = unbounded), merged with the buffer."""
-        pending = sorted((k, v) for k, v in self.buffer.items() if k >= start and (end is None or k < end))
+        lo = bisect.bisect_left(self._sorted, start)
+        hi = len(self._sorted) if end is None else bisect.bisect_left(self._sorted, end)
+        buf = self.buffer
+        pending = [(k, buf[k]) for k in self._sorted[lo:hi]]
         i = 0
         for k, v in self.backend.iter_from(start):
             if end is not None and k >= end:
@@ -106,10 +117,12 @@ class Store:
                 self._last_offset = end - 1 if end is not None else None
             self.backend.write(self.buffer, self._last_offset)
             self.buffer = {}
+            self._sorted = []
         self._last_offset = None
 
     def aborted(self) -> None:
         self.buffer = {}
+        self._sorted = []
         self._last_offset = None
         for fn in self._listeners:
             fn()
@@ -128,6 +141,7 @@ class Store:
         if self._backend_factory is not None:
             self.backend = self._backend_factory()
         self.buffer = {}
+        self._sorted = []
 
     def close(self) -> None:
         self.backend.close()
