@@ -176,7 +176,12 @@ class KeyedContext(ProcessorContext):
 
 
 class KeyedProcessFunction:
-    """Override ``process_element`` (required), ``open``, ``on_timer``, ``close``."""
+    """Override ``process_element`` (required), ``open``, ``on_timer``, ``close``.
+
+    Watermarks are tracked for functions that override ``on_timer``; a function without timers
+    that reads ``ctx.current_watermark`` / ``ctx.is_late`` sets the class attribute
+    ``uses_event_time = True``.
+    """
 
     def open(self, ctx: RuntimeContext) -> None:
         """Declare state here (called once per task, on the task's copy)."""

@@ -45,6 +45,8 @@ class Restorer:
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # Restoration reads to a known end: do not let the broker hold each fetch for 500 ms.
+            "fetch.wait.max.ms": 10,
         }
         self._consumer: Consumer | None = None
         self.active: dict[TP, _Restoring] = {}

@@ -325,7 +325,6 @@ class KeyedProcessNode(Node):
     """
 
     kind = "keyed_process"
-    uses_event_time = True
 
     def __init__(self, fn: Any, key_serde: Serde[Any], name: str | None = None) -> None:
         super().__init__(name)
@@ -340,6 +339,14 @@ class KeyedProcessNode(Node):
 
     def store_name(self, state_name: str) -> str:
         return f"{self.name}-{state_name}"
+
+    @property
+    def uses_event_time(self) -> bool:
+        """Watermarks are tracked (and forwarded through repartition topics) only for operators that
+        can use them: those with timers, or functions declaring ``uses_event_time = True`` (e.g. to
+        read ``ctx.is_late``). A plain running count does not pay for event time."""
+        declared = getattr(self.fn, "uses_event_time", None)
+        return bool(declared) if declared is not None else self._has_timers()
 
     def _has_timers(self) -> bool:
         from kstreamlet.functions import KeyedProcessFunction

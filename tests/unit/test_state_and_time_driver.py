@@ -202,6 +202,8 @@ class EventTimersOnValue(KeyedProcessFunction):
 
 
 class OperatorStateFn(KeyedProcessFunction):
+    uses_event_time = True  # reads ctx.is_late without registering timers
+
     def open(self, ctx):
         from kstreamlet.state.keyed import ListStateDescriptor as L
 
