@@ -752,27 +752,48 @@ class Member:
         base = ckpt.base
         handle = self.errors.handle
         n = 0
-        # The consumer's position is past the whole batch: if processing stops early (an abort),
-        # every partition in the batch must rewind, not only those already processed.
-        for m in msgs:
-            if m.error() is None:
-                base.setdefault((m.topic(), m.partition()), m.offset())
-        for m in msgs:
-            if m.error() is not None:
-                self._consumer_error(m.error())
-                continue
-            tp = (m.topic(), m.partition())
-            route = routes.get(tp)
-            if route is None:
-                continue  # revoked while in flight
-            try:
-                route(m)
-            except (KafkaException, ProcessingError, FatalClientError, AbortCheckpoint):
-                raise
-            except Exception as e:
-                handle(m, e)
-            pending[tp] = m.offset() + 1
-            n += 1
+        # Messages of one partition come in runs: look the route up, note the rewind offset and
+        # record the commit offset once per run, not per record.
+        cur_t: str | None = None
+        cur_p = -1
+        tp: TP = ("", -1)
+        route: Callable[[Message], None] | None = None
+        last_off = -1
+        try:
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    self._consumer_error(err)
+                    continue
+                p = m.partition()
+                t = m.topic()
+                if p != cur_p or t != cur_t:
+                    if route is not None:
+                        pending[tp] = last_off + 1
+                    cur_p, cur_t = p, t
+                    tp = (t, p)
+                    route = routes.get(tp)
+                    if route is not None:
+                        base.setdefault(tp, m.offset())
+                if route is None:
+                    continue  # revoked while in flight
+                try:
+                    route(m)
+                except (KafkaException, ProcessingError, FatalClientError, AbortCheckpoint):
+                    raise
+                except Exception as e:
+                    handle(m, e)
+                last_off = m.offset()
+                n += 1
+            if route is not None:
+                pending[tp] = last_off + 1
+        except BaseException:
+            # The consumer's position is past the whole batch: when processing stops early (an
+            # abort), every partition of the batch must rewind, not only those already reached.
+            for m in msgs:
+                if m.error() is None:
+                    base.setdefault((m.topic(), m.partition()), m.offset())
+            raise
         for task in self.multi_input_tasks:
             task.drain(self._process_one)
         self.records_processed += n
