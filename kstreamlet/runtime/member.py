@@ -288,40 +288,34 @@ class Member:
         producer = self.producer
         assert producer is not None
         produce = producer.produce
-        poll = producer.poll
 
         def send(topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
             try:
                 produce(topic, value, key, partition, timestamp=ts)
             except BufferError:
-                while True:
-                    poll(0.05)
-                    try:
-                        produce(topic, value, key, partition, timestamp=ts)
-                        return
-                    except BufferError:
-                        continue
+                self._produce(topic, value, key, partition, timestamp=ts)
 
         # Instance attribute shadows the method: sinks bind it once per task (tasks are rebuilt
         # with the producer after a fatal error).
         self.send = send  # type: ignore[method-assign]
 
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int = -1, **kw: Any) -> None:
+        """``producer.produce``, serving delivery reports while the local queue is full."""
+        producer = self.producer
+        assert producer is not None
+        while True:
+            try:
+                producer.produce(topic, value, key, partition, **kw)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
         """A watermark record to one partition of a repartition topic (inside the checkpoint)."""
-        while True:
-            try:
-                self.producer.produce(topic, None, key, partition, timestamp=ts, headers=headers)  # type: ignore[union-attr]
-                return
-            except BufferError:
-                self.producer.poll(0.05)  # type: ignore[union-attr]
+        self._produce(topic, None, key, partition, timestamp=ts, headers=headers)
 
     def _send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: list[tuple[str, bytes]]) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, timestamp=ts, headers=headers)  # type: ignore[union-attr]
-                return
-            except BufferError:
-                self.producer.poll(0.05)  # type: ignore[union-attr]
+        self._produce(topic, value, key, timestamp=ts, headers=headers)
 
     def _start_sources(self) -> None:
         for i, spec in enumerate(self.app._custom_sources):
@@ -604,16 +598,10 @@ class Member:
         self.partition_counts[topic] = partitions
 
     def _send_changelog(self, topic: str, key: bytes, value: bytes | None, partition: int, on_delivery: Any) -> None:
-        produce = self.producer.produce  # type: ignore[union-attr]
-        while True:
-            try:
-                if on_delivery is None:
-                    produce(topic, value, key, partition)
-                else:
-                    produce(topic, value, key, partition, on_delivery=on_delivery)
-                return
-            except BufferError:
-                self.producer.poll(0.05)  # type: ignore[union-attr]
+        if on_delivery is None:
+            self._produce(topic, value, key, partition)
+        else:
+            self._produce(topic, value, key, partition, on_delivery=on_delivery)
 
     def _read_all_partitions(self, topic: str, timeout: float = 60.0) -> dict[int, dict[bytes, bytes]]:
         """Latest committed value per key of every partition of a changelog (union list state)."""

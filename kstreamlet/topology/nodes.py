@@ -207,7 +207,20 @@ class MergeNode(Node):
         return self.compile_children(task)
 
 
-class ProcessNode(Node):
+class _SideOutputs(Node):
+    """A node whose ``ctx.side_output(tag, ...)`` feeds streams attached by tag (not ``children``)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.side_children: dict[str, list[Node]] = {}
+
+    def add_side_child(self, tag: str, child: Node) -> Node:
+        self.side_children.setdefault(tag, []).append(child)
+        child.parents.append(self)
+        return child
+
+
+class ProcessNode(_SideOutputs):
     """``fn(value, ctx)``: the low-level operator. ``ctx.emit`` forwards, ``ctx.side_output`` diverts."""
 
     kind = "process"
@@ -215,13 +228,6 @@ class ProcessNode(Node):
     def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
         super().__init__(name)
         self.fn = fn
-        #: Side-output streams by tag name; not part of ``children``.
-        self.side_children: dict[str, list[Node]] = {}
-
-    def add_side_child(self, tag: str, child: Node) -> Node:
-        self.side_children.setdefault(tag, []).append(child)
-        child.parents.append(self)
-        return child
 
     def compile(self, task: "Task") -> Push:
         from kstreamlet.runtime.context import ProcessorContext
@@ -317,7 +323,7 @@ class SinkNode(Node):
         return push
 
 
-class KeyedProcessNode(Node):
+class KeyedProcessNode(_SideOutputs):
     """Runs a :class:`~kstreamlet.functions.KeyedProcessFunction` with keyed state and timers.
 
     Each task gets a shallow copy of the function, opened with the task's runtime context.
@@ -330,12 +336,6 @@ class KeyedProcessNode(Node):
         super().__init__(name)
         self.fn = fn
         self.key_serde = key_serde
-        self.side_children: dict[str, list[Node]] = {}
-
-    def add_side_child(self, tag: str, child: Node) -> Node:
-        self.side_children.setdefault(tag, []).append(child)
-        child.parents.append(self)
-        return child
 
     def store_name(self, state_name: str) -> str:
         return f"{self.name}-{state_name}"
