@@ -31,6 +31,7 @@ from kstreamlet.topology.nodes import (
     Node,
     PeekNode,
     ProcessNode,
+    SideOutputNode,
     SinkNode,
     SourceNode,
     StartPosition,
@@ -87,7 +88,7 @@ class Stream:
     def side_output(self, tag: str) -> "Stream":
         """The records a preceding ``process`` sent with ``ctx.side_output(tag, ...)``."""
         node = self._node
-        if not isinstance(node, (ProcessNode, KeyedProcessNode)):
+        if not isinstance(node, SideOutputNode):
             raise TypeError("side_output() is only available on the stream returned by process()")
         placeholder = MergeNode(name=f"side-{tag}-{node.id}")
         node.add_side_child(tag, placeholder)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kstreamlet.errors import TopologyError
-from kstreamlet.topology.nodes import Node, ProcessNode, BranchNode, SinkNode, SourceNode
+from kstreamlet.topology.nodes import BranchNode, Node, SideOutputNode, SinkNode, SourceNode
 
 
 @dataclass
@@ -37,7 +37,7 @@ class InternalTopic:
 
 def _neighbours(n: Node) -> list[Node]:
     out = list(n.children) + list(n.parents)
-    if isinstance(n, ProcessNode):
+    if isinstance(n, SideOutputNode):
         for cs in n.side_children.values():
             out.extend(cs)
     if isinstance(n, BranchNode):

@@ -207,7 +207,7 @@ class MergeNode(Node):
         return self.compile_children(task)
 
 
-class _SideOutputs(Node):
+class SideOutputNode(Node):
     """A node whose ``ctx.side_output(tag, ...)`` feeds streams attached by tag (not ``children``)."""
 
     def __init__(self, name: str | None = None) -> None:
@@ -220,7 +220,7 @@ class _SideOutputs(Node):
         return child
 
 
-class ProcessNode(_SideOutputs):
+class ProcessNode(SideOutputNode):
     """``fn(value, ctx)``: the low-level operator. ``ctx.emit`` forwards, ``ctx.side_output`` diverts."""
 
     kind = "process"
@@ -323,7 +323,7 @@ class SinkNode(Node):
         return push
 
 
-class KeyedProcessNode(_SideOutputs):
+class KeyedProcessNode(SideOutputNode):
     """Runs a :class:`~kstreamlet.functions.KeyedProcessFunction` with keyed state and timers.
 
     Each task gets a shallow copy of the function, opened with the task's runtime context.

@@ -46,6 +46,8 @@ def test_allowed_lateness_refires_and_later_data_goes_to_side_output():
               .side_output_late_data("late").count())
     result.to("out", value_serde=serdes.INT64)
     result.side_output("late").to("late", value_serde=serdes.JSON)
+    sinks = [s.topic for st in app.topology().subtopologies for s in st.sinks]
+    assert sorted(sinks) == ["late", "out"], f"the late-data sink must belong to the sub-topology, saw {sinks}"
     with TopologyTestDriver(app) as d:
         out = d.output_topic("out", key_serde=serdes.STR, value_serde=serdes.INT64)
         late = d.output_topic("late", value_serde=serdes.JSON)
