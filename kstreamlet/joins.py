@@ -25,6 +25,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
+import structlog
+
 from kstreamlet import metrics
 from kstreamlet import serdes as _serdes
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
@@ -32,6 +34,8 @@ from kstreamlet.serdes import Serde
 from kstreamlet.state.keyed import _decode_list, _encode_list, key_prefix
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
 from kstreamlet.windowing.operator import Trigger, WindowFunction, WindowOperator
+
+_log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from kstreamlet.dsl.stream import KeyedStream, Stream
@@ -210,6 +214,8 @@ class IntervalJoinOperator(KeyedProcessFunction):
             # Late: a watermark W promises no more timestamps <= W, and buffers up to W are already
             # cleaned, so it could not be matched consistently (Flink drops late elements too).
             metrics.LATE_RECORDS.labels("interval_join").inc()
+            _log.debug("late record dropped", operator="interval_join", side=side, timestamp=ts,
+                       watermark=ctx.current_watermark)
             return
         prefix = key_prefix(ctx._task.keyctx.key_bytes)
         k = self._entry(prefix, side, ts)

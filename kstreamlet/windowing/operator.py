@@ -16,10 +16,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import structlog
+
 from kstreamlet import metrics
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
 from kstreamlet.state.keyed import key_prefix
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
+
+_log = structlog.get_logger(__name__)
 
 _BIAS = 2**63
 _WIN = struct.Struct(">QQ")
@@ -149,6 +153,8 @@ class WindowOperator(KeyedProcessFunction):
             self._after_add(ctx, w, count, acc, now)
         if not accepted:
             metrics.LATE_RECORDS.labels("window").inc()
+            _log.debug("late record dropped", operator="window", timestamp=ctx.timestamp,
+                       watermark=ctx.current_watermark, side_output=self.late_tag is not None)
             if self.late_tag is not None:
                 ctx.side_output(self.late_tag, value)
 

@@ -82,6 +82,13 @@ class Members:
                         out.append(rec)
         return out
 
+    def grep(self, needle: str, limit: int = 20) -> str:
+        """Lines containing ``needle`` across the members' logs (``file: line``), at most ``limit``."""
+        hits = []
+        for f in sorted(self.log_dir.glob("*.log")):
+            hits += [f"{f.name}: {line}" for line in f.read_text(errors="replace").splitlines() if needle in line]
+        return "\n".join(hits[:limit]) + (f"\n... {len(hits) - limit} more" if len(hits) > limit else "")
+
     def log_tail(self, lines: int = 30) -> str:
         parts = []
         for f in sorted(self.log_dir.glob("*.log")):

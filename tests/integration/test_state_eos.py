@@ -45,7 +45,7 @@ def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kaf
     out = kafka_topic(partitions=6, name="counts")
     env = {"IN_TOPIC": inp, "OUT_TOPIC": out, "KSTREAMLET_APPLICATION_ID": f"wc-{uuid.uuid4().hex[:8]}",
            "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2"}
-    members = Members("tests.apps.wordcount:app", env, tmp_path)
+    members = Members("services.wordcount:app", env, tmp_path)
     state = {n: tmp_path / f"state-{n}" for n in ("m1", "m2", "m3")}
     start = lambda n: members.start(n, {"KSTREAMLET_STATE_DIR": str(state[n])})  # noqa: E731
     rnd = random.Random(7)
@@ -112,7 +112,7 @@ def test_restores_a_million_changelog_records(kafka_bootstrap, kafka_admin, kafk
     p.commit_transaction(120)
     env = {"IN_TOPIC": inp, "OUT_TOPIC": out, "KSTREAMLET_APPLICATION_ID": app_id,
            "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_STATE_DIR": str(tmp_path / "state")}
-    members = Members("tests.apps.wordcount:app", env, tmp_path)
+    members = Members("services.wordcount:app", env, tmp_path)
     try:
         members.start("r1")
         deadline = time.monotonic() + 240

@@ -35,7 +35,8 @@ def _run(kafka_bootstrap, kafka_topic, tmp_path, kill: bool, expect_sums: int, e
     topics = {n: kafka_topic(partitions=4, name=n) for n in ("events", "clicks", "sums", "joined")}
     env = {"EVENTS_TOPIC": topics["events"], "CLICKS_TOPIC": topics["clicks"], "SUMS_TOPIC": topics["sums"],
            "JOINED_TOPIC": topics["joined"], "KSTREAMLET_APPLICATION_ID": f"win-{uuid.uuid4().hex[:8]}",
-           "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2"}
+           "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2",
+           "KSTREAMLET_LOG_LEVEL": "debug"}  # late drops are logged at debug: a failure shows them
     members = Members("tests.apps.windows:app", env, tmp_path / ("kill" if kill else "clean"))
     members.log_dir.mkdir(parents=True, exist_ok=True)
     state = lambda n: {"KSTREAMLET_STATE_DIR": str(members.log_dir / f"state-{n}")}  # noqa: E731
@@ -109,7 +110,9 @@ def test_window_and_interval_join_results_are_identical_with_and_without_kill9(k
     killed_sums, killed_pairs, members = _run(kafka_bootstrap, kafka_topic, tmp_path, True, n_sums, n_pairs)
     assert killed_sums == want_sums, (
         f"kill -9 run: window sums differ: missing {list((want_sums - killed_sums).items())[:5]}, "
-        f"extra {list((killed_sums - want_sums).items())[:5]}\n{members.log_tail()}")
+        f"extra {list((killed_sums - want_sums).items())[:5]}\nlate drops:\n{members.grep('late record dropped')}\n"
+        f"{members.log_tail()}")
     assert killed_pairs == want_pairs, (
         f"kill -9 run: join pairs differ: missing {list((want_pairs - killed_pairs))[:5]}, "
-        f"extra {list((killed_pairs - want_pairs))[:5]}\n{members.log_tail()}")
+        f"extra {list((killed_pairs - want_pairs))[:5]}\nlate drops:\n{members.grep('late record dropped')}\n"
+        f"{members.log_tail()}")
