@@ -82,10 +82,12 @@ class App:
 
     def source(self, source: Source | Callable[[], Iterable[Any]], name: str,
                value_serde: Serde[Any] | str | None = None, key_serde: Serde[Any] | str | None = None,
-               partitions: int = 1) -> Stream:
+               partitions: int = 1, watermarks: WatermarkStrategy | None = None) -> Stream:
         """A stream fed by a custom source (see :mod:`kstreamlet.sources.base` for the guarantee).
 
-        Its records pass through the internal topic ``<application_id>-source-<name>``.
+        Its records pass through the internal topic ``<application_id>-source-<name>``, with the
+        timestamp given to ``ctx.collect`` (default: the time of collection) as record timestamp;
+        ``watermarks`` makes it an event-time input as for :meth:`stream`.
         """
         self._check_name(name)
         ks = _serdes.resolve(key_serde, _serdes.BYTES)
@@ -93,9 +95,10 @@ class App:
         topic = f"{self.settings.application_id}-source-{name}"
         self._internal_topics[topic] = InternalTopic(topic, partitions)
         self._custom_sources.append(_CustomSource(name, source, topic, ks, vs))
-        node = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions)
+        node = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions,
+                          watermarks=watermarks)
         self._register_source(node)
-        return Stream(self, node, ks, vs)
+        return Stream(self, node, ks, vs, watermarks=watermarks)
 
     def table(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
               name: str | None = None) -> Any:
