@@ -274,10 +274,13 @@ class LocalKafkaBroker:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         props = self.workdir / "server.properties"
         props.write_text(self._config())
-        cluster_id = uuid.uuid4().bytes
         import base64
 
-        cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+        # A base64url id may start with "-", which the storage tool's argument parser takes for
+        # an option (as Kafka's own Uuid.randomUuid() does, draw again in that case).
+        cid = "-"
+        while cid.startswith("-"):
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         try:
             fmt = subprocess.run(
                 self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)),
