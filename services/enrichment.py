@@ -107,7 +107,7 @@ app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") els
 users = app.broadcast(
     source=MySQLPollingSource(_env("MYSQL_URL"), os.environ.get("USER_INFO_QUERY", DEFAULT_QUERY),
                               interval=float(os.environ.get("USER_INFO_POLL_SECONDS", "5"))),
-    name="user-info", key_serde=serdes.STR)
+    name="user-info")  # keyed by userID (the first column), as UTF-8 bytes
 if os.environ.get("EVENTS_TOPIC"):
     events = app.stream(os.environ["EVENTS_TOPIC"], value_serde=serdes.JSON)
 else:
