@@ -101,9 +101,6 @@ def test_window_and_interval_join_match_the_reference_on_the_broker(kafka_bootst
         f"join pairs differ: missing {list((want_pairs - pairs))[:5]}, extra {list((pairs - want_pairs))[:5]}")
 
 
-@pytest.mark.xfail(reason="known bug (issue 5 note): after kill -9 of a member owning event-time tasks, some "
-                          "windows/pairs of the failed-over partitions are lost or recomputed; under investigation",
-                   strict=False)
 def test_window_and_interval_join_results_are_identical_with_and_without_kill9(kafka_bootstrap, kafka_topic, tmp_path):
     want_sums, want_pairs = _truth()
     n_sums, n_pairs = sum(want_sums.values()), sum(want_pairs.values())
