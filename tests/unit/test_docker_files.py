@@ -288,14 +288,63 @@ def test_sentences_service_is_built_from_the_dockerfile_and_starts_after_its_dep
             assert "healthcheck" in compose["services"][dep], f"{dep}: service_healthy needs a healthcheck"
         else:
             assert cond == "service_completed_successfully", cond
-    init = " ".join(compose["services"]["kafka-init"]["command"])
     topic = svc["environment"]["WORDS_TOPIC"]
-    assert f"--topic {topic}" in init, f"the output topic {topic} must be created before the service starts: {init}"
+    assert topic in init_topics(compose), f"the output topic {topic} must be created before the service starts"
     port = svc["environment"]["KSTREAMLET_HTTP_PORT"]
     assert f"{port}:{port}" in svc["ports"], f"the HTTP port {port} must be published, saw {svc['ports']}"
     grace = int(svc["stop_grace_period"].rstrip("s"))
     timeout = float(svc["environment"]["KSTREAMLET_SHUTDOWN_TIMEOUT"])
     assert grace > timeout, f"stop_grace_period {grace}s must exceed the shutdown timeout {timeout}s"
+
+
+def init_topics(compose) -> set[str]:
+    """Topics the one-shot kafka-init container creates (its shell loop's list)."""
+    script = " ".join(compose["services"]["kafka-init"]["command"])
+    m = re.search(r"for t in ([^;]+);", script)
+    assert m and "--create" in script, f"kafka-init should loop over topics with kafka-topics.sh --create: {script}"
+    return set(m.group(1).split())
+
+
+OTHER_SERVICES = ["wordcount", "enrichment", "orders", "sensors"]
+
+
+@pytest.mark.parametrize("name", OTHER_SERVICES)
+def test_every_service_of_the_stack_is_wired_and_its_environment_builds_its_app(compose, name, monkeypatch):
+    import importlib
+    import sys
+
+    services = compose["services"]
+    svc = services[name]
+    assert svc["image"] == services["sentences"]["image"], "built once (by sentences), shared by every service"
+    assert svc["command"] == [f"services.{name}:app"]
+    assert "sentences" in svc["depends_on"], "started after the image is built and the topics exist"
+    env = svc["environment"]
+    topics = {v for k, v in env.items() if k.endswith("_TOPIC")}
+    assert topics and topics <= init_topics(compose), f"{name}: topics {topics - init_topics(compose)} are not created"
+    port = env["KSTREAMLET_HTTP_PORT"]
+    assert f"{port}:{port}" in svc["ports"]
+    assert int(svc["stop_grace_period"].rstrip("s")) > float(env["KSTREAMLET_SHUTDOWN_TIMEOUT"])
+    if "MYSQL_URL" in env:
+        assert "mysql" in svc["depends_on"]
+    ports = [s["environment"].get("KSTREAMLET_HTTP_PORT") for s in services.values() if "environment" in s]
+    assert ports.count(port) == 1, f"port {port} is used twice"
+    for k in [k for k in os.environ if k.startswith("KSTREAMLET_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    sys.modules.pop(f"services.{name}", None)
+    try:
+        mod = importlib.import_module(f"services.{name}")
+        topo = mod.app.topology()
+    finally:
+        sys.modules.pop(f"services.{name}", None)
+    assert mod.app.settings.application_id == env["KSTREAMLET_APPLICATION_ID"]
+    assert topo.source_topics, f"{name}: no source topics"
+
+
+def test_the_enrichment_service_finds_the_seed_user_info_table(compose):
+    sql = (COMPOSE.parent / "mysql-init" / "02-user-info.sql").read_text()
+    assert "CREATE TABLE IF NOT EXISTS user_info" in sql and "'user_3', '王五', 30" in sql
 
 
 def test_sentences_environment_is_valid_kstreamlet_configuration(compose, monkeypatch):
