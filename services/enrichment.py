@@ -49,6 +49,7 @@ from typing import Any
 from kstreamlet import App, Source, SourceContext, serdes
 from kstreamlet.broadcast import BroadcastProcessFunction
 from kstreamlet.sinks.mysql_source import MySQLPollingSource
+from services._env import required
 
 DEFAULT_QUERY = "SELECT userID, userName, userAge FROM user_info"
 
@@ -89,12 +90,6 @@ class EnrichWithUserInfo(BroadcastProcessFunction):
         ctx.broadcast_state.put(row["userID"], (row["userName"], row["userAge"]))
 
 
-def _env(name: str) -> str:
-    v = os.environ.get(name)
-    if not v:
-        raise SystemExit(f"services.enrichment: set {name} (see the module docstring)")
-    return v
-
 
 def _unknown_users() -> bool:
     mode = os.environ.get("UNKNOWN_USERS", "drop")
@@ -105,7 +100,7 @@ def _unknown_users() -> bool:
 
 app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") else "enrichment")
 users = app.broadcast(
-    source=MySQLPollingSource(_env("MYSQL_URL"), os.environ.get("USER_INFO_QUERY", DEFAULT_QUERY),
+    source=MySQLPollingSource(required("MYSQL_URL"), os.environ.get("USER_INFO_QUERY", DEFAULT_QUERY),
                               interval=float(os.environ.get("USER_INFO_POLL_SECONDS", "5"))),
     name="user-info")  # keyed by userID (the first column), as UTF-8 bytes
 if os.environ.get("EVENTS_TOPIC"):
@@ -116,5 +111,5 @@ else:
 (
     events.connect(users)
     .process(EnrichWithUserInfo(keep_unknown=_unknown_users()), output_serde=serdes.JSON, name="enrich")
-    .to(_env("OUT_TOPIC"), value_serde=serdes.JSON)
+    .to(required("OUT_TOPIC"), value_serde=serdes.JSON)
 )

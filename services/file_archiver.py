@@ -52,13 +52,7 @@ from kstreamlet.sinks.files import (
     RowEncoder,
     TextEncoder,
 )
-
-
-def _env(name: str) -> str:
-    v = os.environ.get(name)
-    if not v:
-        raise SystemExit(f"services.file_archiver: set {name} (see the module docstring)")
-    return v
+from services._env import required
 
 
 def build_sink() -> FileSink:
@@ -86,7 +80,7 @@ def build_sink() -> FileSink:
             inactivity_interval=float(os.environ.get("ARCHIVE_INACTIVITY_SECONDS", "60")),
         )
     return FileSink(
-        _env("ARCHIVE_PATH"),
+        required("ARCHIVE_PATH"),
         formats[fmt_name](),
         bucket_assigner=assigner,
         rolling_policy=policy,
@@ -97,4 +91,4 @@ def build_sink() -> FileSink:
 
 app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") else "file-archiver")
 _structured = os.environ.get("ARCHIVE_FORMAT", "text") in ("jsonl", "csv", "parquet")
-app.stream(_env("IN_TOPIC"), value_serde=serdes.JSON if _structured else serdes.STR).sink(build_sink(), name="archive")
+app.stream(required("IN_TOPIC"), value_serde=serdes.JSON if _structured else serdes.STR).sink(build_sink(), name="archive")

@@ -47,6 +47,7 @@ import orjson
 from kstreamlet import App, serdes
 from kstreamlet.sinks.base import SinkContext
 from kstreamlet.sinks.mysql import DEFAULT_SOURCE_COLUMNS, MySQLSink, _quote_ident
+from services._env import required
 
 
 def to_row(raw: str) -> dict[str, Any]:
@@ -90,16 +91,10 @@ class SeedTableSink(MySQLSink):
         super().open(ctx)
 
 
-def _env(name: str) -> str:
-    v = os.environ.get(name)
-    if not v:
-        raise SystemExit(f"services.mysql_sink: set {name} (see the module docstring)")
-    return v
-
 
 app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") else "mysql-sink")
 sink = SeedTableSink(
-    _env("MYSQL_URL"),
+    required("MYSQL_URL"),
     os.environ.get("MYSQL_TABLE", "t_test"),
     ["value", "insert_time"],
     mode=os.environ.get("MYSQL_SINK_MODE", "exactly_once"),  # type: ignore[arg-type]
@@ -110,4 +105,4 @@ sink = SeedTableSink(
     write_timeout=float(os.environ.get("MYSQL_READ_TIMEOUT", "15")),
     create_table=os.environ.get("MYSQL_CREATE_TABLE", "1") == "1",
 )
-app.stream(_env("IN_TOPIC"), value_serde=serdes.STR).sink(sink, name="mysql")
+app.stream(required("IN_TOPIC"), value_serde=serdes.STR).sink(sink, name="mysql")

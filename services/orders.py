@@ -50,6 +50,7 @@ from typing import Any
 from kstreamlet import App, Source, SourceContext, serdes
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.windowing import TumblingEventTimeWindows
+from services._env import integer, required
 
 #: The seed's catalogue: (goodsId, goodsName, goodsPrice).
 GOODS = [("1", "小米12", "4890"), ("2", "iphone12", "12000"), ("3", "MacBookPro", "15000"),
@@ -96,39 +97,26 @@ def fact(goods: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
             "totalMoney": str(Decimal(str(goods["goodsPrice"])) * item["count"])}
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"services.orders: {name} must be an integer (ms), not {raw!r}") from None
-
-
-def _env(name: str) -> str:
-    v = os.environ.get(name)
-    if not v:
-        raise SystemExit(f"services.orders: set {name} (see the module docstring)")
-    return v
 
 
 app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") else "orders")
-wm = WatermarkStrategy.for_bounded_out_of_orderness(_int("ORDERS_OUT_OF_ORDERNESS_MS", 200)).with_idleness(
-    _int("ORDERS_IDLENESS_MS", 5000))
+wm = WatermarkStrategy.for_bounded_out_of_orderness(integer("ORDERS_OUT_OF_ORDERNESS_MS", 200)).with_idleness(
+    integer("ORDERS_IDLENESS_MS", 5000))
 if os.environ.get("GOODS_TOPIC") or os.environ.get("ORDER_ITEMS_TOPIC"):
-    goods = app.stream(_env("GOODS_TOPIC"), value_serde=serdes.JSON, watermarks=wm)
-    items = app.stream(_env("ORDER_ITEMS_TOPIC"), value_serde=serdes.JSON, watermarks=wm)
+    goods = app.stream(required("GOODS_TOPIC"), value_serde=serdes.JSON, watermarks=wm)
+    items = app.stream(required("ORDER_ITEMS_TOPIC"), value_serde=serdes.JSON, watermarks=wm)
 else:
     every = float(os.environ.get("ORDERS_GENERATE_INTERVAL", "1"))
     goods = app.source(GoodsSource(every), name="goods", value_serde=serdes.JSON, watermarks=wm)
     items = app.source(OrderItemSource(every), name="order-items", value_serde=serdes.JSON, watermarks=wm)
 
 (goods.join(items).where(lambda g: g["goodsId"], key_serde=serdes.STR).equal_to(lambda i: i["goodsId"])
-    .window(TumblingEventTimeWindows.of(_int("ORDERS_WINDOW_MS", 5000)))
+    .window(TumblingEventTimeWindows.of(integer("ORDERS_WINDOW_MS", 5000)))
     .apply(fact, output_serde=serdes.JSON, name="window-join")
-    .to(_env("WINDOW_JOIN_TOPIC"), value_serde=serdes.JSON))
+    .to(required("WINDOW_JOIN_TOPIC"), value_serde=serdes.JSON))
 
 (goods.key_by(lambda g: g["goodsId"], key_serde=serdes.STR, name="goods-by-id")
     .interval_join(items.key_by(lambda i: i["goodsId"], key_serde=serdes.STR, name="items-by-goods-id"))
-    .between(_int("ORDERS_LOWER_MS", -2000), _int("ORDERS_UPPER_MS", 1000))
+    .between(integer("ORDERS_LOWER_MS", -2000), integer("ORDERS_UPPER_MS", 1000))
     .apply(fact, output_serde=serdes.JSON, name="interval-join")
-    .to(_env("INTERVAL_JOIN_TOPIC"), value_serde=serdes.JSON))
+    .to(required("INTERVAL_JOIN_TOPIC"), value_serde=serdes.JSON))

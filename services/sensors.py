@@ -37,6 +37,7 @@ from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
 from kstreamlet.state.keyed import ValueStateDescriptor
 from kstreamlet.windowing import TumblingEventTimeWindows
+from services._env import integer, required
 
 
 class SensorSource(Source):
@@ -119,31 +120,18 @@ class RisingTemperatureAlert(KeyedProcessFunction):
         self.rising.clear()
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"services.sensors: {name} must be an integer (ms), not {raw!r}") from None
-
-
-def _env(name: str) -> str:
-    v = os.environ.get(name)
-    if not v:
-        raise SystemExit(f"services.sensors: set {name} (see the module docstring)")
-    return v
 
 
 app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") else "sensors")
-wm = (WatermarkStrategy.for_bounded_out_of_orderness(_int("SENSORS_OUT_OF_ORDERNESS_MS", 500))
-      .with_timestamp_assigner(lambda r: r["timestamp"]).with_idleness(_int("SENSORS_IDLENESS_MS", 5000)))
+wm = (WatermarkStrategy.for_bounded_out_of_orderness(integer("SENSORS_OUT_OF_ORDERNESS_MS", 500))
+      .with_timestamp_assigner(lambda r: r["timestamp"]).with_idleness(integer("SENSORS_IDLENESS_MS", 5000)))
 if os.environ.get("SENSORS_TOPIC"):
     readings = app.stream(os.environ["SENSORS_TOPIC"], value_serde=serdes.JSON, watermarks=wm)
 else:
     readings = app.source(SensorSource(), name="readings", value_serde=serdes.JSON, key_serde=serdes.STR, watermarks=wm)
 by_sensor = readings.key_by(lambda r: r["id"], key_serde=serdes.STR, name="by-sensor")
-(by_sensor.window(TumblingEventTimeWindows.of(_int("SENSORS_WINDOW_MS", 10_000)))
+(by_sensor.window(TumblingEventTimeWindows.of(integer("SENSORS_WINDOW_MS", 10_000)))
     .aggregate(MinMax(), name="min-max", window_fn=window_stats)
-    .to(_env("STATS_TOPIC"), value_serde=serdes.JSON))
-(by_sensor.process(RisingTemperatureAlert(_int("SENSORS_ALERT_MS", 5000)), name="rising-alert")
-    .to(_env("ALERTS_TOPIC"), value_serde=serdes.JSON))
+    .to(required("STATS_TOPIC"), value_serde=serdes.JSON))
+(by_sensor.process(RisingTemperatureAlert(integer("SENSORS_ALERT_MS", 5000)), name="rising-alert")
+    .to(required("ALERTS_TOPIC"), value_serde=serdes.JSON))

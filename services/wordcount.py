@@ -25,13 +25,7 @@ from __future__ import annotations
 import os
 
 from kstreamlet import App, serdes
-
-
-def _env(name: str) -> str:
-    v = os.environ.get(name)
-    if not v:
-        raise SystemExit(f"services.wordcount: set {name} (see the module docstring)")
-    return v
+from services._env import required
 
 
 def words(line: str) -> list[str]:
@@ -44,9 +38,9 @@ def lower_words(line: str) -> list[str]:
 
 app = App(application_id=None if os.environ.get("KSTREAMLET_APPLICATION_ID") else "wordcount")
 (
-    app.stream(_env("IN_TOPIC"), value_serde=serdes.STR)
+    app.stream(required("IN_TOPIC"), value_serde=serdes.STR)
     .flat_map(lower_words if os.environ.get("WORDCOUNT_LOWER", "0") == "1" else words)
     .key_by(lambda w: w, key_serde=serdes.STR, name="words")
     .count(name="counts")
-    .to(_env("OUT_TOPIC"), value_serde=serdes.INT64)
+    .to(required("OUT_TOPIC"), value_serde=serdes.INT64)
 )
