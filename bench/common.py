@@ -220,19 +220,14 @@ class WorkerOutcome:
     timed_out: bool = False
 
 
-def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,
-               kstreamlet_dir: Path = REPO_ROOT) -> WorkerOutcome:
-    """Run ``python -m bench _worker <scenario> <argv>`` and collect its result line.
-
-    The worker's cwd is ``kstreamlet_dir`` (first on ``sys.path`` under ``-m``), so its
-    ``kstreamlet`` package is the one measured; ``bench`` comes from ``PYTHONPATH``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cmd = [sys.executable, "-m", "bench", "_worker", scenario, *argv]
+def run_command(cmd: list[str], timeout: float, log_path: Path, cwd: Path = REPO_ROOT,
+                env: dict[str, str] | None = None) -> WorkerOutcome:
+    """Run any worker command (a Python worker, the Kafka Streams jar, ...): stderr to
+    ``log_path``, the ``BENCH_RESULT`` line from stdout; killed after ``timeout`` s."""
     t0 = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=kstreamlet_dir, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         timed_out = False
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -243,7 +238,10 @@ def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,
     result = None
     for line in out.decode(errors="replace").splitlines():
         if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX):])
+            try:
+                result = json.loads(line[len(RESULT_PREFIX):])
+            except ValueError:
+                pass
     tail = ""
     if proc.returncode != 0 or result is None or not result.get("ok"):
         try:
@@ -251,6 +249,71 @@ def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,
         except OSError:
             pass
     return WorkerOutcome(proc.returncode, result, time.monotonic() - t0, tail, timed_out)
+
+
+def run_worker_with(python: str, scenario: str, argv: list[str], timeout: float, log_path: Path,
+                    kstreamlet_dir: Path = REPO_ROOT) -> WorkerOutcome:
+    """Run ``<python> -m bench _worker <scenario> <argv>`` and collect its result line.
+
+    ``python`` may be another virtualenv's interpreter (Quix Streams, Faust): ``bench`` is
+    found through ``PYTHONPATH``. The worker's cwd is ``kstreamlet_dir`` (first on
+    ``sys.path`` under ``-m``), so its ``kstreamlet`` package is the one measured."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [python, "-m", "bench", "_worker", scenario, *argv]
+    return run_command(cmd, timeout, log_path, cwd=kstreamlet_dir, env=env)
+
+
+def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,
+               kstreamlet_dir: Path = REPO_ROOT) -> WorkerOutcome:
+    """Run ``python -m bench _worker <scenario> <argv>`` with this interpreter (see :func:`run_worker_with`)."""
+    return run_worker_with(sys.executable, scenario, argv, timeout, log_path, kstreamlet_dir)
+
+
+# --- other systems' virtualenvs ----------------------------------------------------------------
+
+BENCH_CACHE = Path(os.path.expanduser("~/.cache/kstreamlet-bench"))
+#: Quix Streams pins ``confluent-kafka<2.13``, so it runs from its own virtualenv.
+QUIX_VERSION = "3.28.1"
+DEFAULT_QUIX_VENV = BENCH_CACHE / "quix-venv"
+
+
+def ensure_venv(venv: Path, requirements: list[str], what: str) -> str:
+    """The python of ``venv``, created with ``pip install <requirements>`` if it does not exist yet."""
+    py = venv / "bin" / "python"
+    if not py.exists():
+        print(f"creating {venv} with {' '.join(requirements)} ({what}) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        try:
+            subprocess.run([str(py), "-m", "pip", "install", "-q", *requirements], check=True)
+        except subprocess.CalledProcessError:
+            import shutil
+
+            shutil.rmtree(venv, ignore_errors=True)  # no half-made venv mistaken for a good one next time
+            raise
+    return str(py)
+
+
+def venv_versions(py: str, code: str, what: str) -> dict[str, Any]:
+    """Run ``code`` (which prints one JSON object last) with ``py``."""
+    try:
+        return json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, check=True,
+                                         timeout=120).stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        raise SystemExit(f"bench: {what} not usable with {py}: {e}") from e
+
+
+def quix_python(override: str | None = None) -> str:
+    """``override``, or the Quix virtualenv's python (created on first use)."""
+    if override:
+        return override
+    return ensure_venv(DEFAULT_QUIX_VENV, [f"quixstreams=={QUIX_VERSION}"], "its own confluent-kafka")
+
+
+def quix_versions(py: str) -> dict[str, Any]:
+    code = ("import json, quixstreams, confluent_kafka; print(json.dumps({'quixstreams': quixstreams.__version__, "
+            "'confluent_kafka': confluent_kafka.__version__, 'librdkafka': confluent_kafka.libversion()[0]}))")
+    return venv_versions(py, code, "quixstreams")
 
 
 # --- topics, input, verification -----------------------------------------------------------------
@@ -322,6 +385,8 @@ class Verification:
     seconds: float = 0.0
     complete: bool = False
     problems: list[str] = field(default_factory=list)
+    #: with ``verify_output(..., keep_seen=True)``: byte i is 1 if id i was seen
+    seen: bytearray | None = None
 
     def ok(self, expected: int) -> bool:
         return (self.complete and self.count == expected and self.distinct == expected
@@ -343,7 +408,7 @@ class Verification:
 
 
 def verify_output(bootstrap: str, topic: str, expected: int, partitions: int, value_ok: Any,
-                  idle_timeout: float = 15.0) -> Verification:
+                  idle_timeout: float = 15.0, keep_seen: bool = False) -> Verification:
     """Read ``topic`` completely with a ``read_committed`` reader; check every id
     ``0..expected-1`` appears exactly once and ``value_ok(value)`` holds for every value."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -393,10 +458,53 @@ def verify_output(bootstrap: str, topic: str, expected: int, partitions: int, va
         v.count, v.duplicates, v.unknown_keys, v.bad_values = count, dup, unknown, bad
         v.distinct = expected - seen.count(0)
         v.complete = len(done) == partitions
+        if keep_seen:
+            v.seen = seen
     finally:
         c.close()
     v.seconds = time.monotonic() - t0
     return v
+
+
+def input_layout(bootstrap: str, topic: str, partitions: int, idle_timeout: float = 15.0) -> list[list[int]]:
+    """The ids (8-byte big-endian keys) of ``topic`` per partition, in offset order: to check
+    that a run stopped early (timed) committed a prefix of every input partition."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("bench-layout"), "enable.auto.commit": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    out: list[list[int]] = [[] for _ in range(partitions)]
+    try:
+        high = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        done = {p for p, h in high.items() if h == 0}
+        last = time.monotonic()
+        while len(done) < partitions and time.monotonic() - last < idle_timeout:
+            msgs = c.consume(10_000, 0.5)
+            if msgs:
+                last = time.monotonic()
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF and m.offset() >= high[m.partition()]:
+                        done.add(m.partition())
+                    continue
+                out[m.partition()].append(int.from_bytes(m.key(), "big"))
+    finally:
+        c.close()
+    return out
+
+
+def prefix_gaps(layout: list[list[int]], seen: bytearray) -> int:
+    """How many seen ids come after an unseen one in their input partition (0: the output
+    is exactly a prefix of every input partition)."""
+    gaps = 0
+    for ids in layout:
+        k = 0
+        while k < len(ids) and seen[ids[k]]:
+            k += 1
+        gaps += sum(1 for i in ids[k:] if seen[i])
+    return gaps
 
 
 # --- statistics and tables --------------------------------------------------------------------------
@@ -425,3 +533,134 @@ def write_results(name: str, markdown: str, data: dict[str, Any]) -> tuple[Path,
     md_path.write_text(markdown)
     json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return md_path, json_path
+
+
+# --- added for the window / join / latency scenarios: Kafka Streams, long-running workers, reading ---
+
+def kafka_streams_support() -> tuple[Any, dict[str, Any] | None, str]:
+    """``(module, versions, "")`` when ``bench/kafka_streams.py`` is importable and its jar
+    builds, else ``(None, None, reason)``: Kafka Streams is then skipped with that reason."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("bench.kafka_streams")
+    except Exception as e:  # noqa: BLE001 -- absent or broken module: skip the system
+        return None, None, f"bench/kafka_streams.py not importable: {e!r}"
+    try:
+        mod.ensure_jar()
+    except Exception as e:  # noqa: BLE001
+        return None, None, f"Kafka Streams jar not available: {e!r}"
+    try:
+        versions = dict(mod.versions())
+    except Exception as e:  # noqa: BLE001
+        versions = {"error": repr(e)}
+    return mod, versions, ""
+
+
+def _parse_result(out: bytes) -> dict[str, Any] | None:
+    result = None
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith(RESULT_PREFIX):
+            try:
+                result = json.loads(line[len(RESULT_PREFIX):])
+            except ValueError:
+                result = {"ok": False, "error": "unparsable result line"}
+    return result
+
+
+def _log_tail(log_path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def python_worker_command(python: str, scenario: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``python -m bench _worker <scenario> <argv>`` with ``bench`` on ``PYTHONPATH`` (run it with
+    ``cwd`` = the kstreamlet root to measure, as :func:`run_worker` does)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return [python, "-m", "bench", "_worker", scenario, *argv], env
+
+
+def start_command(cmd: list[str], log_path: Path, cwd: Path | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-running worker (latency): stdout piped (its result line), stderr to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    err = open(log_path, "wb")  # noqa: SIM115 -- closed right after the child has its own copy
+    try:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+    finally:
+        err.close()  # the child has its own descriptor
+
+
+def stop_command(proc: subprocess.Popen[bytes], log_path: Path, grace: float = 60.0) -> WorkerOutcome:
+    """SIGTERM a worker started with :func:`start_command`, wait up to ``grace`` s (then kill)
+    and collect its result line."""
+    t0 = time.monotonic()
+    timed_out = False
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        out, _ = proc.communicate()
+    result = _parse_result(out or b"")
+    tail = _log_tail(log_path) if result is None or not result.get("ok") else ""
+    return WorkerOutcome(proc.returncode, result, time.monotonic() - t0, tail, timed_out)
+
+
+@dataclass
+class TopicContents:
+    records: list[tuple[bytes | None, bytes | None, int]]  # (key, value, partition)
+    complete: bool
+    problems: list[str]
+    seconds: float
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, idle_timeout: float = 15.0) -> TopicContents:
+    """Every record of ``topic``, read ``read_committed`` up to the end offsets seen at the start."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    t0 = time.monotonic()
+    out: list[tuple[bytes | None, bytes | None, int]] = []
+    problems: list[str] = []
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("bench-verify"),
+                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    try:
+        high = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        done = {p for p, h in high.items() if h == 0}
+        last_progress = time.monotonic()
+        while len(done) < partitions and time.monotonic() - last_progress < idle_timeout:
+            msgs = c.consume(10_000, 0.5)
+            if msgs:
+                last_progress = time.monotonic()
+            for m in msgs:
+                err = m.error()
+                part = m.partition() or 0
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if (m.offset() or 0) >= high[part]:
+                            done.add(part)
+                        continue
+                    problems.append(f"consumer error {err}")
+                    continue
+                out.append((m.key(), m.value(), part))
+        complete = len(done) == partitions
+    finally:
+        c.close()
+    return TopicContents(out, complete, problems, time.monotonic() - t0)
+
+
+def cell(s: dict[str, float] | None, fmt: str = "{:,.0f}") -> str:
+    """``median (min–max)`` of a :func:`summarize` result."""
+    if not s:
+        return "—"
+    if s.get("n", 2) < 2:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"

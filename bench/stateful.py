@@ -23,6 +23,18 @@ changelog; timed from partition assignment (kstreamlet: ``_on_assign``; Quix: th
 Quix Streams pins ``confluent-kafka<2.13``, so it runs from its own virtualenv
 (``--quix-python``; by default ``~/.cache/kstreamlet-bench/quix-venv``, created on first use
 with ``pip install quixstreams==QUIX_VERSION``), never in the project's environment.
+
+Faust (faust-streaming, its own virtualenv: see ``bench.faust_worker``): an agent splits
+lines and sends each word keyed by itself to a repartition topic (Faust's ``group_by`` is
+one-in-one-out), a second agent counts in a ``Table`` (RocksDB via rocksdict, changelog) and
+sends (word, int64). Its runs are bounded by ``--faust-timeout``; a run stopped there reports
+the rate over what it processed and is "partial (timed)" if its committed output is
+consistent (every word's outputs are exactly 1, 2, ..., k with k <= its true count).
+Restore: timed from Faust's ``Recovery.on_rebalance`` to ``on_recovery_completed``.
+
+Kafka Streams (``kafka_streams``: 1 stream thread, ``kafka_streams_2t``: 2): the Java worker
+of ``bench/kafka_streams.py`` (``flatMapValues`` → ``groupBy`` → ``count()`` on RocksDB with
+a changelog), run and restore modes per SCENARIOS.md.
 """
 
 from __future__ import annotations
@@ -33,7 +45,6 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,16 +53,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, faust_worker
 
 NAME = "stateful"
 PARTITIONS = 6
-SYSTEMS = ("kstreamlet", "quix")
+SYSTEMS = ("kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_2t")
+#: Python workers (``python -m bench _worker stateful --system ...``, each with its own python)
+WORKER_SYSTEMS = ("kstreamlet", "quix", "faust")
+KAFKA_STREAMS_THREADS = {"kafka_streams": 1, "kafka_streams_2t": 2}
+PARTIAL = "partial (timed)"
 WORDS_PER_LINE = 5
 VOCABULARY = 1000
 COMMIT_INTERVAL = 1.0
-QUIX_VERSION = "3.28.1"
-DEFAULT_QUIX_VENV = Path(os.path.expanduser("~/.cache/kstreamlet-bench/quix-venv"))
+QUIX_VERSION = common.QUIX_VERSION
+DEFAULT_QUIX_VENV = common.DEFAULT_QUIX_VENV
 #: Both consumers keep fetching while their local queue drains (kstreamlet's default; Quix
 #: gets it through ``consumer_extra_config``): see CONSUMER_MODES in bench/stateless.py.
 CONSUMER_CONFIG = {"fetch.queue.backoff.ms": 10}
@@ -70,6 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also run kstreamlet once under cProfile -> results/<out>.profile.txt")
     p.add_argument("--quix-python", default=None,
                    help=f"python of a virtualenv with quixstreams (default {DEFAULT_QUIX_VENV}/bin/python, created if missing)")
+    faust_worker.add_timeout_argument(p)
     common.add_source_argument(p)
     p.add_argument("--out", default=NAME, help="results file stem under bench/results (default 'stateful')")
 
@@ -126,7 +142,7 @@ def load_lines(bootstrap: str, topic: str, records: int, seed: int) -> float:
 
 def _worker_parser() -> argparse.ArgumentParser:
     w = argparse.ArgumentParser(prog="bench _worker stateful")
-    w.add_argument("--system", choices=SYSTEMS, required=True)
+    w.add_argument("--system", choices=WORKER_SYSTEMS, required=True)
     w.add_argument("--mode", choices=["process", "restore"], default="process")
     w.add_argument("--bootstrap", required=True)
     w.add_argument("--in-topic", required=True)
@@ -134,7 +150,9 @@ def _worker_parser() -> argparse.ArgumentParser:
     w.add_argument("--group", required=True)
     w.add_argument("--state-dir", required=True)
     w.add_argument("--target", type=int, required=True)
-    w.add_argument("--timeout", type=float, default=600.0)
+    w.add_argument("--timeout", type=float, default=600.0,
+                   help="Faust: stop this many seconds after the first record (a partial run); others: give up")
+    w.add_argument("--commit-interval", type=float, default=COMMIT_INTERVAL)
     w.add_argument("--profile-out")
     return w
 
@@ -145,13 +163,16 @@ def worker(argv: list[str]) -> int:
     facts: dict[str, Any] = {"system": a.system, "mode": a.mode}
     try:
         if a.mode == "restore":
-            res = (_kstreamlet_restore if a.system == "kstreamlet" else _quix_restore)(a, facts)
-            common.emit_result(res)
+            restore = {"kstreamlet": _kstreamlet_restore, "quix": _quix_restore,
+                       "faust": faust_worker.wordcount_restore}[a.system]
+            common.emit_result(restore(a, facts))
             return 0
         if a.system == "kstreamlet":
             _kstreamlet_member(a, probe, facts)
-        else:
+        elif a.system == "quix":
             _quix_app(a, probe, facts)
+        else:
+            faust_worker.wordcount(a, probe, facts)
     except BaseException as e:
         common.emit_result(probe.result(error=repr(e), **facts) | {"ok": False})
         raise
@@ -381,59 +402,12 @@ def _quix_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[str, Any
 
 # --- parent side ----------------------------------------------------------------------------------
 
-def quix_python(args: argparse.Namespace) -> str:
-    if args.quix_python:
-        return args.quix_python
-    py = DEFAULT_QUIX_VENV / "bin" / "python"
-    if not py.exists():
-        print(f"creating {DEFAULT_QUIX_VENV} with quixstreams=={QUIX_VERSION} (its own confluent-kafka) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(DEFAULT_QUIX_VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
-    return str(py)
+def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeout: float = 15.0,
+                  partial: bool = False) -> dict[str, Any]:
+    """Read ``topic`` ``read_committed`` to its end; the last value per word must be its true count.
 
-
-def quix_versions(py: str) -> dict[str, Any]:
-    code = ("import json, quixstreams, confluent_kafka; print(json.dumps({'quixstreams': quixstreams.__version__, "
-            "'confluent_kafka': confluent_kafka.__version__, 'librdkafka': confluent_kafka.libversion()[0]}))")
-    try:
-        return json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, check=True,
-                                         timeout=60).stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
-        raise SystemExit(f"bench stateful: quixstreams not usable with {py}: {e}") from e
-
-
-def run_worker(python: str, argv: list[str], timeout: float, log_path: Path, kstreamlet_dir: Path) -> common.WorkerOutcome:
-    """As :func:`common.run_worker`, with the worker's interpreter chosen (Quix has its own venv)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(common.REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cmd = [python, "-m", "bench", "_worker", NAME, *argv]
-    t0 = time.monotonic()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=kstreamlet_dir, env=env, stdout=subprocess.PIPE, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        timed_out = False
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill()
-            out, _ = proc.communicate()
-    result = None
-    for line in out.decode(errors="replace").splitlines():
-        if line.startswith(common.RESULT_PREFIX):
-            result = json.loads(line[len(common.RESULT_PREFIX):])
-    tail = ""
-    if proc.returncode != 0 or result is None or not result.get("ok"):
-        try:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        except OSError:
-            pass
-    return common.WorkerOutcome(proc.returncode, result, time.monotonic() - t0, tail, timed_out)
-
-
-def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeout: float = 15.0) -> dict[str, Any]:
-    """Read ``topic`` ``read_committed`` to its end; the last value per word must be its true count."""
+    ``partial`` (a run stopped by its time limit): instead, every word's outputs must be exactly
+    1, 2, ..., k in order (no gap, no repeat: each count emitted once) with k <= its true count."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     t0 = time.monotonic()
@@ -445,6 +419,8 @@ def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeo
     count = 0
     problems: list[str] = []
     split_keys = 0
+    out_of_sequence = 0
+    seq_samples: list[str] = []
     try:
         high: dict[Any, int] = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(PARTITIONS)}
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
@@ -468,7 +444,15 @@ def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeo
                 p = where.setdefault(k, m.partition())
                 if p != m.partition():
                     split_keys += 1
-                last[k] = m.value()
+                v = m.value()
+                if partial:
+                    prev = last.get(k)
+                    want = (struct.unpack(">q", prev)[0] if prev is not None and len(prev) == 8 else 0) + 1
+                    if v is None or len(v) != 8 or struct.unpack(">q", v)[0] != want:
+                        out_of_sequence += 1
+                        if len(seq_samples) < 5:
+                            seq_samples.append(f"{k!r}: {v!r} after {want - 1}")
+                last[k] = v
         complete = len(done) == PARTITIONS
     finally:
         c.close()
@@ -484,6 +468,22 @@ def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeo
             if len(samples) < 5:
                 got = struct.unpack(">q", v)[0] if len(v) == 8 else v
                 samples.append(f"{k.decode()}: {got!r} != {n}")
+    if partial:
+        over = 0
+        for k, v in last.items():
+            if k in exp and v is not None and len(v) == 8 and struct.unpack(">q", v)[0] > exp[k]:
+                over += 1
+        counted = sum(struct.unpack(">q", v)[0] for v in last.values() if v is not None and len(v) == 8)
+        ok = complete and not unknown and not split_keys and not problems and not out_of_sequence and not over
+        desc = (f"{PARTIAL}: consistent ({len(last)} words, {counted:,} words counted, {count:,} output records)" if ok
+                else "WRONG (partial run): " + ", ".join(
+                    [f"out_of_sequence={out_of_sequence}", f"over_true_count={over}", f"unknown_keys={unknown}"]
+                    + ([f"keys_in_several_partitions={split_keys}"] if split_keys else [])
+                    + ([] if complete else ["incomplete read"]) + problems[:3]
+                    + ([f"e.g. {'; '.join(seq_samples)}"] if seq_samples else [])))
+        return {"ok": ok, "partial": True, "describe": desc, "output_records": count, "words": len(last),
+                "words_counted": counted, "out_of_sequence": out_of_sequence, "over_true_count": over,
+                "unknown_keys": unknown, "complete": complete, "seconds": round(time.monotonic() - t0, 2)}
     ok = complete and not missing and not unknown and not wrong and not split_keys and not problems
     desc = f"OK ({len(exp)} words, {count:,} output records)" if ok else "WRONG: " + ", ".join(
         [f"missing={missing}", f"wrong_counts={wrong}", f"unknown_keys={unknown}"]
@@ -521,46 +521,60 @@ class Suite:
     def one_run(self, system: str, rep: int | str, restore: bool, verify: bool = True,
                 profile_out: Path | None = None) -> dict[str, Any]:
         a = self.args
-        lines_n = a.records if rep != "warmup" else min(a.records, 20_000)
+        lines_n = a.records if rep != "warmup" else min(a.records, 2_000 if system == "faust" else 20_000)
         target = lines_n * (1 + WORDS_PER_LINE)
         tag = f"{system}-r{rep}"
         out_topic = common.unique(f"bench-wc-out-{tag}")
         group = common.unique(f"bench-wc-{tag}")
         common.create_topic(self.bootstrap, out_topic, PARTITIONS)
         state_dir = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=self.log_dir))
-        timeout = 120 + target / 5_000
-        argv = ["--system", system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
-                "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
-                "--target", str(target), "--timeout", str(timeout)]
-        if profile_out:
-            argv += ["--profile-out", str(profile_out)]
+        timeout = a.faust_timeout if system == "faust" else 120 + target / 5_000
         log_path = self.log_dir / f"{tag}.log"
-        outcome = run_worker(self.pythons[system], argv, timeout + 60, log_path, self.kstreamlet_dir)
+        if system == "faust":
+            common.create_topic(self.bootstrap, faust_worker.repartition_topic(group), PARTITIONS)
+        if system in KAFKA_STREAMS_THREADS:
+            outcome = self._kafka_streams(system, "run", group, out_topic, state_dir, target, timeout, log_path)
+        else:
+            argv = ["--system", system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
+                    "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
+                    "--target", str(target), "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
+            if profile_out:
+                argv += ["--profile-out", str(profile_out)]
+            outcome = common.run_worker_with(self.pythons[system], NAME, argv, timeout + 120, log_path,
+                                             self.kstreamlet_dir)
         res = dict(outcome.result or {})
-        run: dict[str, Any] = {"system": system, "repeat": rep, "lines": lines_n, "target_records": target,
+        run: dict[str, Any] = {**{k: v for k, v in res.items() if k != "system"},  # the Java worker's own name
+                               "system": system, "repeat": rep, "lines": lines_n, "target_records": target,
                                "worker_rc": outcome.rc, "worker_wall_seconds": round(outcome.wall_seconds, 2),
-                               "log": str(log_path), **res}
+                               "log": str(log_path)}
+        partial = bool(res.get("partial"))
         status = "OK"
         if outcome.timed_out:
             status = "WRONG: worker timed out"
         elif outcome.rc != 0 or not res.get("ok"):
             status = f"WRONG: worker failed (rc={outcome.rc}, {res.get('error', 'no result')})"
         if verify and rep != "warmup":
-            ver = verify_counts(self.bootstrap, out_topic, self.expected)
+            ver = verify_counts(self.bootstrap, out_topic, self.expected, partial=partial)
             run["verify"] = ver
             if status == "OK" and not ver["ok"]:
                 status = ver["describe"]
+            elif status == "OK" and partial:
+                status = PARTIAL
+        elif status == "OK" and partial:
+            status = PARTIAL
         run["status"] = status
         line = f"  {tag:<22} "
         if res.get("ok"):
             line += (f"{res['rate']:>9,.0f} rec/s ({res['rate'] / (1 + WORDS_PER_LINE):>7,.0f} lines/s)  "
-                     f"{res['seconds']:6.2f} s  cpu {res['cpu_us_per_record']:5.1f} us/rec  "
-                     f"box {res['machine_busy_pct'] or 0:3.0f}%  commits {res['commits']:>3}  wall {outcome.wall_seconds:5.1f} s")
+                     f"{res['seconds']:6.2f} s  cpu {res.get('cpu_us_per_record') or 0:5.1f} us/rec  "
+                     f"box {res.get('machine_busy_pct') or 0:3.0f}%  commits {res.get('commits', 0):>3}  wall {outcome.wall_seconds:5.1f} s")
+            if partial:
+                line += f"  ({res['processed']:,} of {target:,} in the time limit)"
         line += f"  {status}"
         print(line, flush=True)
-        if status != "OK" and outcome.log_tail:
+        if status not in ("OK", PARTIAL) and outcome.log_tail:
             print("    worker log tail:\n    " + outcome.log_tail.replace("\n", "\n    "), flush=True)
-        if restore and res.get("ok"):
+        if restore and res.get("ok") and status in ("OK", PARTIAL):
             self.restores.append(self.restore_run(system, rep, group, out_topic, state_dir))
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
@@ -569,29 +583,42 @@ class Suite:
             run["delete_error"] = repr(e)
         return run
 
+    def _kafka_streams(self, system: str, mode: str, group: str, out_topic: str, state_dir: Path, target: int,
+                       timeout: float, log_path: Path) -> common.WorkerOutcome:
+        from bench import kafka_streams  # type: ignore[attr-defined]
+
+        cmd = kafka_streams.command("wordcount", bootstrap=self.bootstrap, application_id=group, in_topic=self.in_topic,
+                                    out_topic=out_topic, state_dir=str(state_dir), guarantee="exactly_once",
+                                    commit_interval_ms=int(COMMIT_INTERVAL * 1000), target=target,
+                                    timeout_s=int(timeout), threads=KAFKA_STREAMS_THREADS[system], mode=mode)
+        return common.run_command(cmd, timeout + 60, log_path, cwd=state_dir.parent)
+
     def restore_run(self, system: str, rep: int | str, group: str, out_topic: str, state_dir: Path) -> dict[str, Any]:
         shutil.rmtree(state_dir, ignore_errors=True)  # the state is wiped: everything comes from the changelog
         state_dir.mkdir(parents=True)
         tag = f"{system}-r{rep}-restore"
-        argv = ["--system", system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
-                "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
-                "--target", "0", "--timeout", "300"]
         log_path = self.log_dir / f"{tag}.log"
-        outcome = run_worker(self.pythons[system], argv, 360, log_path, self.kstreamlet_dir)
-        res = dict(outcome.result or {})
+        if system in KAFKA_STREAMS_THREADS:
+            outcome = self._kafka_streams(system, "restore", group, out_topic, state_dir, 0, 300, log_path)
+        else:
+            argv = ["--system", system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
+                    "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
+                    "--target", "0", "--timeout", "300", "--commit-interval", str(COMMIT_INTERVAL)]
+            outcome = common.run_worker_with(self.pythons[system], NAME, argv, 420, log_path, self.kstreamlet_dir)
+        res = {k: v for k, v in (outcome.result or {}).items() if k != "system"}
         status = "OK"
         if outcome.timed_out:
             status = "FAILED: worker timed out"
         elif outcome.rc != 0 or not res.get("ok"):
             status = f"FAILED: rc={outcome.rc}, {res.get('error', 'no result')}"
-        r = {"system": system, "repeat": rep, "worker_rc": outcome.rc, "worker_wall_seconds": round(outcome.wall_seconds, 2),
-             "log": str(log_path), **res, "status": status}
+        r = {**res, "system": system, "repeat": rep, "worker_rc": outcome.rc,
+             "worker_wall_seconds": round(outcome.wall_seconds, 2), "log": str(log_path), "status": status}
         if system == "kstreamlet":
             r["stores_logged"] = _restored_stores(log_path)
         line = f"  {tag:<22} "
         if res.get("ok"):
             line += (f"{res['rate']:>9,.0f} rec/s  {res['records']:>7,} changelog records in {res['seconds']:6.2f} s  "
-                     f"cpu {res['cpu_us_per_record']:5.1f} us/rec")
+                     f"cpu {res.get('cpu_us_per_record') or 0:5.1f} us/rec")
         print(line + f"  {status}", flush=True)
         if status != "OK" and outcome.log_tail:
             print("    worker log tail:\n    " + outcome.log_tail.replace("\n", "\n    "), flush=True)
@@ -619,7 +646,7 @@ def _args_under_all(args: argparse.Namespace) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_arguments(p)
     mine = p.parse_args([])
-    for k in ("repeats", "seed", "kstreamlet_ref", "no_warmup", "profile"):
+    for k in ("repeats", "seed", "kstreamlet_ref", "no_warmup", "profile", "quix_python", "faust_python", "faust_timeout"):
         if hasattr(args, k):
             setattr(mine, k, getattr(args, k))
     if getattr(args, "records", 1_000_000) != 1_000_000:  # stateless default: not asked for
@@ -641,8 +668,23 @@ def run(args: argparse.Namespace) -> int:
     info.update(code)
     pythons = {"kstreamlet": sys.executable}
     if "quix" in systems:
-        pythons["quix"] = quix_python(args)
-        info["quix"] = quix_versions(pythons["quix"])
+        pythons["quix"] = common.quix_python(args.quix_python)
+        info["quix"] = common.quix_versions(pythons["quix"])
+    if "faust" in systems:
+        pythons["faust"] = faust_worker.faust_python(args.faust_python)
+        info["faust"] = faust_worker.faust_versions(pythons["faust"])
+    if any(s in KAFKA_STREAMS_THREADS for s in systems):
+        try:
+            from bench import kafka_streams  # type: ignore[attr-defined]
+
+            kafka_streams.ensure_jar()
+            info["kafka_streams"] = kafka_streams.versions()
+        except Exception as e:  # noqa: BLE001 -- reported, the others still run
+            info["kafka_streams"] = {"error": repr(e)}
+            skipped = [s for s in systems if s in KAFKA_STREAMS_THREADS]
+            print(f"SKIPPING {skipped}: Kafka Streams worker not available: {e!r}", flush=True)
+            info["skipped_systems"] = skipped
+            systems = [s for s in systems if s not in KAFKA_STREAMS_THREADS]
     t_start = time.monotonic()
     log_dir = Path(tempfile.mkdtemp(prefix="kstreamlet-bench-stateful-"))
     print(f"bench stateful: {args.records:,} lines x {WORDS_PER_LINE} words, {args.repeats} repeats, systems {systems}; "
@@ -731,7 +773,8 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
     rows = []
     for system in systems:
         mine = [r for r in runs if r["system"] == system]
-        good = [r for r in mine if r["status"] == "OK"]
+        good = [r for r in mine if r["status"] in ("OK", PARTIAL)]
+        partial = sum(1 for r in good if r["status"] == PARTIAL)
         rate = common.summarize(r["rate"] for r in good)
         lines_rate = common.summarize(r["rate"] / (1 + WORDS_PER_LINE) for r in good)
         secs = common.summarize(r["seconds"] for r in good)
@@ -744,11 +787,12 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         rsecs = common.summarize(r["seconds"] for r in rgood)
         rrecs = common.summarize(r["records"] for r in rgood)
         summary[system] = {"rate": rate, "lines_per_second": lines_rate, "seconds": secs, "seconds_to_final_commit": fin,
-                           "cpu_us_per_record": cpu, "machine_busy_pct": busy, "ok_runs": len(good),
-                           "wrong_runs": len(mine) - len(good), "restore_rate": rrate, "restore_seconds": rsecs,
+                           "cpu_us_per_record": cpu, "machine_busy_pct": busy, "ok_runs": len(good) - partial,
+                           "partial_runs": partial, "wrong_runs": len(mine) - len(good), "restore_rate": rrate, "restore_seconds": rsecs,
                            "restore_records": rrecs, "restore_ok": len(rgood), "restore_failed": len(rs) - len(rgood)}
         wrong = len(mine) - len(good)
-        rows.append([system, _cell(rate) + (f" **{wrong} WRONG**" if wrong else ""), _cell(lines_rate),
+        rows.append([system, _cell(rate) + (f" ({partial} partial)" if partial else "") + (f" **{wrong} WRONG**" if wrong else ""),
+                     "", _cell(lines_rate),
                      _cell(secs, "{:.2f}"), _cell(fin, "{:.2f}"), _cell(cpu, "{:.1f}"), _cell(busy, "{:.0f}%"),
                      f"{len(good)}/{len(mine)}",
                      _cell(rrate) + (f" ({len(rs) - len(rgood)} failed)" if len(rs) > len(rgood) else ""),
@@ -761,7 +805,13 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
     ratios = {"rate": ratio("rate"), "cpu_us_per_record": ratio("cpu_us_per_record"),
               "restore_rate": ratio("restore_rate"), "restore_seconds": ratio("restore_seconds")}
     summary["ratios_kstreamlet_over_quix"] = ratios
-    header = ["system", "records/s median (min–max)", "lines/s", "seconds", "s to final commit", "CPU µs/record",
+    k_rate = (summary.get("kstreamlet") or {}).get("rate")
+    over_k = {sy: (summary[sy]["rate"]["median"] / k_rate["median"] if k_rate and summary[sy]["rate"] else None)
+              for sy in systems}
+    summary["ratios_over_kstreamlet"] = over_k
+    for row, sy in zip(rows, systems):
+        row[2] = "—" if over_k[sy] is None else f"{over_k[sy]:.2f}"
+    header = ["system", "records/s median (min–max)", "÷ kstreamlet", "lines/s", "seconds", "s to final commit", "CPU µs/record",
               "box busy", "correct runs", "restore records/s", "changelog records restored", "restore seconds"]
     fr = lambda x, f="{:.2f}": "—" if x is None else f.format(x)
     per_run = common.md_table(
@@ -785,6 +835,24 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
          for r in restores]
     ) if restores else "(no restore runs)"
     q = info.get("quix") or {}
+    f, ks = info.get("faust") or {}, info.get("kafka_streams") or {}
+    other = []
+    if f:
+        other.append(f"- Faust (faust-streaming) {f.get('faust_streaming')} (own virtualenv: aiokafka {f.get('aiokafka')}, "
+                     f"rocksdict {f.get('rocksdict') or 'not installed: memory store'}): agent `split` sends each word keyed "
+                     "by itself to a repartition topic (`<app id>-words-repartition`), agent `count` updates a `Table` "
+                     "(RocksDB store, changelog) and sends (word, int64 count); commit on the timer only "
+                     f"(`broker_commit_interval` {COMMIT_INTERVAL} s); counted in the agent loops. Bounded by time: a run still "
+                     f"going {getattr(args, 'faust_timeout', 0):g} s after its first record is stopped there (gracefully), its rate "
+                     "is what it processed by then ÷ that time, and it is **partial (timed)** if its committed output is "
+                     "consistent (every word's outputs exactly 1, 2, …, k in order, k ≤ its true count); partial runs count in "
+                     "the medians, marked. Restore timed from `Recovery.on_rebalance` to `on_recovery_completed`")
+    if ks:
+        other.append(f"- Kafka Streams {ks.get('kafka_streams')} (Java {ks.get('java')}, {ks.get('jvm_options', '')}): "
+                     "`flatMapValues` → `groupBy` → `count()` (RocksDB, changelog), `kafka_streams` 1 stream thread, "
+                     "`kafka_streams_2t` 2; its own timing and restore hooks (see bench/kstreams)"
+                     if "error" not in ks else f"- Kafka Streams not run: {ks['error']}")
+    other_lines = "\n".join(other)
     ratio_lines = (
         f"- **kstreamlet / Quix: throughput {fr(ratios['rate'])}×, CPU per record {fr(ratios['cpu_us_per_record'])}×, "
         f"restore records/s {fr(ratios['restore_rate'])}×, restore seconds {fr(ratios['restore_seconds'])}×** (medians)"
@@ -799,7 +867,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         cmd += " --no-restore"
     if args.profile:
         cmd += " --profile"
-    md = f"""# Stateful benchmark: word count, exactly-once, RocksDB + changelog — kstreamlet vs Quix Streams
+    md = f"""# Stateful benchmark: word count, exactly-once, RocksDB + changelog — {' vs '.join(systems)}
 
 `{cmd}`
 
@@ -807,6 +875,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
 - machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB RAM; load average at start {', '.join(f'{x:.2f}' for x in info['loadavg_at_start'])}, at end {', '.join(f'{x:.2f}' for x in info['loadavg_at_end'])}
 - kstreamlet: {info['source']} (HEAD {info['git_head']}{', kstreamlet/ has uncommitted changes' if info.get('kstreamlet_dirty') else ''}), source fingerprint {', '.join(info['kstreamlet_fingerprints']) or '—'}{' **(changed during the run: results mix code versions)**' if len(info['kstreamlet_fingerprints']) > 1 else ''}; confluent-kafka {info['confluent_kafka']}, librdkafka {info['librdkafka']}
 - Quix Streams {q.get('quixstreams', '—')} (own virtualenv: confluent-kafka {q.get('confluent_kafka', '—')}, librdkafka {q.get('librdkafka', '—')})
+{other_lines}
 - Kafka {info['kafka_version']} ({info['broker_backend']} broker, same machine), Python {info['python']}
 - input: {args.records:,} lines, each {WORDS_PER_LINE} words drawn uniformly from a {VOCABULARY}-word vocabulary (seed {args.seed}), {PARTITIONS} partitions, loaded once; both systems read all of it from the beginning
 - topology (both): split lines into words → repartition by word through an internal topic (kstreamlet `key_by(..., name="words")`, Quix `group_by(..., name="words")`) → per-word count in RocksDB state with a changelog topic (kstreamlet `count()`, Quix `apply(count, stateful=True)` with `State.get/set`) → (word → running count, 8-byte big-endian) to a fresh {PARTITIONS}-partition output topic
