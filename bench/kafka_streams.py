@@ -171,7 +171,8 @@ def _producer(bootstrap: str, partitioner: str) -> Any:
 
     return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
                      "compression.type": "none", "partitioner": partitioner,
-                     "queue.buffering.max.messages": 500_000})
+                     # idempotent: a retried batch never lands behind later ones (event-time order)
+                     "enable.idempotence": True, "queue.buffering.max.messages": 500_000})
 
 
 def _produce(p: Any, topic: str, value: bytes, key: bytes, ts: int, partition: int | None = None) -> None:

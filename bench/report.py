@@ -1,0 +1,390 @@
+"""``python -m bench report``: one summary of the latest results of every scenario.
+
+Reads ``bench/results/<scenario>.json`` (the files ``python -m bench <scenario>`` writes; other
+stems such as ``window-dev.json`` are ignored unless named with ``--files``) and writes
+
+- ``bench/results/summary.md``: one table of scenario × system (median rate, min–max, ratio to
+  kstreamlet and to the raw confluent-kafka loop where measured, WRONG runs marked), plus the
+  latency scenario's percentiles;
+- ``bench/results/summary.png``: grouped bars of each system's median rate normalised to
+  kstreamlet's per scenario (log scale), and the latency percentiles;
+- ``docs/performance.md``: the same tables with date, machine, method, chart and how to
+  reproduce.
+
+Medians and ranges are recomputed from each JSON's ``runs`` (not its own summary), so every
+scenario is summarised the same way: a run counts if its status is ``OK`` (or the stateless
+scenario's ``partial (timed)``, marked), anything else is WRONG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+ORDER = ["stateless", "stateful", "window", "join", "latency"]
+SYSTEM_ORDER = ["raw", "kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_2t"]
+SYSTEM_LABELS = {"raw": "raw confluent-kafka loop", "kstreamlet": "kstreamlet", "quix": "Quix Streams",
+                 "faust": "Faust", "kafka_streams": "Kafka Streams", "kafka_streams_2t": "Kafka Streams (2 threads)"}
+VARIANT_KEYS = ("size", "setting", "consumer")
+GOOD = ("OK", "partial (timed)")
+SUMMARY_MD = common.RESULTS_DIR / "summary.md"
+SUMMARY_PNG = common.RESULTS_DIR / "summary.png"
+DOCS_MD = common.REPO_ROOT / "docs" / "performance.md"
+REPRODUCE = {
+    "stateless": "python -m bench stateless",
+    "stateful": "python -m bench stateful",
+    "window": "python -m bench window",
+    "join": "python -m bench join",
+    "latency": "python -m bench latency",
+}
+
+
+def _system_key(s: str) -> tuple[int, str]:
+    return (SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else len(SYSTEM_ORDER), s)
+
+
+def load(files: list[Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Scenario name -> its results JSON (the latest file per scenario)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not files:
+        from bench.__main__ import SCENARIOS
+
+        names = ORDER + [n for n in SCENARIOS if n not in ORDER]
+    paths = files if files else [common.RESULTS_DIR / f"{n}.json" for n in names]
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            print(f"report: skipping {path}: {e}")
+            continue
+        name = data.get("scenario") or path.stem
+        data["_file"] = str(path)
+        out[name] = data
+    return out
+
+
+def _variants(runs: list[dict[str, Any]]) -> list[str]:
+    """The run fields that tell a scenario's variants apart (those with more than one value)."""
+    return [k for k in VARIANT_KEYS if len({str(r.get(k)) for r in runs}) > 1]
+
+
+def _label(r: dict[str, Any], keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = r.get(k)
+        parts.append(f"{v} B" if k == "size" else str(v))
+    return ", ".join(parts)
+
+
+def throughput_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (scenario, variant, system) with the rate statistics and ratios."""
+    rows: list[dict[str, Any]] = []
+    for name in sorted(results, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
+        if name == "latency":
+            continue
+        data = results[name]
+        runs = [r for r in data.get("runs", []) if r.get("repeat") not in ("warmup", "profile")]
+        groups: list[tuple[str, str, list[dict[str, Any]]]] = []
+        keys = _variants(runs)
+        for label in dict.fromkeys(_label(r, keys) for r in runs):
+            groups.append((name, label, [r for r in runs if _label(r, keys) == label]))
+        restores = data.get("restores") or []
+        if restores:
+            groups.append((name, "restore", restores))
+        for scen, label, group in groups:
+            block = []
+            for system in sorted({r["system"] for r in group}, key=_system_key):
+                mine = [r for r in group if r["system"] == system]
+                good = [r for r in mine if r.get("status") in GOOD and r.get("rate")]
+                block.append({"scenario": scen, "variant": label, "system": system,
+                              "rate": common.summarize(r["rate"] for r in good),
+                              "cpu_us_per_record": common.summarize(r["cpu_us_per_record"] for r in good
+                                                                    if r.get("cpu_us_per_record") is not None),
+                              "ok": len(good), "wrong": len(mine) - len(good),
+                              "partial": sum(1 for r in good if r.get("status") != "OK"),
+                              "date": data.get("machine", {}).get("date")})
+            med = {b["system"]: b["rate"]["median"] for b in block if b["rate"]}
+            for b in block:
+                m = b["rate"]["median"] if b["rate"] else None
+                b["ratio_kstreamlet"] = m / med["kstreamlet"] if m and med.get("kstreamlet") else None
+                b["ratio_raw"] = m / med["raw"] if m and med.get("raw") else None
+            rows.extend(block)
+    return rows
+
+
+def latency_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    data = results.get("latency")
+    if not data:
+        return []
+    rows = []
+    runs = data.get("runs", [])
+    for system in sorted({r["system"] for r in runs}, key=_system_key):
+        mine = [r for r in runs if r["system"] == system]
+        good = [r for r in mine if r.get("status") == "OK" and r.get("measured")]
+        rows.append({"system": system, "ok": len(good), "wrong": len(mine) - len(good),
+                     **{k: common.summarize(r[k] for r in good if r.get(k) is not None)
+                        for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")}})
+    base = next((r["p99_ms"] for r in rows if r["system"] == "kstreamlet" and r["p99_ms"]), None)
+    raw = next((r["p99_ms"] for r in rows if r["system"] == "raw" and r["p99_ms"]), None)
+    for r in rows:
+        r["p99_ratio_kstreamlet"] = r["p99_ms"]["median"] / base["median"] if r["p99_ms"] and base else None
+        r["p99_ratio_raw"] = r["p99_ms"]["median"] / raw["median"] if r["p99_ms"] and raw else None
+    return rows
+
+
+def _ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def tables(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    rows = throughput_rows(results)
+    body = []
+    for r in rows:
+        cell = common.cell(r["rate"])
+        if r["wrong"]:
+            cell += f" **{r['wrong']} WRONG**"
+        if r["partial"]:
+            cell += f" ({r['partial']} partial)"
+        body.append([r["scenario"], r["variant"] or "—", SYSTEM_LABELS.get(r["system"], r["system"]), cell,
+                     f"**{_ratio(r['ratio_kstreamlet'])}**" if r["ratio_kstreamlet"] is not None else "—",
+                     _ratio(r["ratio_raw"]), common.cell(r["cpu_us_per_record"], "{:.1f}"),
+                     f"{r['ok']}/{r['ok'] + r['wrong']}"])
+    thr = common.md_table(["scenario", "variant", "system", "records/s median (min–max)", "÷ kstreamlet", "÷ raw",
+                           "CPU µs/record", "correct runs"], body) if body else "(no throughput results yet)"
+    lrows = latency_rows(results)
+    lat = common.md_table(
+        ["system", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "p99 ÷ kstreamlet", "p99 ÷ raw", "correct runs"],
+        [[SYSTEM_LABELS.get(r["system"], r["system"]),
+          common.cell(r["p50_ms"], "{:.1f}") + (f" **{r['wrong']} WRONG**" if r["wrong"] else ""),
+          common.cell(r["p99_ms"], "{:.1f}"), common.cell(r["p999_ms"], "{:.1f}"), common.cell(r["max_ms"], "{:.1f}"),
+          _ratio(r["p99_ratio_kstreamlet"]), _ratio(r["p99_ratio_raw"]), f"{r['ok']}/{r['ok'] + r['wrong']}"]
+         for r in lrows]
+    ) if lrows else "(no latency results yet)"
+    return thr, lat
+
+
+def chart(results: dict[str, dict[str, Any]], path: Path) -> bool:
+    """Grouped bars (rate ÷ kstreamlet per scenario variant, log scale) and latency percentiles."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: matplotlib not installed (pip install matplotlib, or the 'dev' extra): no chart")
+        return False
+    rows = throughput_rows(results)
+    # Stateless measured with both consumer configurations: chart the tuned one only (the table has both).
+    if any(r["scenario"] == "stateless" and "tuned" in r["variant"] for r in rows):
+        rows = [r for r in rows if not (r["scenario"] == "stateless" and "defaults" in r["variant"])]
+    groups = list(dict.fromkeys((r["scenario"], r["variant"]) for r in rows))
+    systems = sorted({r["system"] for r in rows}, key=_system_key)
+    lrows = latency_rows(results)
+    fig, axes = plt.subplots(1, 2 if lrows else 1, figsize=(max(8.0, 1.1 * len(groups) + 4) + (5 if lrows else 0), 5.2),
+                             gridspec_kw={"width_ratios": [max(3, len(groups)), 2]} if lrows else None, squeeze=False)
+    ax = axes[0][0]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.8 / max(1, len(systems))
+    all_ys: list[float] = []
+    for si, system in enumerate(systems):
+        xs, ys = [], []
+        for gi, g in enumerate(groups):
+            r = next((r for r in rows if (r["scenario"], r["variant"]) == g and r["system"] == system), None)
+            if r is None:
+                continue
+            x = gi - 0.4 + width * (si + 0.5)
+            if r["ratio_kstreamlet"] is None:
+                if r["wrong"]:
+                    ax.text(x, 1.0, "WRONG", rotation=90, ha="center", va="bottom", fontsize=7, color="red")
+                continue
+            xs.append(x)
+            ys.append(r["ratio_kstreamlet"])
+            ax.text(x, r["ratio_kstreamlet"] * 1.03, f"{r['ratio_kstreamlet']:.2g}", ha="center", va="bottom", fontsize=6)
+        ax.bar(xs, ys, width, label=SYSTEM_LABELS.get(system, system), color=colors[si % len(colors)])
+        all_ys.extend(ys)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    if all_ys:
+        ax.set_ylim(min(all_ys + [1.0]) / 1.6, max(all_ys + [1.0]) * 1.6)
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda y, _: f"{y:g}×")
+    ax.yaxis.set_major_formatter(fmt)
+    def minor(y: float, _: Any) -> str:
+        mant = round(y / 10 ** math.floor(math.log10(y))) if y > 0 else 0
+        return f"{y:g}×" if mant in (2, 5) else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{s}\n{v}" if v else s for s, v in groups], fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("median records/s ÷ kstreamlet (log)")
+    ax.set_title("Throughput relative to kstreamlet (higher is faster)")
+    ax.legend(fontsize=7)
+    if lrows:
+        ax2 = axes[0][1]
+        names = [SYSTEM_LABELS.get(r["system"], r["system"]) for r in lrows]
+        for k, (key, lab) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"))):
+            vals = [r[key]["median"] if r[key] else 0 for r in lrows]
+            ax2.bar([i - 0.2 + 0.4 * k for i in range(len(lrows))], vals, 0.4, label=lab)
+        ax2.set_xticks(range(len(lrows)))
+        ax2.set_xticklabels(names, fontsize=8, rotation=20, ha="right")
+        p = (results.get("latency") or {}).get("params", {})
+        ax2.set_ylabel("end-to-end latency, ms")
+        ax2.set_title(f"Latency at {p.get('rate', '?'):,} rec/s, EOS, commit 100 ms\n(lower is better)", fontsize=9)
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _machine_lines(results: dict[str, dict[str, Any]]) -> str:
+    latest = max(results.values(), key=lambda d: d.get("machine", {}).get("date", ""))
+    m = latest.get("machine", {})
+    lines = [(f"- machine: {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB RAM; "
+             f"broker Kafka {m.get('kafka_version')} ({m.get('broker_backend', 'local')}) on the same machine; "
+             f"Python {m.get('python')}, confluent-kafka {m.get('confluent_kafka')}, librdkafka {m.get('librdkafka')}")]
+    versions: dict[str, str] = {}
+    for d in results.values():
+        mi = d.get("machine", {})
+        if isinstance(mi.get("quix"), dict):
+            versions["Quix Streams"] = mi["quix"].get("quixstreams", "?")
+        if isinstance(mi.get("faust"), dict):
+            versions["Faust"] = mi["faust"].get("faust") or mi["faust"].get("faust_streaming") or json.dumps(mi["faust"])
+        if isinstance(mi.get("kafka_streams"), dict):
+            ks = mi["kafka_streams"]
+            versions["Kafka Streams"] = f"{ks.get('kafka_streams', '?')} (Java {ks.get('java', '?')})"
+    if versions:
+        lines.append("- other systems: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    runs = []
+    for name in sorted(results, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
+        d = results[name]
+        mi = d.get("machine", {})
+        la = mi.get("loadavg_at_start") or []
+        runs.append(f"  - {name}: {mi.get('date', '?')}, kstreamlet {mi.get('source', '?')} (HEAD {mi.get('git_head', '?')}), "
+                    f"params {json.dumps({k: v for k, v in (d.get('params') or {}).items() if not isinstance(v, dict)})}, "
+                    f"load average at start {', '.join(f'{x:.1f}' for x in la[:3])} — `{Path(d['_file']).relative_to(common.REPO_ROOT) if d['_file'].startswith(str(common.REPO_ROOT)) else d['_file']}`")
+    lines.append("- when each scenario was measured (each JSON is that scenario's latest run):\n" + "\n".join(runs))
+    caveats = []
+    busy = [n for n, d in results.items()
+            if (d.get("machine", {}).get("loadavg_at_start") or [0])[0] > (d.get("machine", {}).get("nproc") or 1)]
+    single = [n for n, d in results.items() if (d.get("params") or {}).get("repeats") == 1]
+    if busy:
+        caveats.append(f"{', '.join(busy)} started with a load average above the CPU count (other work on the "
+                       "machine): those rates are depressed and noisy")
+    if single:
+        caveats.append(f"{', '.join(single)}: one repeat only (no spread; e.g. `python -m bench all --quick`)")
+    if caveats:
+        lines.append("- **caveats:** " + "; ".join(caveats))
+    return "\n".join(lines)
+
+
+METHOD = """- every system does the same work on the same input (fixed seed) with the same guarantee (exactly-once unless
+  stated) and commit interval; see `bench/SCENARIOS.md` for the contract of each scenario
+- each measured run is its own subprocess with a fresh consumer group / application id, state dir and output
+  topic, reading the whole input from the beginning; the clock runs in the worker from the first consumed record
+  to the last target record processed (start-up and group join excluded)
+- every run's output is read back `read_committed` and checked against the true result; a run with wrong or
+  missing output is WRONG and excluded from the rates
+- systems interleaved, medians with min–max over the repeats; ratios are of medians
+  (÷ kstreamlet > 1: faster than kstreamlet); the broker shares the machine's CPUs with the workers"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", nargs="*", type=Path, help="results JSON files to use (default bench/results/<scenario>.json)")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/performance.md")
+    a = p.parse_args(argv)
+    results = load(a.files)
+    if not results:
+        print(f"report: no results in {common.RESULTS_DIR} (run python -m bench <scenario> first)")
+        return 1
+    thr, lat = tables(results)
+    has_png = chart(results, SUMMARY_PNG)
+    date = max(d.get("machine", {}).get("date", "") for d in results.values())
+    machine = _machine_lines(results)
+    summary = f"""# Benchmark summary
+
+Written by `python -m bench report` on the results of {', '.join(results)} (latest run {date}).
+
+{machine}
+
+## Throughput
+
+{thr}
+
+## Latency
+
+{lat}
+{chr(10) + '![summary](summary.png)' + chr(10) if has_png else ''}"""
+    SUMMARY_MD.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY_MD.write_text(summary)
+    written = [SUMMARY_MD] + ([SUMMARY_PNG] if has_png else [])
+    if not a.no_docs:
+        reproduce = "\n".join(f"python -m bench {n:<10} # {common.RESULTS_DIR.relative_to(common.REPO_ROOT)}/{n}.md"
+                              for n in ORDER)
+        docs = f"""# Performance
+
+kstreamlet measured against a hand-written confluent-kafka loop ("raw", the floor of what Python can do with
+the same client), Quix Streams, Faust and Kafka Streams (Java) on a real Kafka broker. Generated by
+`python -m bench report` from the latest results in `bench/results/` (per-scenario reports with every run:
+`bench/results/<scenario>.md`).
+
+- date of the latest run: {date}
+{machine}
+
+## Method
+
+{METHOD}
+
+## Throughput
+
+Median records/s over the repeats (min–max); "÷ kstreamlet" and "÷ raw" are ratios of medians.
+
+{thr}
+
+## Latency
+
+End-to-end latency (producer → system → `read_committed` consumer) of the stateless job at a fixed rate,
+exactly-once with a 100 ms commit interval (the commit makes the output visible, so it bounds the latency
+from below).
+
+{lat}
+
+## Chart
+
+{'![rate normalised to kstreamlet per scenario; latency percentiles](../bench/results/summary.png)' if has_png else '(matplotlib was not installed when this was written)'}
+
+## How to reproduce
+
+```
+pip install -e '.[dev]'          # kstreamlet + matplotlib; Quix/Faust get their own venvs under ~/.cache/kstreamlet-bench
+python -m bench all --quick      # every scenario with small counts, one repeat, then this report (~15 min)
+python -m bench all              # every scenario with its default counts and repeats (hours on 2 cores)
+{reproduce}
+python -m bench report           # rewrite bench/results/summary.md, summary.png and this page
+```
+
+Kafka Streams needs a JDK and Maven (the worker jar is built once into `~/.cache/kstreamlet-bench/`); without
+them it is skipped with a message. See `bench/README.md` for the options of each scenario.
+"""
+        DOCS_MD.parent.mkdir(parents=True, exist_ok=True)
+        DOCS_MD.write_text(docs)
+        written.append(DOCS_MD)
+    print(summary)
+    print("written " + ", ".join(str(x) for x in written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
