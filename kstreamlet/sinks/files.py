@@ -48,7 +48,9 @@ import csv
 import io
 import os
 import re
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping as _AbcMapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
@@ -184,7 +186,10 @@ class DateTimeBucketAssigner(BucketAssigner):
         self._last: tuple[int, str] = (-1, "")
 
     def bucket_id(self, value: Any, ctx: BucketContext) -> str:
-        ms = ctx.timestamp if self.use_event_time else ctx.processing_time
+        return self.name_at(ctx.timestamp if self.use_event_time else ctx.processing_time)
+
+    def name_at(self, ms: int) -> str:
+        """The bucket name of the instant ``ms`` (epoch milliseconds)."""
         unit = ms // self._cache_unit
         last = self._last
         if unit == last[0]:
@@ -313,6 +318,8 @@ class TextEncoder(RowEncoder):
     """``str(value)`` + newline, UTF-8 (Flink's ``SimpleStringEncoder``); bytes are written as is."""
 
     def encode(self, value: Any) -> bytes:
+        if type(value) is str:
+            return value.encode() + b"\n"
         if isinstance(value, bytes):
             return value + b"\n"
         return (value if isinstance(value, str) else str(value)).encode() + b"\n"
@@ -333,19 +340,40 @@ class CsvEncoder(RowEncoder):
         self.columns = list(columns) if columns is not None else None
         self.with_header = header and self.columns is not None
         self.delimiter = delimiter
+        self._local = threading.local()
 
     def _line(self, row: Sequence[Any]) -> bytes:
-        buf = io.StringIO()
-        csv.writer(buf, delimiter=self.delimiter, lineterminator="\n").writerow(row)
+        # One reusable buffer + csv writer per thread (tasks share the encoder through
+        # copy.copy of the sink): creating them per row costs more than formatting the row.
+        loc = self._local
+        try:
+            buf, writer = loc.buf, loc.writer
+        except AttributeError:
+            buf = loc.buf = io.StringIO()
+            writer = loc.writer = csv.writer(buf, delimiter=self.delimiter, lineterminator="\n")
+        buf.seek(0)
+        buf.truncate()
+        writer.writerow(row)
         return buf.getvalue().encode()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_local", None)  # not picklable/deep-copyable; rebuilt on demand
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def encode(self, value: Any) -> bytes:
-        if isinstance(value, (tuple, list)):
+        t = type(value)
+        if t is tuple or t is list or isinstance(value, (tuple, list)):
             return self._line(value)
         if self.columns is None:
             raise ValueError("CsvEncoder needs columns to encode dicts or objects")
-        if isinstance(value, Mapping):
-            return self._line([value.get(c) for c in self.columns])
+        if t is dict or isinstance(value, _AbcMapping):
+            get = value.get
+            return self._line([get(c) for c in self.columns])
         return self._line([getattr(value, c) for c in self.columns])
 
     def header(self) -> bytes:
@@ -364,8 +392,20 @@ class _CallableEncoder(RowEncoder):
 class BulkWriter(ABC):
     """Writes records into one bulk-encoded file; ``finish`` completes it (e.g. the Parquet footer)."""
 
+    #: A list the sink may append plain ``dict`` records to instead of calling :meth:`add`
+    #: (saves a call per record), calling :meth:`flush` once it holds ``limit`` records; or
+    #: None (the default): every record goes through :meth:`add`.
+    buffer: list[Any] | None = None
+    limit: int = 0
+
+    def flush(self) -> None:
+        """Write what :attr:`buffer` holds (only called when a writer offers a buffer)."""
+
     @abstractmethod
-    def add(self, value: Any) -> None: ...
+    def add(self, value: Any) -> bool | None:
+        """Add one record. Return ``False`` when nothing reached the stream (the record is
+        buffered), so the sink need not measure the file; ``True`` or ``None`` (unknown) make
+        the sink take the file's size (for size-based rolling policies)."""
 
     @abstractmethod
     def finish(self) -> None: ...
@@ -388,6 +428,8 @@ class ParquetFormat(BulkFormat):
     convert is logged and left out (it cannot be routed to the dead-letter topic any more,
     and failing the checkpoint would replay into the same error forever).
     ``row_group_size`` rows are buffered per row group; the last one ends at the checkpoint.
+    Records are converted to Arrow a row group at a time: a dict record is kept as it is
+    until then, so do not modify a record after emitting it to the sink.
     """
 
     def __init__(self, schema: Any = None, compression: str = "snappy", row_group_size: int = 50_000) -> None:
@@ -428,65 +470,91 @@ def _python_types_for(arrow_type: Any) -> tuple[type, ...] | None:
 
 
 class _ParquetWriter(BulkWriter):
+    """Buffers a row group's records as they come (dicts kept as they are: appending to a list
+    is the whole per-record cost) and converts each row group in one go
+    (``pyarrow.Table.from_pylist``, column by column) when it is full or the file finishes.
+    A checkpoint (bulk files roll at each one) thus writes its rows with one conversion
+    and one ``write_table`` per ``row_group_size`` rows."""
+
     def __init__(self, fmt: ParquetFormat, stream: Any) -> None:
         self.fmt = fmt
         self.stream = stream
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[Any] = []
         self.writer: Any = None
         self.schema = fmt.schema
         self.dropped = 0
+        self.limit = max(1, int(fmt.row_group_size))
         self._checks: list[tuple[str, tuple[type, ...], Any]] = []
+        self.buffer = self.rows
         if self.schema is not None:
             self._set_checks()
 
     def _set_checks(self) -> None:
         self._checks = [(f.name, ts, f.type) for f in self.schema if (ts := _python_types_for(f.type)) is not None]
+        # Records that must be checked against the schema go through add().
+        self.buffer = None if self._checks else self.rows
 
-    def add(self, value: Any) -> None:
+    def add(self, value: Any) -> bool:
+        if type(value) is not dict:
+            value = self._as_dict(value)
+        if self._checks:
+            self._check(value)
+        rows = self.rows
+        rows.append(value)
+        if len(rows) >= self.limit:
+            self.flush()
+            return True
+        return False
+
+    @staticmethod
+    def _as_dict(value: Any) -> Any:
         if hasattr(value, "model_dump"):
-            value = value.model_dump()
-        elif not isinstance(value, Mapping):
-            import dataclasses
+            return value.model_dump()
+        if isinstance(value, _AbcMapping):
+            return dict(value)
+        import dataclasses
 
-            if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                value = dataclasses.asdict(value)
-            else:
-                raise TypeError(f"ParquetFormat needs dicts, dataclasses or pydantic models, got {type(value).__name__}")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        raise TypeError(f"ParquetFormat needs dicts, dataclasses or pydantic models, got {type(value).__name__}")
+
+    def _check(self, value: Any) -> None:
+        get = value.get
         for name, types, arrow_type in self._checks:
-            v = value.get(name)
+            v = get(name)
             if v is not None and not isinstance(v, types):
                 raise ValueError(f"field {name!r} = {v!r:.100} ({type(v).__name__}) does not fit the Parquet "
                                  f"column type {arrow_type}")
-        self.rows.append(dict(value))
-        if len(self.rows) >= self.fmt.row_group_size:
-            self._write_group()
 
-    def _write_group(self) -> None:
+    def flush(self) -> None:
+        """Convert the buffered rows and write them as row group(s)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self.rows:
+        rows = self.rows
+        if not rows:
             return
-        try:
-            table = pa.Table.from_pylist(self.rows, schema=self.schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            table = self._convert_row_by_row()
         self.rows = []
+        self.buffer = None if self._checks else self.rows
+        try:
+            table = pa.Table.from_pylist(rows, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            table = self._convert_row_by_row(rows)
         if table is None:
             return
         if self.writer is None:
             self.schema = table.schema
             self._set_checks()
             self.writer = pq.ParquetWriter(self.stream, self.schema, compression=self.fmt.compression)
-        self.writer.write_table(table)
+        self.writer.write_table(table, row_group_size=self.limit)
 
-    def _convert_row_by_row(self) -> Any:
+    def _convert_row_by_row(self, rows: list[Any]) -> Any:
         """The slow path after a failed conversion: keep the rows that fit, log the others."""
         import pyarrow as pa
 
-        schema = self.schema if self.schema is not None else pa.Table.from_pylist(self.rows[:1]).schema
+        schema = self.schema if self.schema is not None else pa.Table.from_pylist(rows[:1]).schema
         good = []
-        for row in self.rows:
+        for row in rows:
             try:
                 pa.Table.from_pylist([row], schema=schema)
                 good.append(row)
@@ -496,7 +564,7 @@ class _ParquetWriter(BulkWriter):
         return pa.Table.from_pylist(good, schema=schema) if good else None
 
     def finish(self) -> None:
-        self._write_group()
+        self.flush()
         if self.writer is not None:
             self.writer.close()
 
@@ -723,6 +791,24 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
         self._last_check = 0
         interval = self.processing_time_interval()
         self._check_ms = int(interval * 1000) if interval else None
+        # Per-record shortcuts, decided once per task.
+        self._clock = ctx.clock
+        assigner = self.bucket_assigner
+        self._fixed_bucket: str | None = "" if type(assigner) is BasePathBucketAssigner else None
+        self._date_buckets = assigner if type(assigner) is DateTimeBucketAssigner else None
+        if self._date_buckets is not None:
+            self._date_event_time = self._date_buckets.use_event_time
+            self._date_unit = self._date_buckets._cache_unit
+        self._date_last: tuple[int, str] = (-1, "")
+        self._encode = None if self.bulk else self.format.encode  # type: ignore[union-attr]
+        policy = self.rolling_policy
+        # OnCheckpointRollingPolicy never rolls on an event: skip the call per record.
+        self._roll_on_event = (None if type(policy).should_roll_on_event is OnCheckpointRollingPolicy.should_roll_on_event
+                               else policy.should_roll_on_event)
+        # Nothing per record depends on time: the part's updated_ms only feeds time-based rolling,
+        # which OnCheckpointRollingPolicy does not do (and bulk parts never stay in progress).
+        self._bulk_plain = (self.bulk and self._fixed_bucket is not None and self._check_ms is None
+                            and type(policy) is OnCheckpointRollingPolicy)
         self._log = log.bind(sink=ctx.sink_name, partition=ctx.partition)
         self.stats = {"rolled": 0, "finished": 0, "truncated": 0, "deleted": 0, "unrolled": 0}
 
@@ -739,14 +825,17 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
     def _bucket(self, value: Any, now: int, ts: int, key: Any) -> str:
         raw = self._assign(value, BucketContext(now, ts, key))
         ok = self._buckets_ok.get(raw)
-        if ok is None:
-            norm = "/".join(p for p in str(raw).replace("\\", "/").split("/") if p and p != ".")
-            if str(raw).startswith("/") or any(p == ".." for p in norm.split("/")):
-                raise ValueError(f"bucket id {raw!r} must be a relative path without '..'")
-            if len(self._buckets_ok) > 10_000:
-                self._buckets_ok.clear()
-            self._buckets_ok[raw] = ok = norm
-        return ok
+        return ok if ok is not None else self._bucket_ok(raw)
+
+    def _bucket_ok(self, raw: Any) -> str:
+        """Check and normalise a bucket id not seen before (then cached)."""
+        norm = "/".join(p for p in str(raw).replace("\\", "/").split("/") if p and p != ".")
+        if str(raw).startswith("/") or any(p == ".." for p in norm.split("/")):
+            raise ValueError(f"bucket id {raw!r} must be a relative path without '..'")
+        if len(self._buckets_ok) > 10_000:
+            self._buckets_ok.clear()
+        self._buckets_ok[raw] = norm
+        return norm
 
     # --- the protocol ----------------------------------------------------------------------------
 
@@ -754,17 +843,57 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
         return FileTxn(self.ctx.checkpoint_id)
 
     def write(self, txn: FileTxn, value: Any, key: Any, timestamp: int) -> None:
-        now = self.ctx.clock()
-        bucket = self._bucket(value, now, timestamp, key)
+        if self._bulk_plain:
+            # Bulk format, one bucket, rolled only at checkpoints: nothing per record needs the
+            # clock or a rolling decision; the record goes to the writer's row buffer.
+            part = self._parts.get(self._fixed_bucket)  # type: ignore[arg-type]
+            if part is None:
+                part = self._open_part(self._fixed_bucket, self._clock())  # type: ignore[arg-type]
+            w = part.writer
+            buf = w.buffer  # type: ignore[union-attr]
+            if buf is not None and type(value) is dict:
+                buf.append(value)
+                if len(buf) >= w.limit:  # type: ignore[union-attr]
+                    w.flush()  # type: ignore[union-attr]
+                    part.size = part.handle.tell()
+            elif w.add(value) is not False:  # type: ignore[union-attr]
+                part.size = part.handle.tell()
+            self._dirty = True
+            return
+        now = self._clock()
+        fixed = self._fixed_bucket
+        if fixed is not None:
+            bucket = fixed
+        elif self._date_buckets is not None:
+            # The default assigner, without a BucketContext per record: its name changes once
+            # per second (or ms) at most, so the last (unit, checked name) is remembered here.
+            ms = timestamp if self._date_event_time else now
+            unit = ms // self._date_unit
+            last = self._date_last
+            if unit == last[0]:
+                bucket = last[1]
+            else:
+                raw = self._date_buckets.name_at(ms)
+                ok = self._buckets_ok.get(raw)
+                bucket = ok if ok is not None else self._bucket_ok(raw)
+                self._date_last = (unit, bucket)
+        else:
+            bucket = self._bucket(value, now, timestamp, key)
         part = self._parts.get(bucket)
         if self.bulk:
             if part is None:
                 part = self._open_part(bucket, now)
-            assert part.writer is not None
-            part.writer.add(value)
-            part.size = part.handle.tell()
+            w = part.writer
+            buf = w.buffer  # type: ignore[union-attr]
+            if buf is not None and type(value) is dict:
+                buf.append(value)
+                if len(buf) >= w.limit:  # type: ignore[union-attr]
+                    w.flush()  # type: ignore[union-attr]
+                    part.size = part.handle.tell()
+            elif w.add(value) is not False:  # type: ignore[union-attr]
+                part.size = part.handle.tell()
         else:
-            data = self.format.encode(value)  # type: ignore[union-attr]
+            data = self._encode(value)
             if part is None:
                 part = self._open_part(bucket, now)
             elif part.handle is None:
@@ -773,7 +902,7 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
             part.size += len(data)
         part.updated_ms = now
         self._dirty = True
-        if self.rolling_policy.should_roll_on_event(part):
+        if self._roll_on_event is not None and self._roll_on_event(part):
             self._roll(part)
         if self._check_ms is not None and now - self._last_check >= self._check_ms:
             self._check_time(now)

@@ -49,11 +49,12 @@ Example (the seed's ``t_test(id AUTO_INCREMENT, value, insert_time)``)::
 
 from __future__ import annotations
 
+import collections.abc as _abc
 import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import orjson
 import structlog
@@ -329,7 +330,7 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
     def _row(self, value: Any) -> tuple[Any, ...]:
         if self.mapper is not None:
             value = self.mapper(value)
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, _abc.Mapping):  # the dict check first: it is the common case
             try:
                 row = [value[c] for c in self.columns]
             except KeyError as e:

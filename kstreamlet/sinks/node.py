@@ -126,7 +126,12 @@ class SinkOperator:
             _record=self._record_metadata,
         )
         self.log = log.bind(sink=node.name, task=task.id)
-        self.recovered = False
+        #: Whether push() may go straight to the sink: recovered, not broken, no backoff pending.
+        #: Kept in step by the ``recovered``/``broken``/``retry_at`` properties (one check per record).
+        self._clear = False
+        self._recovered = False
+        self._broken: BaseException | None = None
+        self._retry_at = 0.0
         self.opened = False
         self.txn: Any = None
         self.txn_seq = 0
@@ -140,10 +145,6 @@ class SinkOperator:
         self.marker_covered = False
         self.failures = 0
         self.failed = False
-        #: ``time.monotonic()`` before which a replay must not touch the sink (after failures).
-        self.retry_at = 0.0
-        #: The error that doomed the current checkpoint (raised at prepare_commit).
-        self.broken: BaseException | None = None
         #: Whether the current checkpoint wrote anything (for fault injection).
         self.wrote = False
         self._msg: Any = None
@@ -154,6 +155,42 @@ class SinkOperator:
             self.timers = TimerService(task.store(node.timer_store_name), lambda: b"",
                                        lambda: task.watermarks.watermark, task.clock)
             task.register_timers(self.timers, self._on_timer)
+        self._write = self.sink.write
+
+    # --- state that gates push() ------------------------------------------------------------------
+
+    def _gate(self) -> None:
+        self._clear = self._recovered and self._broken is None and not self._retry_at
+
+    @property
+    def recovered(self) -> bool:
+        """Whether :meth:`recover` ran (records may be written)."""
+        return self._recovered
+
+    @recovered.setter
+    def recovered(self, v: bool) -> None:
+        self._recovered = v
+        self._gate()
+
+    @property
+    def broken(self) -> BaseException | None:
+        """The error that doomed the current checkpoint (raised at prepare_commit)."""
+        return self._broken
+
+    @broken.setter
+    def broken(self, e: BaseException | None) -> None:
+        self._broken = e
+        self._gate()
+
+    @property
+    def retry_at(self) -> float:
+        """``time.monotonic()`` before which a replay must not touch the sink (after failures)."""
+        return self._retry_at
+
+    @retry_at.setter
+    def retry_at(self, t: float) -> None:
+        self._retry_at = t
+        self._gate()
 
     # --- per record --------------------------------------------------------------------------------
 
@@ -164,23 +201,26 @@ class SinkOperator:
         return RecordMetadata(m.topic(), m.partition(), m.offset(), self._index)
 
     def push(self, key: Any, value: Any, ts: int) -> None:
-        if self.broken is not None:
-            return  # this checkpoint aborts at prepare_commit and is replayed; skip the work
-        if self.retry_at:
-            self._wait_backoff()
-        if not self.recovered:
-            # The member pauses a task's inputs until it is restored and recovered.
-            self._break(RuntimeError("record received before recovery"))
-            return
+        if not self._clear:
+            if self._broken is not None:
+                return  # this checkpoint aborts at prepare_commit and is replayed; skip the work
+            if self._retry_at:
+                self._wait_backoff()
+            if not self._recovered:
+                # The member pauses a task's inputs until it is restored and recovered.
+                self._break(RuntimeError("record received before recovery"))
+                return
         m = self.task.msg
         if m is not self._msg:
             self._msg = m
             self._index = 0
         else:
             self._index += 1
+        txn = self.txn
         try:
-            txn = self.txn if self.txn is not None else self._begin()
-            self.sink.write(txn, value, key, ts)
+            if txn is None:
+                txn = self._begin()
+            self._write(txn, value, key, ts)
         except SinkError as e:
             # Not raised from here: the member computes where to rewind from the records it
             # finished, so an exception in the middle of a fetched batch could skip records.

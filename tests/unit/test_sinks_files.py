@@ -298,6 +298,43 @@ def test_parquet_rows_that_do_not_fit_the_schema(tmp_path: Path) -> None:
     assert got == [{"id": 1}, {"id": 3}], got
 
 
+
+def test_parquet_buffers_rows_per_bucket_until_the_checkpoint(tmp_path: Path) -> None:
+    """Rows are buffered per bucket and written at the checkpoint (or per full row group);
+    an aborted checkpoint leaves no rows behind; a size policy rolls on the flushed bytes."""
+    import pyarrow.parquet as pq
+
+    clock = Clock()
+    s = task_copy(FileSink(str(tmp_path), ParquetFormat(row_group_size=1000),
+                           bucket_assigner=DateTimeBucketAssigner(tz="UTC")), clock=clock)
+    txn = s.begin_transaction()
+    s.write(txn, {"id": 0}, None, 0)
+    clock.now += HOUR
+    s.write(txn, {"id": 1}, None, 0)
+    s.abort(txn)  # both buckets' buffered rows are dropped with their in-progress files
+    assert hidden_part_files(str(tmp_path)) == [] and finished_part_files(str(tmp_path)) == []
+    clock.now = T10
+    txn = s.begin_transaction()
+    for i in range(3):
+        s.write(txn, {"id": i}, None, 0)
+    clock.now += HOUR
+    s.write(txn, {"id": 3}, None, 0)
+    s.commit(s.pre_commit(txn))
+    got = {rel(tmp_path, [f])[0]: pq.read_table(f).column("id").to_pylist() for f in finished_part_files(str(tmp_path))}
+    assert got == {"2024-03-05--10/part-0-2": [0, 1, 2], "2024-03-05--11/part-0-3": [3]}, got
+
+    sized = task_copy(FileSink(str(tmp_path / "sized"), ParquetFormat(row_group_size=10),
+                               bucket_assigner=BasePathBucketAssigner(),
+                               rolling_policy=DefaultRollingPolicy(max_part_size=1, rollover_interval=3600,
+                                                                   inactivity_interval=3600)))
+    txn = sized.begin_transaction()
+    for i in range(25):
+        sized.write(txn, {"id": i}, None, 0)
+    sized.commit(sized.pre_commit(txn))
+    files = finished_part_files(str(tmp_path / "sized"))
+    assert [pq.read_table(f).num_rows for f in files] == [10, 10, 5], (
+        f"expected a roll after each flushed row group of 10; saw {[pq.read_table(f).num_rows for f in files]}")
+
 # --- recovery at each phase ------------------------------------------------------------------------
 
 
