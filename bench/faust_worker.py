@@ -276,6 +276,7 @@ def wordcount_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[str,
     orig_rebalance = Recovery.on_rebalance
     orig_done = Recovery.on_recovery_completed
     orig_event = Collection.on_changelog_event
+    orig_batch = Collection.apply_changelog_batch
 
     async def on_rebalance(self: Any, assigned: Any, *args: Any, **kwargs: Any) -> Any:
         if assigned and "start" not in t:
@@ -295,9 +296,16 @@ def wordcount_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[str,
         run.restored += 1
         return await orig_event(self, event)
 
+    def apply_changelog_batch(self: Any, batch: Any) -> Any:
+        # Recovery applies the changelog in batches (faust/tables/recovery.py), not per event.
+        batch = list(batch)
+        run.restored += len(batch)
+        return orig_batch(self, batch)
+
     Recovery.on_rebalance = on_rebalance  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Collection.on_changelog_event = on_changelog_event  # type: ignore[method-assign]
+    Collection.apply_changelog_batch = apply_changelog_batch  # type: ignore[method-assign]
 
     @app.agent(lines_t, name="split")
     async def split(stream: Any) -> None:

@@ -71,8 +71,18 @@ def load(files: list[Path] | None = None) -> dict[str, dict[str, Any]]:
 
 
 def _variants(runs: list[dict[str, Any]]) -> list[str]:
-    """The run fields that tell a scenario's variants apart (those with more than one value)."""
-    return [k for k in VARIANT_KEYS if len({str(r.get(k)) for r in runs}) > 1]
+    """The run fields that tell a scenario's variants apart (those with more than one value).
+
+    Systems with their own Kafka client (Faust, Kafka Streams) run under ``consumer`` "own
+    client"; with one librdkafka mode besides, they belong to the same group (and ratios)."""
+    keys = []
+    for k in VARIANT_KEYS:
+        values = {str(r.get(k)) for r in runs}
+        if k == "consumer":
+            values.discard("own client")
+        if len(values) > 1:
+            keys.append(k)
+    return keys
 
 
 def _label(r: dict[str, Any], keys: list[str]) -> str:
