@@ -24,12 +24,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -664,3 +665,40 @@ def cell(s: dict[str, float] | None, fmt: str = "{:,.0f}") -> str:
     if s.get("n", 2) < 2:
         return fmt.format(s["median"])
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+
+# --- Quix Streams workers --------------------------------------------------------------------------
+
+def run_quix_to_target(build: Callable[..., Any], probe: Probe, target: int, timeout: float) -> None:
+    """``build(on_message_processed=...)`` returns the Quix Application; run it until ``target``
+    consumed messages are processed (its ``on_message_processed`` callback, as bench/stateful.py)."""
+    from quixstreams.checkpointing.checkpoint import Checkpoint  # type: ignore[import-not-found]
+
+    state = {"n": 0}
+    holder: dict[str, Any] = {}
+    orig_commit = Checkpoint.commit
+
+    def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        r = orig_commit(self, *args, **kwargs)
+        if probe.t_first is not None:
+            probe.committed()
+        return r
+
+    Checkpoint.commit = commit  # type: ignore[method-assign]
+
+    def on_processed(topic: str, partition: int, offset: int) -> None:
+        n = state["n"] + 1
+        state["n"] = n
+        if n == 1:
+            probe.first()
+        if n >= target and probe.t_last is None:
+            probe.last(n)
+            holder["app"].stop()
+
+    app = build(on_message_processed=on_processed)
+    holder["app"] = app
+    timer = threading.Timer(timeout, app.stop)
+    timer.daemon = True
+    timer.start()
+    app.run()
+    timer.cancel()

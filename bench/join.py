@@ -169,7 +169,7 @@ def _quix_join(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any]
         joined.to_topic(out_t)
         return app
 
-    w.run_quix_to_target(build, probe, a.target, a.timeout)
+    common.run_quix_to_target(build, probe, a.target, a.timeout)
 
 
 def worker(argv: list[str]) -> int:

@@ -330,38 +330,7 @@ def _quix_topology(a: argparse.Namespace, facts: dict[str, Any], **app_kwargs: A
 
 
 def _quix_app(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any]) -> None:
-    from quixstreams.checkpointing.checkpoint import Checkpoint  # type: ignore[import-not-found]
-
-    target = a.target
-    state = {"n": 0}
-    holder: dict[str, Any] = {}
-
-    orig_commit = Checkpoint.commit
-
-    def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        r = orig_commit(self, *args, **kwargs)
-        if probe.t_first is not None:
-            probe.committed()
-        return r
-
-    Checkpoint.commit = commit  # type: ignore[method-assign]
-
-    def on_processed(topic: str, partition: int, offset: int) -> None:
-        n = state["n"] + 1
-        state["n"] = n
-        if n == 1:
-            probe.first()
-        if n >= target and probe.t_last is None:
-            probe.last(n)
-            holder["app"].stop()
-
-    app = _quix_topology(a, facts, on_message_processed=on_processed)
-    holder["app"] = app
-    timer = threading.Timer(a.timeout, app.stop)
-    timer.daemon = True
-    timer.start()
-    app.run()
-    timer.cancel()
+    common.run_quix_to_target(lambda **kw: _quix_topology(a, facts, **kw), probe, a.target, a.timeout)
 
 
 def _quix_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[str, Any]:

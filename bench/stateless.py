@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,48 +318,22 @@ def _quix_app(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any])
     Timed by its ``on_message_processed`` callback (one call per consumed message)."""
     import quixstreams  # type: ignore[import-not-found]
     from quixstreams import Application  # type: ignore[import-not-found]
-    from quixstreams.checkpointing.checkpoint import Checkpoint  # type: ignore[import-not-found]
 
     facts["quixstreams"] = quixstreams.__version__
-    target = a.target
-    state = {"n": 0}
-    holder: dict[str, Any] = {}
-    orig_commit = Checkpoint.commit
 
-    def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        r = orig_commit(self, *args, **kwargs)
-        if probe.t_first is not None:
-            probe.committed()
-        return r
+    def build(on_message_processed: Any) -> Any:
+        app = Application(broker_address=a.bootstrap, consumer_group=a.group, auto_offset_reset="earliest",
+                          commit_interval=a.commit_interval,
+                          processing_guarantee="exactly-once" if a.guarantee == "exactly_once" else "at-least-once",
+                          state_dir=a.state_dir or tempfile.mkdtemp(prefix="quix-state-"),
+                          consumer_extra_config=json.loads(a.consumer_config), loglevel="WARNING",
+                          on_message_processed=on_message_processed)
+        in_t = app.topic(a.in_topic, key_deserializer="bytes", value_deserializer="bytes")
+        out_t = app.topic(a.out_topic, key_serializer="bytes", value_serializer="bytes")
+        app.dataframe(in_t).apply(bytes.upper).to_topic(out_t)
+        return app
 
-    Checkpoint.commit = commit  # type: ignore[method-assign]
-
-    def on_processed(topic: str, partition: int, offset: int) -> None:
-        n = state["n"] + 1
-        state["n"] = n
-        if n == 1:
-            probe.first()
-        if n >= target and probe.t_last is None:
-            probe.last(n)
-            holder["app"].stop()
-
-    app = Application(broker_address=a.bootstrap, consumer_group=a.group, auto_offset_reset="earliest",
-                      commit_interval=a.commit_interval,
-                      processing_guarantee="exactly-once" if a.guarantee == "exactly_once" else "at-least-once",
-                      state_dir=a.state_dir or tempfile.mkdtemp(prefix="quix-state-"),
-                      consumer_extra_config=json.loads(a.consumer_config), loglevel="WARNING",
-                      on_message_processed=on_processed)
-    in_t = app.topic(a.in_topic, key_deserializer="bytes", value_deserializer="bytes")
-    out_t = app.topic(a.out_topic, key_serializer="bytes", value_serializer="bytes")
-    sdf = app.dataframe(in_t)
-    sdf = sdf.apply(bytes.upper)
-    sdf.to_topic(out_t)
-    holder["app"] = app
-    timer = threading.Timer(a.timeout, app.stop)
-    timer.daemon = True
-    timer.start()
-    app.run()
-    timer.cancel()
+    common.run_quix_to_target(build, probe, a.target, a.timeout)
 
 
 # --- parent side ----------------------------------------------------------------------------------

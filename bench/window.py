@@ -283,41 +283,6 @@ def quix_application(a: argparse.Namespace, facts: dict[str, Any], **kwargs: Any
                        consumer_extra_config=dict(CONSUMER_CONFIG), loglevel="INFO", **kwargs)
 
 
-def run_quix_to_target(build: Callable[..., Any], probe: common.Probe, target: int, timeout: float) -> None:
-    """``build(on_message_processed=...)`` returns the Quix Application; run it until ``target``
-    consumed messages are processed (its ``on_message_processed`` callback, as bench/stateful.py)."""
-    from quixstreams.checkpointing.checkpoint import Checkpoint  # type: ignore[import-not-found]
-
-    state = {"n": 0}
-    holder: dict[str, Any] = {}
-    orig_commit = Checkpoint.commit
-
-    def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        r = orig_commit(self, *args, **kwargs)
-        if probe.t_first is not None:
-            probe.committed()
-        return r
-
-    Checkpoint.commit = commit  # type: ignore[method-assign]
-
-    def on_processed(topic: str, partition: int, offset: int) -> None:
-        n = state["n"] + 1
-        state["n"] = n
-        if n == 1:
-            probe.first()
-        if n >= target and probe.t_last is None:
-            probe.last(n)
-            holder["app"].stop()
-
-    app = build(on_message_processed=on_processed)
-    holder["app"] = app
-    timer = threading.Timer(timeout, app.stop)
-    timer.daemon = True
-    timer.start()
-    app.run()
-    timer.cancel()
-
-
 def worker_main(argv: list[str], name: str, systems: tuple[str, ...],
                 runners: dict[str, Callable[[argparse.Namespace, common.Probe, dict[str, Any]], None]]) -> int:
     a = worker_parser(name, systems).parse_args(argv)
@@ -405,7 +370,7 @@ def _quix_window(a: argparse.Namespace, probe: common.Probe, facts: dict[str, An
         sdf.to_topic(out_t, key=lambda v: v[0])
         return app
 
-    run_quix_to_target(build, probe, a.target, a.timeout)
+    common.run_quix_to_target(build, probe, a.target, a.timeout)
 
 
 def worker(argv: list[str]) -> int:
