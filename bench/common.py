@@ -470,29 +470,9 @@ def verify_output(bootstrap: str, topic: str, expected: int, partitions: int, va
 def input_layout(bootstrap: str, topic: str, partitions: int, idle_timeout: float = 15.0) -> list[list[int]]:
     """The ids (8-byte big-endian keys) of ``topic`` per partition, in offset order: to check
     that a run stopped early (timed) committed a prefix of every input partition."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("bench-layout"), "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
     out: list[list[int]] = [[] for _ in range(partitions)]
-    try:
-        high = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)}
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        done = {p for p, h in high.items() if h == 0}
-        last = time.monotonic()
-        while len(done) < partitions and time.monotonic() - last < idle_timeout:
-            msgs = c.consume(10_000, 0.5)
-            if msgs:
-                last = time.monotonic()
-            for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF and m.offset() >= high[m.partition()]:
-                        done.add(m.partition())
-                    continue
-                out[m.partition()].append(int.from_bytes(m.key(), "big"))
-    finally:
-        c.close()
+    for k, _, p in read_topic(bootstrap, topic, partitions, idle_timeout).records:
+        out[p].append(int.from_bytes(k or b"", "big"))
     return out
 
 

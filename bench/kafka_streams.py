@@ -249,32 +249,8 @@ def _smoke_join_input(bootstrap: str, left: str, right: str, records: int, seed:
 
 def read_all(bootstrap: str, topic: str, partitions: int = SMOKE_PARTITIONS, idle_timeout: float = 15.0) -> tuple[list[tuple[bytes, bytes]], bool]:
     """Every record of ``topic`` read ``read_committed`` to its end: ([(key, value)], complete)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": common.unique("bench-verify"),
-                  "isolation.level": "read_committed", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    out: list[tuple[bytes, bytes]] = []
-    try:
-        high = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)}
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        done = {p for p, h in high.items() if h == 0}
-        last_progress = time.monotonic()
-        while len(done) < partitions and time.monotonic() - last_progress < idle_timeout:
-            msgs = c.consume(10_000, 0.5)
-            if msgs:
-                last_progress = time.monotonic()
-            for m in msgs:
-                err = m.error()
-                part = m.partition() or 0
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF and (m.offset() or 0) >= high[part]:
-                        done.add(part)
-                    continue
-                out.append((m.key() or b"", m.value() or b""))
-    finally:
-        c.close()
-    return out, len(done) == partitions
+    got = common.read_topic(bootstrap, topic, partitions, idle_timeout)
+    return [(k or b"", v or b"") for k, v, _ in got.records], got.complete
 
 
 def _check_exact(got: list[tuple[bytes, bytes]], complete: bool, expected: dict[bytes, Any],
