@@ -252,6 +252,14 @@ def run_command(cmd: list[str], timeout: float, log_path: Path, cwd: Path = REPO
     return WorkerOutcome(proc.returncode, result, time.monotonic() - t0, tail, timed_out)
 
 
+def worker_env() -> dict[str, str]:
+    """This environment with the repository on ``PYTHONPATH``: a worker whose cwd is another
+    kstreamlet tree (``--kstreamlet-ref``) or whose python is another virtualenv finds ``bench``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def run_worker_with(python: str, scenario: str, argv: list[str], timeout: float, log_path: Path,
                     kstreamlet_dir: Path = REPO_ROOT) -> WorkerOutcome:
     """Run ``<python> -m bench _worker <scenario> <argv>`` and collect its result line.
@@ -259,10 +267,8 @@ def run_worker_with(python: str, scenario: str, argv: list[str], timeout: float,
     ``python`` may be another virtualenv's interpreter (Quix Streams, Faust): ``bench`` is
     found through ``PYTHONPATH``. The worker's cwd is ``kstreamlet_dir`` (first on
     ``sys.path`` under ``-m``), so its ``kstreamlet`` package is the one measured."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [python, "-m", "bench", "_worker", scenario, *argv]
-    return run_command(cmd, timeout, log_path, cwd=kstreamlet_dir, env=env)
+    return run_command(cmd, timeout, log_path, cwd=kstreamlet_dir, env=worker_env())
 
 
 def run_worker(scenario: str, argv: list[str], timeout: float, log_path: Path,

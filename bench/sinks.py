@@ -54,14 +54,16 @@ import copy
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kstreamlet.sinks.base import RecordMetadata, SinkContext, TwoPhaseCommitSink
+
+if TYPE_CHECKING:
+    from bench import common
 
 NAME = "sinks"
 
@@ -471,34 +473,13 @@ def _ks_member(a: argparse.Namespace, probe: Any, facts: dict[str, Any]) -> None
         prof.dump_stats(a.profile_out)
 
 
-def _run_worker(argv: list[str], timeout: float, log_path: Path,
-                cwd: Path | None = None) -> tuple[int | None, dict[str, Any] | None, float, str, bool]:
-    """``python -m bench.sinks _worker ...`` in a fresh process; (rc, result, wall s, log tail, timed out).
+def _run_worker(argv: list[str], timeout: float, log_path: Path, cwd: Path | None = None) -> common.WorkerOutcome:
+    """``python -m bench.sinks _worker ...`` in a fresh process.
     Its cwd (first on ``sys.path``) decides which ``kstreamlet`` it imports; ``bench`` comes from PYTHONPATH."""
     from bench import common
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(common.REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    t0 = time.monotonic()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.sinks", "_worker", *argv], cwd=cwd or common.REPO_ROOT,
-                                env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-        timed_out = False
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill()
-            out, _ = proc.communicate()
-    result = None
-    for line in out.decode(errors="replace").splitlines():
-        if line.startswith(common.RESULT_PREFIX):
-            result = json.loads(line[len(common.RESULT_PREFIX):])
-    tail = ""
-    if proc.returncode != 0 or result is None or not result.get("ok"):
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-    return proc.returncode, result, time.monotonic() - t0, tail, timed_out
+    return common.run_command([sys.executable, "-m", "bench.sinks", "_worker", *argv], timeout, log_path,
+                              cwd=cwd or common.REPO_ROOT, env=common.worker_env())
 
 
 def _verify_mysql(ep: Any, table: str, expected: int) -> tuple[dict[str, Any], bool]:
@@ -574,9 +555,10 @@ def _e2e_one(system: str, rep: int | str, a: argparse.Namespace, bootstrap: str,
     argv += ["--state-dir", str(work / "state")]
     if profile_out is not None:
         argv += ["--profile-out", str(profile_out)]
-    rc, res, wall, tail, timed_out = _run_worker(argv, timeout=120 + a.e2e_records / 2_000, log_path=log_dir / f"{tag}.log",
-                                                 cwd=a.kstreamlet_dir)
-    res = dict(res or {})
+    outcome = _run_worker(argv, timeout=120 + a.e2e_records / 2_000, log_path=log_dir / f"{tag}.log",
+                          cwd=a.kstreamlet_dir)
+    rc, wall, tail, timed_out = outcome.rc, outcome.wall_seconds, outcome.log_tail, outcome.timed_out
+    res = dict(outcome.result or {})
     run: dict[str, Any] = {"kind": "e2e", "system": system, "case": system, "repeat": rep, "records": a.e2e_records,
                            "commit_interval": interval, "worker_rc": rc, "worker_wall_seconds": round(wall, 2),
                            "log": str(log_dir / f"{tag}.log"), **res}
