@@ -82,6 +82,24 @@ class Members:
                         out.append(rec)
         return out
 
+    def wait_event(self, name: str, event: str, timeout: float) -> list[dict]:
+        """The ``event`` log records of member ``name``, waiting up to ``timeout`` s for the first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = self.events(name, event)
+            if ev:
+                return ev
+            time.sleep(0.2)
+        raise AssertionError(f"expected {name} to log {event!r} within {timeout}s\n{self.log_tail()}")
+
+    def wait_exit(self, name: str, timeout: float) -> int:
+        """Exit code of member ``name``, which is expected to exit by itself (an injected crash)."""
+        try:
+            return self.procs[name].wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{name} did not exit within {timeout}s (expected an injected crash)\n{self.log_tail()}") from None
+
     def grep(self, needle: str, limit: int = 20) -> str:
         """Lines containing ``needle`` across the members' logs (``file: line``), at most ``limit``."""
         hits = []

@@ -99,16 +99,6 @@ def assert_part_files_well_formed(out: Path) -> None:
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d--\d\d", b) for b in buckets), f"expected hourly buckets; saw {buckets}"
 
 
-def wait_event(members: Members, name: str, event: str, timeout: float) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ev = members.events(name, event)
-        if ev:
-            return ev
-        time.sleep(0.2)
-    raise AssertionError(f"expected {name} to log {event!r} within {timeout}s\n{members.log_tail()}")
-
-
 RESTORED = "file sink restored part files to the committed checkpoint"
 COMMITTED_ON_RECOVERY = "sink committed a checkpoint left uncommitted by the previous owner"
 
@@ -122,10 +112,10 @@ def test_crash_at_phase_boundary_then_restart(point, kafka_bootstrap, kafka_topi
     n = 6000
     with archiver(kafka_bootstrap, kafka_topic, tmp_path) as (members, inp, out):
         members.start("m1", {"KSTREAMLET_TEST_CRASH_AT": point, "KSTREAMLET_TEST_CRASH_AFTER": "4"})
-        wait_event(members, "m1", "sink recovered", 40)
+        members.wait_event("m1", "sink recovered", 40)
         feeder = Feeder(kafka_bootstrap, inp, (LINE.format(i) for i in range(n)), rate=2000)
         feeder.start()
-        code = members.procs["m1"].wait(60)
+        code = members.wait_exit("m1", 60)
         assert code == 137, f"expected the injected crash (exit 137) at {point}; saw {code}\n{members.log_tail()}"
         hidden_at_crash = hidden_part_files(str(out))
         pending_at_crash = [f for f in hidden_at_crash if f.endswith(".pending")]
@@ -156,7 +146,7 @@ def test_kill9_member_mid_run(kafka_bootstrap, kafka_topic, tmp_path):
     with archiver(kafka_bootstrap, kafka_topic, tmp_path, partitions=4) as (members, inp, out):
         members.start("m1")
         members.start("m2")
-        wait_event(members, "m2", "sink recovered", 40)
+        members.wait_event("m2", "sink recovered", 40)
         feeder = Feeder(kafka_bootstrap, inp, (LINE.format(i) for i in range(n)), rate=1500)
         feeder.start()
         for _ in range(2):
@@ -179,11 +169,11 @@ def test_parquet_archive_survives_crash_after_prepare(kafka_bootstrap, kafka_top
     n = 3000
     with archiver(kafka_bootstrap, kafka_topic, tmp_path, ARCHIVE_FORMAT="parquet") as (members, inp, out):
         members.start("m1", {"KSTREAMLET_TEST_CRASH_AT": "after_prepare", "KSTREAMLET_TEST_CRASH_AFTER": "4"})
-        wait_event(members, "m1", "sink recovered", 40)
+        members.wait_event("m1", "sink recovered", 40)
         values = (f'{{"id": {i}, "name": "{LINE.format(i)}"}}' for i in range(n))
         feeder = Feeder(kafka_bootstrap, inp, values, rate=1500)
         feeder.start()
-        code = members.procs["m1"].wait(60)
+        code = members.wait_exit("m1", 60)
         assert code == 137, f"expected the injected crash (exit 137); saw {code}\n{members.log_tail()}"
         members.start("m1")
         feeder.join(60)

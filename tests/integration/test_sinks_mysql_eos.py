@@ -85,25 +85,6 @@ def assert_exactly_once(values: list[str], n: int, members: Members) -> None:
     )
 
 
-def wait_exit(members: Members, name: str, timeout: float) -> int:
-    p = members.procs[name]
-    try:
-        return p.wait(timeout)
-    except Exception:
-        raise AssertionError(
-            f"{name} did not exit within {timeout}s (expected an injected crash)\n{members.log_tail()}") from None
-
-
-def wait_event(members: Members, name: str, event: str, timeout: float) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ev = members.events(name, event)
-        if ev:
-            return ev
-        time.sleep(0.2)
-    raise AssertionError(f"expected {name} to log {event!r} within {timeout}s\n{members.log_tail()}")
-
-
 @contextlib.contextmanager
 def mysql_service(kafka_bootstrap: str, kafka_topic: Any, url: str, tmp_path: Path,
                   partitions: int = 3, **extra: str) -> Iterator[tuple[Members, str, str, str, MySQLEndpoint]]:
@@ -139,10 +120,10 @@ def test_crash_between_xa_prepare_and_commit_then_restart(point, kafka_bootstrap
     n = 6000
     with mysql_service(kafka_bootstrap, kafka_topic, mysql_url, tmp_path) as (members, inp, table, app_id, ep):
         members.start("m1", {"KSTREAMLET_TEST_CRASH_AT": point, "KSTREAMLET_TEST_CRASH_AFTER": "5"})
-        wait_event(members, "m1", "sink recovered", 40)
+        members.wait_event("m1", "sink recovered", 40)
         feeder = Feeder(kafka_bootstrap, inp, (str(i) for i in range(n)), rate=2000)
         feeder.start()
-        code = wait_exit(members, "m1", 60)
+        code = members.wait_exit("m1", 60)
         assert code == 137, f"expected the injected crash (exit 137) at {point}; saw exit code {code}\n{members.log_tail()}"
         left = prepared_xids(ep, app_id)
         assert left, f"expected a prepared XA transaction of {app_id} left by the crash at {point}; XA RECOVER shows none"
@@ -173,7 +154,7 @@ def test_kill9_members_mid_run(kafka_bootstrap, kafka_topic, mysql_url, tmp_path
     with mysql_service(kafka_bootstrap, kafka_topic, mysql_url, tmp_path, partitions=4) as (members, inp, table, app_id, ep):
         members.start("m1")
         members.start("m2")
-        wait_event(members, "m2", "sink recovered", 40)
+        members.wait_event("m2", "sink recovered", 40)
         feeder = Feeder(kafka_bootstrap, inp, (str(i) for i in range(n)), rate=1500)
         feeder.start()
         for _ in range(2):
@@ -233,7 +214,7 @@ def test_mysql_frozen_and_connections_killed_mid_run(private_mariadb, kafka_boot
     with mysql_service(kafka_bootstrap, kafka_topic, url, tmp_path,
                        MYSQL_CONNECT_TIMEOUT="2", MYSQL_READ_TIMEOUT="3") as (members, inp, table, app_id, ep):
         members.start("m1")
-        wait_event(members, "m1", "sink recovered", 40)
+        members.wait_event("m1", "sink recovered", 40)
         feeder = Feeder(kafka_bootstrap, inp, (str(i) for i in range(n)), rate=1000)
         feeder.start()
         time.sleep(2)
@@ -277,11 +258,11 @@ def test_idempotent_mode_under_at_least_once_replays_without_duplicates(kafka_bo
     with mysql_service(kafka_bootstrap, kafka_topic, mysql_url, tmp_path, MYSQL_SINK_MODE="idempotent",
                        KSTREAMLET_PROCESSING_GUARANTEE="at_least_once") as (members, inp, table, app_id, ep):
         members.start("m1", {"KSTREAMLET_TEST_CRASH_AT": "after_prepare", "KSTREAMLET_TEST_CRASH_AFTER": "5"})
-        wait_event(members, "m1", "sink recovered", 40)
+        members.wait_event("m1", "sink recovered", 40)
         updates_before = int(_query(ep, "SHOW GLOBAL STATUS LIKE 'Handler_update'")[0][1])
         feeder = Feeder(kafka_bootstrap, inp, (str(i) for i in range(n)), rate=2000)
         feeder.start()
-        code = wait_exit(members, "m1", 60)
+        code = members.wait_exit("m1", 60)
         assert code == 137, f"expected the injected crash (exit 137); saw {code}\n{members.log_tail()}"
         members.start("m1")
         feeder.join(60)
