@@ -346,6 +346,16 @@ def delete_topic(bootstrap: str, name: str) -> None:
 _LOWER = bytes(ord("a") + b % 26 for b in range(256))
 
 
+def delete_run_topics(bootstrap: str, group: str, extra: list[str]) -> None:
+    """The run's output topic and every internal topic named after its group / application id."""
+    admin = admin_client(bootstrap)
+    names = list(dict.fromkeys([t for t in admin.list_topics(timeout=10).topics if group in t] + extra))
+    if names:
+        from kstreamlet.dev.topics import delete_topics
+
+        delete_topics(admin, names)
+
+
 def load_input(bootstrap: str, topic: str, records: int, size: int, seed: int = 42, chunk: int = 100_000) -> float:
     """Produce ``records`` records: key = 8-byte big-endian id ``0..records-1``, value =
     ``size`` pseudo-random lowercase letters (fixed ``seed``). Returns seconds taken."""
@@ -642,6 +652,54 @@ def read_topic(bootstrap: str, topic: str, partitions: int, idle_timeout: float 
     finally:
         c.close()
     return TopicContents(out, complete, problems, time.monotonic() - t0)
+
+
+def verify_exact(contents: TopicContents, expected: dict[Any, Any], noun: str, *,
+                 key_of: Callable[[bytes], Any], value_of: Callable[[bytes | None], Any],
+                 is_flush: Callable[[bytes | None], bool],
+                 show: Callable[[bytes, Any, Any], str]) -> dict[str, Any]:
+    """Exactly one output record per expected key, with the expected value (keyed scenarios).
+
+    ``key_of(raw key)`` gives the key of ``expected`` (raising ``ValueError``/``AttributeError``
+    for a malformed key: counted unknown), ``value_of(raw value)`` the value compared with it;
+    records with ``is_flush(raw key)`` (the ``__flush__`` inputs' own outputs) are only counted;
+    ``show(raw key, got, expected)`` describes a wrong value in the samples."""
+    seen: set[Any] = set()
+    dup = unknown = wrong = flush = 0
+    samples: list[str] = []
+    for k, v, _ in contents.records:
+        if is_flush(k):
+            flush += 1
+            continue
+        try:
+            key = key_of(k)  # type: ignore[arg-type]
+        except (AttributeError, ValueError):
+            unknown += 1
+            continue
+        exp = expected.get(key)
+        if exp is None:
+            unknown += 1
+            if len(samples) < 5:
+                samples.append(f"unexpected key {k!r}")
+            continue
+        if key in seen:
+            dup += 1
+        seen.add(key)
+        got = value_of(v)
+        if got != exp:
+            wrong += 1
+            if len(samples) < 5:
+                samples.append(show(k, got, exp))  # type: ignore[arg-type]
+    missing = len(expected) - len(seen)
+    ok = contents.complete and not (missing or dup or unknown or wrong or contents.problems)
+    n = len(contents.records)
+    desc = (f"OK ({len(expected):,} {noun}, {n:,} output records)" if ok else "WRONG: " + ", ".join(
+        [f"missing={missing}", f"duplicates={dup}", f"wrong_values={wrong}", f"unknown_keys={unknown}"]
+        + ([] if contents.complete else ["incomplete read"]) + contents.problems[:3]
+        + ([f"e.g. {'; '.join(samples)}"] if samples else [])))
+    return {"ok": ok, "describe": desc, "output_records": n, "expected": len(expected), "missing": missing,
+            "duplicates": dup, "wrong_values": wrong, "unknown_keys": unknown, "flush_outputs": flush,
+            "samples": samples, "complete": contents.complete, "seconds": round(contents.seconds, 2)}
 
 
 def cell(s: dict[str, float] | None, fmt: str = "{:,.0f}") -> str:

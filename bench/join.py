@@ -102,37 +102,10 @@ def load_orders(bootstrap: str, left: str, right: str, records: int, seed: int) 
 
 
 def verify_join(bootstrap: str, topic: str, expected: dict[bytes, bytes]) -> dict[str, Any]:
-    contents = common.read_topic(bootstrap, topic, PARTITIONS)
-    seen: set[bytes] = set()
-    dup = unknown = wrong = flush = 0
-    samples: list[str] = []
-    for k, v, _ in contents.records:
-        if k == w.FLUSH_KEY:
-            flush += 1
-            continue
-        exp = expected.get(k)  # type: ignore[arg-type]
-        if exp is None:
-            unknown += 1
-            if len(samples) < 5:
-                samples.append(f"unexpected key {k!r}")
-            continue
-        if k in seen:
-            dup += 1
-        seen.add(k)  # type: ignore[arg-type]
-        if v != exp:
-            wrong += 1
-            if len(samples) < 5:
-                samples.append(f"{k!r}: got {v[:24]!r}..., expected {exp[:24]!r}...")  # type: ignore[index]
-    missing = len(expected) - len(seen)
-    ok = contents.complete and not (missing or dup or unknown or wrong or contents.problems)
-    n = len(contents.records)
-    desc = (f"OK ({len(expected):,} joined orders, {n:,} output records)" if ok else "WRONG: " + ", ".join(
-        [f"missing={missing}", f"duplicates={dup}", f"wrong_values={wrong}", f"unknown_keys={unknown}"]
-        + ([] if contents.complete else ["incomplete read"]) + contents.problems[:3]
-        + ([f"e.g. {'; '.join(samples)}"] if samples else [])))
-    return {"ok": ok, "describe": desc, "output_records": n, "expected": len(expected), "missing": missing,
-            "duplicates": dup, "wrong_values": wrong, "unknown_keys": unknown, "flush_outputs": flush,
-            "samples": samples, "complete": contents.complete, "seconds": round(contents.seconds, 2)}
+    return common.verify_exact(
+        common.read_topic(bootstrap, topic, PARTITIONS), expected, "joined orders",
+        key_of=lambda k: k, value_of=lambda v: v, is_flush=lambda k: k == w.FLUSH_KEY,
+        show=lambda k, got, exp: f"{k!r}: got {got[:24]!r}..., expected {exp[:24]!r}...")
 
 
 # --- workers ----------------------------------------------------------------------------------------

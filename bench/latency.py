@@ -439,7 +439,7 @@ class LatencySuite:
             print("    worker log tail:\n    " + outcome.log_tail.replace("\n", "\n    "), flush=True)
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
-            w.delete_run_topics(self.bootstrap, group, [in_topic, out_topic])
+            common.delete_run_topics(self.bootstrap, group, [in_topic, out_topic])
         except Exception as e:  # noqa: BLE001 -- best effort
             run["delete_error"] = repr(e)
         return run

@@ -464,16 +464,6 @@ def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeo
             "seconds": round(time.monotonic() - t0, 2)}
 
 
-def _delete_topics_of(bootstrap: str, group: str, extra: list[str]) -> None:
-    """The run's output topic and every internal topic named after its group (repartition, changelog, dlq)."""
-    admin = common.admin_client(bootstrap)
-    names = [t for t in admin.list_topics(timeout=10).topics if group in t] + extra
-    if names:
-        from kstreamlet.dev.topics import delete_topics
-
-        delete_topics(admin, names)
-
-
 class Suite:
     def __init__(self, args: argparse.Namespace, bootstrap: str, in_topic: str, expected: Counter[str],
                  log_dir: Path, kstreamlet_dir: Path, pythons: dict[str, str]) -> None:
@@ -547,7 +537,7 @@ class Suite:
             self.restores.append(self.restore_run(system, rep, group, out_topic, state_dir))
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
-            _delete_topics_of(self.bootstrap, group, [out_topic])
+            common.delete_run_topics(self.bootstrap, group, [out_topic])
         except Exception as e:  # noqa: BLE001 -- best effort; the broker's temp dir goes away anyway
             run["delete_error"] = repr(e)
         return run

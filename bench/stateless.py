@@ -426,11 +426,7 @@ class Suite:
         run["status"] = status
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
-            admin = common.admin_client(self.bootstrap)
-            extra = [t for t in admin.list_topics(timeout=10).topics if group in t]  # Faust's / Kafka Streams' own
-            from kstreamlet.dev.topics import delete_topics
-
-            delete_topics(admin, [out_topic, *extra])
+            common.delete_run_topics(self.bootstrap, group, [out_topic])  # + Faust's / Kafka Streams' own
         except Exception as e:  # noqa: BLE001 -- best effort; the broker's temp dir goes away anyway
             run["delete_error"] = repr(e)
         line = f"  {tag:<46} "

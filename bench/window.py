@@ -170,44 +170,15 @@ def load_readings(bootstrap: str, topic: str, records: int, seed: int) -> tuple[
 
 
 def verify_windows(bootstrap: str, topic: str, expected: dict[tuple[bytes, int], list[int]]) -> dict[str, Any]:
-    contents = common.read_topic(bootstrap, topic, PARTITIONS)
-    seen: set[tuple[bytes, int]] = set()
-    dup = unknown = wrong = flush = 0
-    samples: list[str] = []
-    for k, v, _ in contents.records:
-        if k is not None and k.startswith(FLUSH_KEY):
-            flush += 1
-            continue
-        try:
-            sensor, start = k.split(b"@")  # type: ignore[union-attr]
-            w = (sensor, int(start))
-        except (AttributeError, ValueError):
-            unknown += 1
-            continue
-        exp = expected.get(w)
-        if exp is None:
-            unknown += 1
-            if len(samples) < 5:
-                samples.append(f"unexpected key {k!r}")
-            continue
-        if w in seen:
-            dup += 1
-        seen.add(w)
-        got = _PAIR.unpack(v) if v is not None and len(v) == 16 else v
-        if got != tuple(exp):
-            wrong += 1
-            if len(samples) < 5:
-                samples.append(f"{k.decode()}: got {got!r}, expected {tuple(exp)}")  # type: ignore[union-attr]
-    missing = len(expected) - len(seen)
-    ok = contents.complete and not (missing or dup or unknown or wrong or contents.problems)
-    n = len(contents.records)
-    desc = (f"OK ({len(expected):,} windows, {n:,} output records)" if ok else "WRONG: " + ", ".join(
-        [f"missing={missing}", f"duplicates={dup}", f"wrong_values={wrong}", f"unknown_keys={unknown}"]
-        + ([] if contents.complete else ["incomplete read"]) + contents.problems[:3]
-        + ([f"e.g. {'; '.join(samples)}"] if samples else [])))
-    return {"ok": ok, "describe": desc, "output_records": n, "expected": len(expected), "missing": missing,
-            "duplicates": dup, "wrong_values": wrong, "unknown_keys": unknown, "flush_outputs": flush,
-            "samples": samples, "complete": contents.complete, "seconds": round(contents.seconds, 2)}
+    def key_of(k: bytes) -> tuple[bytes, int]:
+        sensor, start = k.split(b"@")
+        return sensor, int(start)
+
+    return common.verify_exact(
+        common.read_topic(bootstrap, topic, PARTITIONS), {w: tuple(e) for w, e in expected.items()}, "windows",
+        key_of=key_of, value_of=lambda v: _PAIR.unpack(v) if v is not None and len(v) == 16 else v,
+        is_flush=lambda k: k is not None and k.startswith(FLUSH_KEY),
+        show=lambda k, got, exp: f"{k.decode()}: got {got!r}, expected {exp}")
 
 
 # --- worker side (shared with bench/join.py) ------------------------------------------------------
@@ -422,16 +393,6 @@ def prepare_systems(args: argparse.Namespace, systems: list[str], info: dict[str
     return systems, pythons, ks
 
 
-def delete_run_topics(bootstrap: str, group: str, extra: list[str]) -> None:
-    """The run's output topic and every internal topic named after its group / application id."""
-    admin = common.admin_client(bootstrap)
-    names = [t for t in admin.list_topics(timeout=10).topics if group in t] + extra
-    if names:
-        from kstreamlet.dev.topics import delete_topics
-
-        delete_topics(admin, names)
-
-
 class ThroughputSuite:
     def __init__(self, args: argparse.Namespace, sc: Scenario, bootstrap: str, log_dir: Path, kstreamlet_dir: Path,
                  pythons: dict[str, str], ks: Any) -> None:
@@ -496,7 +457,7 @@ class ThroughputSuite:
             print("    worker log tail:\n    " + outcome.log_tail.replace("\n", "\n    "), flush=True)
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
-            delete_run_topics(self.bootstrap, group, [out_topic])
+            common.delete_run_topics(self.bootstrap, group, [out_topic])
         except Exception as e:  # noqa: BLE001 -- best effort
             run["delete_error"] = repr(e)
         return run
