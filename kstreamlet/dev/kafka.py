@@ -180,9 +180,15 @@ def _wait_for_metadata(bootstrap: str, deadline: float, alive: "callable[[], boo
 class LocalKafkaBroker:
     """One KRaft node (broker + controller) run from Apache Kafka's jars.
 
-    Settings fit one node and transactions: replication factor 1 for internal topics,
-    ``transaction.state.log.min.isr=1``, no initial rebalance delay, no auto topic creation.
-    Logs and data live in a temp dir that :meth:`stop` removes (unless ``keep_dir``).
+    Alone (the default), settings fit one node and transactions: replication factor 1 for
+    internal topics, ``transaction.state.log.min.isr=1``, no initial rebalance delay, no auto
+    topic creation. As a member of a :class:`LocalKafkaCluster` it is one voter of the
+    cluster's quorum with the cluster's replication settings.
+
+    Fault injection for tests: :meth:`kill` (``kill -9``), :meth:`terminate` (clean stop),
+    :meth:`pause`/:meth:`resume` (SIGSTOP/SIGCONT) and :meth:`restart` (same data dir and
+    ports, so clients reconnect to the address they know). Logs and data live in a temp dir
+    that :meth:`stop` removes (unless ``keep_dir``).
     """
 
     backend = "local"
@@ -195,12 +201,19 @@ class LocalKafkaBroker:
         heap: str = "1g",
         extra_config: dict[str, str] | None = None,
         keep_dir: bool = False,
+        node_id: int = 1,
+        controller_port: int | None = None,
+        voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.version = version
         if port is not None and port_in_use(port):
             raise KafkaStartError(f"port {port} on 127.0.0.1 is already in use; choose another or omit it")
         self.port = port or free_port()
-        self.controller_port = free_port()
+        self.controller_port = controller_port or free_port()
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.cluster_id = cluster_id
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kstreamlet-kafka-"))
         self.heap = heap
@@ -209,6 +222,7 @@ class LocalKafkaBroker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds = 0.0
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self._formatted = False
 
     @property
     def log_file(self) -> Path:
@@ -217,8 +231,8 @@ class LocalKafkaBroker:
     def _config(self) -> str:
         cfg = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -268,19 +282,13 @@ class LocalKafkaBroker:
         except OSError:
             return "(no broker log)"
 
-    def start(self, timeout: float = 90.0) -> "LocalKafkaBroker":
-        t0 = time.monotonic()
+    def format(self) -> None:
+        """Write the config and format the KRaft storage (once; a restart keeps the data)."""
         libs = ensure_kafka_jars(self.version)
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         props = self.workdir / "server.properties"
         props.write_text(self._config())
-        import base64
-
-        # A base64url id may start with "-", which the storage tool's argument parser takes for
-        # an option (as Kafka's own Uuid.randomUuid() does, draw again in that case).
-        cid = "-"
-        while cid.startswith("-"):
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = self.cluster_id or new_cluster_id()
         try:
             fmt = subprocess.run(
                 self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)),
@@ -292,25 +300,58 @@ class LocalKafkaBroker:
             raise KafkaStartError("formatting the KRaft storage timed out after 60s") from e
         if fmt.returncode != 0:
             raise KafkaStartError(f"formatting the KRaft storage failed:\n{fmt.stdout}\n{fmt.stderr}")
-        with open(self.log_file, "wb") as out:
+        self._formatted = True
+
+    def launch(self) -> None:
+        """Start the JVM on the formatted storage without waiting for it to answer."""
+        if not self._formatted:
+            self.format()
+        libs = ensure_kafka_jars(self.version)
+        with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(
-                self._java_cmd(libs, "kafka.Kafka", str(props), heap=self.heap),
+                self._java_cmd(libs, "kafka.Kafka", str(self.workdir / "server.properties"), heap=self.heap),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in the terminal is handled by us, not the JVM
             )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Wait until this node answers metadata requests; on failure stop it and say why."""
         try:
-            _wait_for_metadata(self.bootstrap_servers, t0 + timeout, lambda: self.proc is not None and self.proc.poll() is None)
+            _wait_for_metadata(self.bootstrap_servers, time.monotonic() + timeout, self.alive)
         except KafkaStartError as e:
             tail = self.log_tail()
+            self.kill()
+            raise KafkaStartError(f"{e}\n--- broker {self.node_id} log tail ---\n{tail}") from None
+
+    def start(self, timeout: float = 90.0) -> "LocalKafkaBroker":
+        t0 = time.monotonic()
+        self.launch()
+        try:
+            self.wait_ready(timeout)
+        except KafkaStartError:
             self.stop()
-            raise KafkaStartError(f"{e}\n--- broker log tail ---\n{tail}") from None
+            raise
         self.startup_seconds = time.monotonic() - t0
         log.info("kafka broker ready", extra={"bootstrap": self.bootstrap_servers, "seconds": self.startup_seconds})
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    # --- fault injection (data and ports are kept) ----------------------------------------------
+
+    def kill(self) -> None:
+        """``kill -9`` the broker process (no clean shutdown); :meth:`restart` brings it back."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+    def terminate(self, timeout: float = 60.0) -> None:
+        """Clean (SIGTERM) shutdown, as in a rolling upgrade; :meth:`restart` brings it back."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -319,10 +360,163 @@ class LocalKafkaBroker:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process is alive but answers nothing (a frozen VM or a GC pause)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self, timeout: float = 90.0, wait: bool = True) -> None:
+        """Start again on the same data directory and ports (after :meth:`kill` or :meth:`terminate`)."""
+        if self.alive():
+            raise KafkaStartError(f"broker {self.node_id} is still running; kill or terminate it first")
+        self.launch()
+        if wait:
+            self.wait_ready(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc = None
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)  # a paused JVM cannot handle SIGTERM
+        self.terminate(timeout)
         if self._own_dir and not self.keep_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "LocalKafkaBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id. A base64url id may start with "-", which the storage tool's argument
+    parser takes for an option (as Kafka's own Uuid.randomUuid() does, draw again in that case)."""
+    import base64
+
+    cid = "-"
+    while cid.startswith("-"):
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cid
+
+
+class LocalKafkaCluster:
+    """``n`` KRaft nodes on loopback (each broker + controller, one quorum), for failover tests.
+
+    Internal topics are replicated to every node with ``min.insync.replicas = n - 1`` (the
+    production shape: one node may be lost without losing writes); the group and transaction
+    state topics have one partition each, so :meth:`group_coordinator` and
+    :meth:`transaction_coordinator` name the one broker that hosts them for every group and
+    transactional id. Each node can be killed, terminated, paused and restarted
+    (``cluster.nodes[i]``, or :meth:`node`).
+
+    Example::
+
+        with LocalKafkaCluster(3) as cluster:
+            cluster.node(cluster.transaction_coordinator()).kill()
+    """
+
+    backend = "local-cluster"
+
+    def __init__(self, n: int = 3, version: str = KAFKA_VERSION, heap: str = "512m",
+                 extra_config: dict[str, str] | None = None) -> None:
+        if n < 1:
+            raise ValueError(f"a cluster needs at least one node, got {n}")
+        self.n = n
+        ports = [(free_port(), free_port()) for _ in range(n)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        rf = str(n)
+        isr = str(max(1, n - 1))
+        cfg = {
+            "offsets.topic.replication.factor": rf,
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "transaction.state.log.num.partitions": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            # Leadership returns to the preferred replica soon after a restart.
+            "leader.imbalance.check.interval.seconds": "10",
+            **(extra_config or {}),
+        }
+        cid = new_cluster_id()
+        self.nodes = [
+            LocalKafkaBroker(version=version, port=p, heap=heap, extra_config=cfg, node_id=i + 1,
+                             controller_port=c, voters=voters, cluster_id=cid)
+            for i, (p, c) in enumerate(ports)
+        ]
+        self.bootstrap_servers = ",".join(b.bootstrap_servers for b in self.nodes)
+        self.startup_seconds = 0.0
+
+    def node(self, node_id: int) -> LocalKafkaBroker:
+        return self.nodes[node_id - 1]
+
+    def start(self, timeout: float = 120.0) -> "LocalKafkaCluster":
+        t0 = time.monotonic()
+        try:
+            for b in self.nodes:
+                b.format()
+            for b in self.nodes:  # the quorum needs a majority of voters up before any answers
+                b.launch()
+            for b in self.nodes:
+                b.wait_ready(max(1.0, t0 + timeout - time.monotonic()))
+            self._wait_internal_topics(t0 + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _admin(self) -> "object":
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+
+    def _wait_internal_topics(self, deadline: float) -> None:
+        """Create the group and transaction state topics now (a first client would otherwise
+        wait for them), by asking for a group and a transactional coordinator once."""
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": self.bootstrap_servers, "transactional.id": f"cluster-warmup-{uuid.uuid4().hex}",
+                      "log_level": 0})
+        p.init_transactions(max(1.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            if self.leader("__transaction_state", 0) is not None:
+                break
+            time.sleep(0.2)
+        del p
+
+    def leader(self, topic: str, partition: int) -> int | None:
+        """Node id leading ``topic[partition]``, or None when it has none (or is unknown)."""
+        try:
+            md = self._admin().list_topics(topic, timeout=10)  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or partition not in t.partitions:
+            return None
+        lead = t.partitions[partition].leader
+        return lead if lead >= 0 else None
+
+    def transaction_coordinator(self) -> int | None:
+        """The node hosting every transactional id's coordinator (``__transaction_state[0]``)."""
+        return self.leader("__transaction_state", 0)
+
+    def group_coordinator(self) -> int | None:
+        """The node hosting every group's coordinator (``__consumer_offsets[0]``), once a group committed."""
+        return self.leader("__consumer_offsets", 0)
+
+    def stop(self) -> None:
+        for b in self.nodes:
+            b.stop()
+
+    def __enter__(self) -> "LocalKafkaCluster":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,6 +10,10 @@ Fixtures (all real servers, never fakes):
 ``kafka_topic``      (function)
     factory ``kafka_topic(partitions=1, name=None, config=None) -> str`` creating a topic
     with a unique name; the topics are deleted when the test ends.
+``kafka_local_broker`` (function)
+    a private restartable single-node broker for fault injection (kill / restart / pause).
+``kafka_cluster``    (function)
+    a private 3-node KRaft cluster (RF 3, min ISR 2) with per-node kill / restart.
 ``mysql_url``        (session)
     ``mysql://user:pass@host:port/db`` of a running server: ``KSTREAMLET_MYSQL_URL``, else
     Testcontainers MySQL, else a private MariaDB.
@@ -73,3 +77,28 @@ def mysql_url() -> Iterator[str]:
 
     with mysql_server() as endpoint:
         yield endpoint.url
+
+
+@pytest.fixture
+def kafka_local_broker(tmp_path):  # type: ignore[no-untyped-def]
+    """A private single-node broker of this test (never the shared one), which the test may
+    ``kill()``, ``terminate()``, ``pause()``/``resume()`` and ``restart()`` (same data and port).
+    Needs the jars backend (Java + Maven): these are fault-injection tests on a broker we own."""
+    from kstreamlet.dev.kafka import LocalKafkaBroker
+
+    broker = LocalKafkaBroker(workdir=tmp_path / "kafka", heap="512m")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_cluster():  # type: ignore[no-untyped-def]
+    """A private 3-node KRaft cluster (replication 3, ``min.insync.replicas=2``) whose nodes the
+    test may kill and restart: ``kafka_cluster.node(kafka_cluster.transaction_coordinator()).kill()``."""
+    from kstreamlet.dev.kafka import LocalKafkaCluster
+
+    with LocalKafkaCluster(3) as cluster:
+        yield cluster
