@@ -16,8 +16,10 @@ class TopologyError(KStreamletError):
 
 
 class ProcessingError(KStreamletError):
-    """A record failed and the error policy is ``fail``."""
+    """A record (or a timer: ``topic`` None, ``where`` says which) failed and the error policy is ``fail``."""
 
-    def __init__(self, message: str, topic: str, partition: int, offset: int):
-        super().__init__(f"{message} (at {topic}[{partition}]@{offset})")
+    def __init__(self, message: str, topic: str | None = None, partition: int | None = None,
+                 offset: int | None = None, where: str | None = None):
+        loc = f"{topic}[{partition}]@{offset}" if topic is not None else where
+        super().__init__(f"{message} (at {loc})" if loc else message)
         self.topic, self.partition, self.offset = topic, partition, offset

@@ -20,3 +20,5 @@ RESTORE_REMAINING = Gauge("kstreamlet_restore_remaining_records", "Changelog rec
 ASSIGNED_PARTITIONS = Gauge("kstreamlet_assigned_partitions", "Input partitions owned by this process")
 LATE_RECORDS = Counter("kstreamlet_late_records_total", "Records dropped or side-output as late by event-time operators",
                        ["operator"])
+TASK_WATERMARK = Gauge("kstreamlet_task_watermark_ms",
+                       "Event-time watermark of a task (epoch ms), set at each checkpoint once it has one", ["task"])

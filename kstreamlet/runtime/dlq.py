@@ -11,10 +11,24 @@ Headers on a dead-letter record (values are UTF-8)::
 Key and value are the input record's original bytes, so nothing is lost and the record
 can be replayed after a fix. Under exactly-once the dead-letter write is part of the
 checkpoint's transaction.
+
+A failing timer call (``on_timer``, and the window and join functions that run in it) has no
+input record: its dead-letter record has the timer's key bytes as key, no value, the wall-clock
+time as timestamp (an old event time could fall out of the topic's retention at once) and::
+
+    kstreamlet.error.stage      timer
+    kstreamlet.error.type / .message
+    kstreamlet.timer.operator   the operator's name
+    kstreamlet.timer.key        the key bytes (as the record key)
+    kstreamlet.timer.domain     event | processing
+    kstreamlet.timer.timestamp  the timer's timestamp (ms)
+    kstreamlet.task             the task id (sub-topology_partition)
+    kstreamlet.application.id
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import structlog
@@ -59,3 +73,29 @@ class ErrorHandler:
         ]
         self.send_raw(self.dlq_topic, m.key(), m.value(), m.timestamp()[1], headers + list(m.headers() or []))
         log.warning("record sent to dead-letter topic", dlq=self.dlq_topic, stage=stage, error=repr(err), **where)
+
+    def handle_timer(self, operator: str, task: str, key: bytes, domain: str, ts: int, exc: BaseException,
+                     now: int | None = None) -> None:
+        """A timer call of ``operator`` raised (its outputs and state writes are already undone)."""
+        self.count += 1
+        metrics.DLQ_RECORDS.labels(self.policy).inc()
+        where = f"timer {domain}@{ts} key={key!r} of {operator} in task {task}"
+        if self.policy == "fail":
+            raise ProcessingError(f"on_timer failed: {type(exc).__name__}: {exc}", where=where) from exc
+        fields = dict(operator=operator, task=task, domain=domain, timer=ts, error=repr(exc))
+        if self.policy == "skip":
+            log.warning("timer call skipped", **fields)
+            return
+        headers = [
+            ("kstreamlet.error.stage", b"timer"),
+            ("kstreamlet.error.type", type(exc).__name__.encode()),
+            ("kstreamlet.error.message", str(exc)[:1000].encode()),
+            ("kstreamlet.timer.operator", operator.encode()),
+            ("kstreamlet.timer.key", key),
+            ("kstreamlet.timer.domain", domain.encode()),
+            ("kstreamlet.timer.timestamp", str(ts).encode()),
+            ("kstreamlet.task", task.encode()),
+            ("kstreamlet.application.id", self.application_id.encode()),
+        ]
+        self.send_raw(self.dlq_topic, key, None, int(time.time() * 1000) if now is None else now, headers)
+        log.warning("timer call sent to dead-letter topic", dlq=self.dlq_topic, **fields)

@@ -13,21 +13,26 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+import structlog
+from confluent_kafka import KafkaException
+
+from kstreamlet import metrics
+from kstreamlet.errors import ProcessingError
 from kstreamlet.eventtime import MIN_WATERMARK, WatermarkStrategy
+from kstreamlet.runtime.checkpoint import AbortCheckpoint, FatalClientError
 from kstreamlet.runtime.timers import EVENT, PROC, TimerService
 from kstreamlet.runtime.watermarks import (
     WATERMARK_HEADER,
+    WATERMARK_IDLE_HEADER,
     WATERMARK_KEY,
     WATERMARK_SOURCE_HEADER,
     WatermarkTracker,
 )
 from kstreamlet.serdes import SerdeError
 from kstreamlet.state.keyed import KeyContext
+from kstreamlet.state.store import Store
 from kstreamlet.topology.builder import SubTopology
 from kstreamlet.topology.nodes import Node, Push, SourceNode
-
-if TYPE_CHECKING:
-    from kstreamlet.state.store import Store
 
 
 class Message(Protocol):
@@ -43,7 +48,11 @@ class Message(Protocol):
 
 
 class RecordCollector(Protocol):
-    """Where sinks send serialized records (Kafka producer, or the test driver)."""
+    """Where sinks send serialized records (Kafka producer, or the test driver).
+
+    A collector may also have ``errors`` (an :class:`~kstreamlet.runtime.dlq.ErrorHandler`):
+    failing timer calls are handed to it (looked up when one fails, so a rebuilt handler is used).
+    """
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int, partition: int) -> None: ...
 
@@ -57,6 +66,89 @@ StoreFactory = Callable[[str, int], "Store"]
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
+
+
+_log = structlog.get_logger("kstreamlet.task")
+
+_NOT_SENT = (MIN_WATERMARK, False)
+
+
+class _TimerGuard:
+    """Runs the timer calls of one keyed operator so that a failing call leaves no trace.
+
+    While the due timers of a batch fire, the operator's ``ctx.emit`` / ``ctx.side_output``
+    append to a buffer and every store of the task records each write (old buffered value) in
+    an undo log. After each ``on_timer`` call (window functions and join functions run inside
+    it) that returns, its buffered outputs are forwarded; when it raises, its outputs are
+    dropped and its state writes undone (the store's write buffer makes this exact: the
+    checkpoint's earlier writes stay), then the error policy decides:
+
+    - ``dlq`` / ``skip``: a dead-letter record describes the timer (``dlq``), and the timer
+      counts as fired (its deletion, made before the call, stays in the checkpoint);
+    - ``fail``: :class:`~kstreamlet.errors.ProcessingError` propagates; the member aborts the
+      checkpoint (the timer's deletion with it) and stops, so after a restart it fires again.
+
+    Outputs are forwarded after the call returns: an error raised *downstream* of the
+    operator while they are forwarded (a later ``map``, a serializer) is handled the same way
+    (state undone, policy applied), but what was already forwarded before it stays — as for
+    a failing record. Kafka and checkpoint errors are never treated as the operator's.
+    """
+
+    __slots__ = ("task", "operator", "ctx", "fire", "out", "undo", "_buffer_fwd", "_buffer_sides")
+
+    def __init__(self, task: "Task", operator: str, ctx: Any, fire: Callable[[int, bytes, str], None]) -> None:
+        self.task, self.operator, self.ctx, self.fire = task, operator, ctx, fire
+        self.out: list[tuple[str | None, Any, Any, int]] = []
+        self.undo: list[tuple[Any, bytes, Any]] = []
+        out = self.out
+
+        def buffer_fwd(k: Any, v: Any, ts: int) -> None:
+            out.append((None, k, v, ts))
+
+        self._buffer_fwd = buffer_fwd
+        self._buffer_sides: dict[str, Callable[[Any, Any, int], None]] = {}
+
+    def run(self, timers: TimerService, kind: bytes, up_to: int, domain: str) -> None:
+        """Fire the due timers of ``timers`` (one batch), each call guarded."""
+        ctx = self.ctx
+        fwd, sides = ctx._forward, ctx._sides
+        if set(self._buffer_sides) != set(sides):
+            out = self.out
+            self._buffer_sides = {tag: (lambda k, v, ts, tag=tag: out.append((tag, k, v, ts))) for tag in sides}
+        stores = list(self.task.stores.values())
+        for s in stores:
+            s.track_writes(self.undo)
+        ctx._forward, ctx._sides = self._buffer_fwd, self._buffer_sides
+        try:
+            timers.fire(kind, up_to, lambda ts, key: self._call(ts, key, domain, fwd, sides))
+        finally:
+            ctx._forward, ctx._sides = fwd, sides
+            for s in stores:
+                s.untrack_writes()
+            self.undo.clear()
+            self.out.clear()
+
+    def _call(self, ts: int, key: bytes, domain: str, fwd: Any, sides: dict[str, Any]) -> None:
+        out, undo = self.out, self.undo
+        mark = len(undo)
+        del out[:]
+        try:
+            self.fire(ts, key, domain)
+            if out:
+                released = list(out)
+                del out[:]
+                for tag, k, v, t in released:
+                    (fwd if tag is None else sides[tag])(k, v, t)
+        except (KafkaException, ProcessingError, AbortCheckpoint, FatalClientError):
+            raise
+        except Exception as e:
+            del out[:]
+            Store.rollback_writes(undo[mark:])
+            del undo[mark:]
+            handler = getattr(self.task.collector, "errors", None)
+            if handler is None:
+                raise
+            handler.handle_timer(self.operator, self.task.id, key, domain, ts, e, now=self.task.clock())
 
 
 class Task:
@@ -82,7 +174,7 @@ class Task:
         self.keyctx = KeyContext(clock)
         self.operator_keyctx = KeyContext(clock)  # key b"" scopes operator (per-task) state
         self.stores: dict[str, Store] = {}
-        self._timers: list[tuple[TimerService, Callable[[int, bytes, str], None]]] = []
+        self._timers: list[tuple[TimerService, Callable[[int, bytes, str], None], _TimerGuard | None]] = []
         self._closers: list[Callable[[], None]] = []
         #: Checkpoint participants besides the stores (e.g. two-phase-commit sink operators).
         self.participants: list[Any] = []
@@ -100,7 +192,10 @@ class Task:
             {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock(),
             forwarded={t: n for t, n in (forwarded or {}).items() if t in subtopology.sources},
             backlog=(lambda topic: backlog(topic, partition)) if backlog is not None else None)
-        self._sent_wm = MIN_WATERMARK
+        #: (watermark, idle) last forwarded to the repartition topics this task writes.
+        self._sent = _NOT_SENT
+        self._wm_gauge: Any = None
+        self._holder: tuple[str, str | None] | None = ()  # type: ignore[assignment]  # () = not logged yet
         self._committed_max_ts: dict[str, Any] = {}
         self._fired_wm = MIN_WATERMARK
         self._compiled: dict[int, Push] = {}
@@ -140,8 +235,14 @@ class Task:
         return TimerService(self.store(store_name), lambda: self.keyctx.key_bytes,
                             lambda: self.watermarks.watermark, self.clock)
 
-    def register_timers(self, timers: TimerService, fire: Callable[[int, bytes, str], None]) -> None:
-        self._timers.append((timers, fire))
+    def register_timers(self, timers: TimerService, fire: Callable[[int, bytes, str], None],
+                        operator: str | None = None, ctx: Any = None) -> None:
+        """``fire(ts, key_bytes, domain)`` runs each due timer. With ``operator`` (a user-facing
+        keyed operator and its ``KeyedContext``) every call is guarded: its outputs and state
+        writes take effect only if it returns, and a failure goes to the error policy (see
+        :class:`_TimerGuard`). Without (e.g. a sink's own check timer) errors propagate."""
+        guard = _TimerGuard(self, operator, ctx, fire) if operator is not None else None
+        self._timers.append((timers, fire, guard))
 
     def on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
@@ -211,8 +312,8 @@ class Task:
                 headers = dict(m.headers() or ())
                 if WATERMARK_HEADER in headers:
                     wm = int(headers[WATERMARK_HEADER])
-                    if tracker.observe_upstream(topic, headers[WATERMARK_SOURCE_HEADER].decode(), wm,
-                                                clock()) > task._fired_wm:
+                    if tracker.observe_upstream(topic, headers[WATERMARK_SOURCE_HEADER].decode(), wm, clock(),
+                                                WATERMARK_IDLE_HEADER in headers) > task._fired_wm:
                         task.fire_event_timers()
                     return
             k, v, ts = decode(m)
@@ -228,14 +329,26 @@ class Task:
     def fire_event_timers(self) -> None:
         wm = self.watermarks.watermark
         self._fired_wm = wm
-        for timers, fire in self._timers:
-            timers.fire(EVENT, wm, lambda ts, key, f=fire: f(ts, key, "event"))
+        self._fire_timers(EVENT, wm, "event")
+
+    def _fire_timers(self, kind: bytes, up_to: int, domain: str) -> None:
+        for timers, fire, guard in self._timers:
+            if guard is not None:
+                due = timers.next_due(kind)
+                if due is not None and due <= up_to:
+                    guard.run(timers, kind, up_to, domain)
+            else:
+                timers.fire(kind, up_to, lambda ts, key, f=fire: f(ts, key, domain))
 
     def time_due(self, now: int) -> bool:
-        """Whether :meth:`tick` would fire something (idle-advanced watermark, due processing timers)."""
+        """Whether :meth:`tick` would fire something (idle-advanced watermark, due processing timers),
+        or the checkpoint has a watermark record to forward (the watermark or idleness changed:
+        an idle upstream task must say so even if nothing else happens)."""
         if self.watermarks.recompute(now) > self._fired_wm:
             return True
-        for timers, _ in self._timers:
+        if self.watermark_sinks and self._forward_state() != self._sent:
+            return True
+        for timers, _, _ in self._timers:
             due = timers.next_due(PROC)
             if due is not None and due <= now:
                 return True
@@ -247,20 +360,22 @@ class Task:
             return
         if self.watermarks.recompute(now) > self._fired_wm:
             self.fire_event_timers()
-        for timers, fire in self._timers:
-            timers.fire(PROC, now, lambda ts, key, f=fire: f(ts, key, "processing"))
+        self._fire_timers(PROC, now, "processing")
 
     def stream_time_metadata(self, topic: str) -> str:
         """Committed with the offset so a new owner resumes the same stream time and watermark
-        (Kafka Streams keeps stream time the same way): ``max_ts;watermark[;task=wm,...]``,
-        the last part being the latest watermark of each upstream task of a forwarded input
-        (upstream tasks send a watermark only when it changes, so it must survive a handover)."""
+        (Kafka Streams keeps stream time the same way): ``max_ts;watermark[;task=wm,...[;idle,...]]``,
+        the third part being the latest watermark of each upstream task of a forwarded input and
+        the fourth the upstream tasks that are idle (upstream tasks send a watermark record only when
+        it changes, so both must survive a handover). Older readers ignore the fourth part."""
         inp = self.watermarks.inputs.get(topic)
         if inp is None or self.watermarks.watermark == MIN_WATERMARK and inp.max_ts == MIN_WATERMARK and not inp.upstream:
             return ""
         md = f"{inp.max_ts};{self.watermarks.watermark}"
         if inp.upstream:
             md += ";" + ",".join(f"{src}={wm}" for src, wm in sorted(inp.upstream.items()))
+            if inp.idle_upstream:
+                md += ";" + ",".join(sorted(inp.idle_upstream))
         return md
 
     def restore_stream_time(self, topic: str, metadata: str | None) -> None:
@@ -276,34 +391,70 @@ class Task:
                 for item in parts[2].split(","):
                     src, _, wm = item.partition("=")
                     inp.upstream[src] = max(inp.upstream.get(src, MIN_WATERMARK), int(wm))
+                if len(parts) > 3 and parts[3]:
+                    inp.idle_upstream = {src for src in parts[3].split(",") if src in inp.upstream}
         except ValueError:
             return
         self._fired_wm = self.watermarks.watermark  # timers up to here fired before the handover
 
+    def _forward_state(self) -> tuple[int, bool]:
+        """What downstream tasks should know of this task: (watermark, idle). Recomputed here: a
+        record since the last recompute makes an idle input active (the per-record path of a
+        single input does not recompute)."""
+        self.watermarks.recompute(self.clock())
+        return self.watermarks.watermark, self.watermarks.idle
+
     def watermark_records(self) -> list[tuple[str, int, list[tuple[str, bytes]]]]:
-        """(topic, partition, headers) of the watermark records to forward, if it advanced."""
-        wm = self.watermarks.watermark
-        if not self.watermark_sinks or wm == self._sent_wm or wm == MIN_WATERMARK:
+        """(topic, partition, headers) of the watermark records to forward: when the watermark
+        advanced or the task became idle or active again. An idle task sends one even when it never
+        had a record (minimum watermark), so downstream stops waiting for it."""
+        if not self.watermark_sinks:
             return []
-        self._sent_wm = wm
+        state = self._forward_state()
+        wm, idle = state
+        if state == self._sent or (wm == MIN_WATERMARK and not idle and not self._sent[1]):
+            return []
+        self._sent = state
         headers = [(WATERMARK_HEADER, str(wm).encode()), (WATERMARK_SOURCE_HEADER, self.id.encode())]
+        if idle:
+            headers.append((WATERMARK_IDLE_HEADER, b"1"))
         return [(topic, p, headers) for topic, n in self.watermark_sinks for p in range(n)]
 
     def snapshot_time(self) -> None:
         """At a commit: remember stream time, to roll back to on abort."""
-        self._committed_max_ts = {t: (i.max_ts, dict(i.upstream) if i.upstream is not None else None)
+        self._committed_max_ts = {t: (i.max_ts, dict(i.upstream) if i.upstream is not None else None,
+                                      set(i.idle_upstream))
                                   for t, i in self.watermarks.inputs.items()}
         self._committed_wm = self.watermarks.watermark
-        self._committed_sent_wm = self._sent_wm
+        self._committed_sent = self._sent
 
     def rollback_time(self) -> None:
-        for t, (ts, up) in self._committed_max_ts.items():
+        for t, (ts, up, idle) in self._committed_max_ts.items():
             self.watermarks.inputs[t].max_ts = ts
             self.watermarks.inputs[t].upstream = up
+            self.watermarks.inputs[t].idle_upstream = idle
         wm = getattr(self, "_committed_wm", MIN_WATERMARK)
         self.watermarks.watermark = wm
         self._fired_wm = wm
-        self._sent_wm = getattr(self, "_committed_sent_wm", MIN_WATERMARK)
+        self._sent = getattr(self, "_committed_sent", _NOT_SENT)
+
+    def _observe_watermark(self) -> None:
+        """Per checkpoint (not per record): the watermark gauge, and a debug line naming the input
+        (and upstream task) that holds the watermark back, whenever that changes."""
+        wm = self.watermarks.watermark
+        if wm != MIN_WATERMARK:
+            if self._wm_gauge is None:
+                self._wm_gauge = metrics.TASK_WATERMARK.labels(self.id)
+            self._wm_gauge.set(wm)
+        holder = self.watermarks.holder(self.clock())
+        key = None if holder is None else holder[:2]
+        if key != self._holder:
+            self._holder = key
+            if holder is None:
+                _log.debug("watermark not held back: every input idle", task=self.id, watermark=wm)
+            else:
+                _log.debug("watermark held back", task=self.id, watermark=wm, input=holder[0],
+                           upstream=holder[1], input_watermark=holder[2])
 
     # --- co-partitioned inputs: pick by timestamp ---------------------------------------------
 
@@ -351,6 +502,8 @@ class Task:
         for p in self.participants:
             p.committed()
         self.snapshot_time()
+        if self.needs_watermarks:
+            self._observe_watermark()
 
     def aborted(self) -> None:
         self.clear_buffers()
@@ -369,6 +522,12 @@ class Task:
             p.recover()
 
     def close(self) -> None:
+        if self._wm_gauge is not None:
+            try:
+                metrics.TASK_WATERMARK.remove(self.id)
+            except KeyError:
+                pass
+            self._wm_gauge = None
         for p in self.participants:
             try:
                 p.close()

@@ -4,7 +4,10 @@ Timers live in a state store (so they are changelogged and survive crashes and
 rebalances) keyed ``kind(1) | timestamp(8, big-endian) | key``; a heap in memory orders
 the ones to fire. A timer is registered at most once per (key, timestamp) (Flink
 semantics). Firing deletes it in the same checkpoint as the outputs of ``on_timer``, so
-under exactly-once each timer fires exactly once.
+under exactly-once each timer fires exactly once. The deletion happens before the call: when
+``on_timer`` fails, the task's timer guard undoes only the call's own writes, so under the
+``dlq``/``skip`` policies the timer counts as fired, and under ``fail`` the aborted checkpoint
+takes the deletion with it (the timer fires again after a restart).
 """
 
 from __future__ import annotations
@@ -107,9 +110,12 @@ class TimerService:
     def fire(self, kind: bytes, up_to: int, on_timer: Callable[[int, bytes], None]) -> int:
         """Fire every timer of ``kind`` with timestamp <= ``up_to`` in timestamp order."""
         self._ensure_loaded()
-        h = self._heaps[kind]
         fired = 0
-        while h and h[0][0] <= up_to:
+        while True:
+            # Looked up per timer: a failing on_timer's rolled-back writes reload() the heaps.
+            h = self._heaps[kind]
+            if not h or h[0][0] > up_to:
+                break
             ts, key = heapq.heappop(h)
             t = (kind, ts, key)
             if t not in self._live:

@@ -90,8 +90,51 @@ class Store:
             i += 1
 
     def on_abort(self, fn: Callable[[], None]) -> None:
-        """Register a callback run after an abort (caches above the store rebuild themselves)."""
+        """Register a callback run after an abort or a rollback of writes (caches above the store
+        rebuild themselves)."""
         self._listeners.append(fn)
+
+    # --- undoing the writes of one failed call (timers) ----------------------------------------------
+
+    def track_writes(self, log: list[tuple["Store", bytes, Any]]) -> None:
+        """Until :meth:`untrack_writes`, append ``(store, key, previous buffered value)`` to ``log``
+        before each write, so :meth:`rollback_writes` can undo a failed call's writes without
+        dropping the rest of the checkpoint. Instance attributes shadow put/delete only meanwhile:
+        the usual write path pays nothing."""
+        buf_get = self.buffer.get
+        put, delete = Store.put, Store.delete
+
+        def tracked_put(key: bytes, value: bytes) -> None:
+            log.append((self, key, buf_get(key, _MISSING)))
+            put(self, key, value)
+
+        def tracked_delete(key: bytes) -> None:
+            log.append((self, key, buf_get(key, _MISSING)))
+            delete(self, key)
+
+        self.put = tracked_put  # type: ignore[method-assign]
+        self.delete = tracked_delete  # type: ignore[method-assign]
+
+    def untrack_writes(self) -> None:
+        self.__dict__.pop("put", None)
+        self.__dict__.pop("delete", None)
+
+    @staticmethod
+    def rollback_writes(entries: list[tuple["Store", bytes, Any]]) -> None:
+        """Undo tracked writes (newest first) and tell the touched stores' listeners."""
+        touched: dict[int, Store] = {}
+        for store, key, old in reversed(entries):
+            if old is _MISSING:
+                if store.buffer.pop(key, _MISSING) is not _MISSING:
+                    i = bisect.bisect_left(store._sorted, key)
+                    if i < len(store._sorted) and store._sorted[i] == key:
+                        del store._sorted[i]
+            else:
+                store.buffer[key] = old
+            touched[id(store)] = store
+        for store in touched.values():
+            for fn in store._listeners:
+                fn()
 
     # --- checkpoint participation ------------------------------------------------------------------
 

@@ -1,10 +1,28 @@
 """TopologyTestDriver: run an app's topology without a broker, deterministically.
 
 It uses the same tasks and compiled nodes as the real runtime; only the Kafka consumer
-and producer are replaced by in-memory topics. Every topic has one partition; records
-written to repartition topics are fed back in immediately, as a broker would deliver them.
-Error policies apply as in production: with ``dlq`` a failing record appears in the
-dead-letter topic with the same headers.
+and producer are replaced by in-memory topics. Records written to repartition topics are
+fed back in right after the current one, as a broker would deliver them.
+
+Partitions. A topic has one partition unless ``partitions={"clicks": 3}`` (constructor) or
+``driver.input_topic("clicks", partitions=3)`` (before the first record) says otherwise;
+repartition topics get the partition count the member would create (the largest of the
+writing sub-topology's inputs). As in production there is a task per (sub-topology,
+partition), *every* one of them exists and ticks — also the tasks of partitions that never
+get a record — and records of a repartition topic are routed by murmur2 of the key bytes
+(like the Java clients). ``pipe_input(..., partition=p)`` writes to a given partition;
+otherwise the key decides (no key: partition 0). ``driver.pause(topic, p)`` holds the
+records piped to a partition back (a *lagging* input: records are waiting, so it is not
+idle) until ``driver.resume(topic, p)``.
+
+Checkpoints. Every piped record (and every :meth:`TopologyTestDriver.advance_wall_clock_time`)
+is its own checkpoint: outputs become readable when it commits, as for a ``read_committed``
+consumer, and watermark records the tasks forward at the commit are processed after it. Error
+policies apply as in production: with ``dlq`` a failing record (or timer call) appears in the
+dead-letter topic with the same headers; a :class:`~kstreamlet.errors.ProcessingError`
+(policy ``fail``) aborts the checkpoint — its state writes, timer deletions and outputs are
+dropped, as a member's abort drops them — and propagates (a member would stop there; the
+driver does not replay the aborted input).
 
 Example::
 
@@ -26,10 +44,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from kstreamlet import serdes as _serdes
-from kstreamlet.errors import ProcessingError
+from kstreamlet.errors import ProcessingError, TopologyError
 from kstreamlet.runtime.dlq import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
@@ -81,6 +99,33 @@ class _Message:
         return None
 
 
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java clients (and librdkafka's ``murmur2``) choose for ``key``."""
+    data = key
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = length % 4
+    tail = length - rest
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
 class TestInputTopic:
     """Pipes records into one input topic of the driver."""
 
@@ -90,16 +135,19 @@ class TestInputTopic:
         self._driver, self.topic, self._ks, self._vs = driver, topic, key_serde, value_serde
 
     def pipe_input(self, value: Any, key: Any = None, timestamp: int | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Send one record; ``timestamp`` (ms) defaults to the driver's wall-clock time."""
+                   headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+        """Send one record; ``timestamp`` (ms) defaults to the driver's wall-clock time;
+        ``partition`` defaults to murmur2 of the key bytes (no key: partition 0)."""
         ts = self._driver.wall_clock_ms if timestamp is None else timestamp
-        self._driver._deliver(self.topic, self._ks.serialize(key), self._vs.serialize(value), ts, headers)
+        kb = self._ks.serialize(key) if key is not None else None
+        self._driver._pipe(self.topic, kb, self._vs.serialize(value), ts, headers, partition)
 
-    def pipe_values(self, values: list[Any], timestamp: int | None = None, advance_ms: int = 0) -> None:
+    def pipe_values(self, values: list[Any], timestamp: int | None = None, advance_ms: int = 0,
+                    partition: int | None = None) -> None:
         """Send values in order, ``advance_ms`` apart."""
         ts = self._driver.wall_clock_ms if timestamp is None else timestamp
         for v in values:
-            self.pipe_input(v, timestamp=ts)
+            self.pipe_input(v, timestamp=ts, partition=partition)
             ts += advance_ms
 
 
@@ -148,25 +196,75 @@ class TestOutputTopic:
 class TopologyTestDriver:
     """Broker-free driver for an :class:`~kstreamlet.App`'s topology (see module docs)."""
 
-    def __init__(self, app: Any, wall_clock_ms: int | None = None) -> None:
+    def __init__(self, app: Any, wall_clock_ms: int | None = None, partitions: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.topology = app.topology()
         self.wall_clock_ms = int(time.time() * 1000) if wall_clock_ms is None else wall_clock_ms
         self._outputs: dict[str, deque[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]] = {}
-        self._offsets: dict[str, int] = {}
+        #: Outputs of the current checkpoint, readable once it commits.
+        self._staged: list[tuple[str, tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]] = []
+        self._offsets: dict[tuple[str, int], int] = {}
         self._pending: deque[_Message] = deque()
+        self._paused: dict[tuple[str, int], deque[_Message]] = {}
         self._delivering = False
-        self.stores: dict[str, Store] = {}
-        forwarded = self.topology.forwarded_inputs(lambda topic: 1)
-        self.tasks = {st.id: Task(st, 0, self, lambda topic: 1, store_factory=self._make_store,
-                                  clock=lambda: self.wall_clock_ms, forwarded=forwarded,
-                                  event_time=self.topology.uses_event_time)
-                      for st in self.topology.subtopologies}
-        for task in self.tasks.values():
-            task.recover()
+        self._partitions_given = dict(partitions or {})
+        self.stores: dict[tuple[str, int], Store] = {}
         s = app.settings
+        # Tasks hand failing timer calls to the collector's ``errors`` (this driver).
         self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
         self._internal = set(self.topology.internal_topics)
+        self.tasks: dict[tuple[int, int], Task] = {}
+        self._build_tasks()
+
+    def _build_tasks(self) -> None:
+        self.partition_counts = self._resolve_partitions()
+        counts = self.partition_counts
+        partitions_of = lambda topic: counts.get(topic, 1)  # noqa: E731
+        forwarded = self.topology.forwarded_inputs(partitions_of)
+        self.stores.clear()
+        for st in self.topology.subtopologies:
+            for p in range(partitions_of(next(iter(st.sources)))):
+                self.tasks[(st.id, p)] = Task(
+                    st, p, self, partitions_of, store_factory=self._make_store, clock=lambda: self.wall_clock_ms,
+                    forwarded=forwarded, event_time=self.topology.uses_event_time, backlog=self._has_backlog)
+        for task in self.tasks.values():
+            task.recover()
+            task.snapshot_time()
+
+    def _resolve_partitions(self) -> dict[str, int]:
+        """Partition counts as the member's ``prepare_topics`` would make them: user topics as given
+        (default 1), internal ones the largest of their writers' inputs, co-partitioned inputs equal."""
+        counts = dict(self._partitions_given)
+        topo = self.topology
+        for st in topo.subtopologies:
+            for t, src in st.sources.items():
+                if not src.internal:
+                    counts.setdefault(t, 1)
+        unresolved = {name: it for name, it in topo.internal_topics.items() if name not in counts}
+        for _ in range(len(unresolved) + 1):
+            for name, it in list(unresolved.items()):
+                n = it.partitions
+                if n is None:
+                    writers = [st for st in topo.subtopologies if any(k.topic == name for k in st.sinks)]
+                    src_counts = [counts.get(t) for st in writers for t in st.sources]
+                    if src_counts and all(c is not None for c in src_counts):
+                        n = max(c for c in src_counts if c is not None)
+                    elif not writers:
+                        n = 1
+                if n is not None:
+                    counts[name] = n
+                    unresolved.pop(name)
+        for st in topo.subtopologies:
+            if len(st.sources) > 1:
+                internal = [t for t, src in st.sources.items() if src.internal and topo.internal_topics[t].partitions is None]
+                fixed = [counts.get(t, 1) for t in st.sources if t not in internal]
+                target = max(fixed) if fixed else max(counts.get(t, 1) for t in st.sources)
+                for t in internal:
+                    counts[t] = target
+                ns = {t: counts.get(t, 1) for t in st.sources}
+                if len(set(ns.values())) > 1:
+                    raise TopologyError(f"inputs of sub-topology {st.id} are not co-partitioned: partition counts {ns}")
+        return counts
 
     def __enter__(self) -> "TopologyTestDriver":
         return self
@@ -182,7 +280,16 @@ class TopologyTestDriver:
     # --- topics ---------------------------------------------------------------------------------
 
     def input_topic(self, topic: str, key_serde: Serde[Any] | str | None = None,
-                    value_serde: Serde[Any] | str | None = None) -> TestInputTopic:
+                    value_serde: Serde[Any] | str | None = None, partitions: int | None = None) -> TestInputTopic:
+        """``partitions``: the topic's partition count (before the first record is piped; the
+        tasks are rebuilt for it)."""
+        if partitions is not None and partitions != self.partition_counts.get(topic, 1):
+            if self._offsets:
+                raise ValueError(f"set the partition count of {topic!r} before piping records "
+                                 "(or pass partitions= to the driver)")
+            self._partitions_given[topic] = partitions
+            self.close()
+            self._build_tasks()
         return TestInputTopic(self, topic, _serdes.resolve(key_serde, _serdes.BYTES), _serdes.resolve(value_serde, _serdes.BYTES))
 
     def output_topic(self, topic: str, key_serde: Serde[Any] | str | None = None,
@@ -193,79 +300,156 @@ class TopologyTestDriver:
         """The dead-letter topic, raw bytes (headers say what failed)."""
         return self.output_topic(self.app.settings.effective_dlq_topic)
 
+    def pause(self, topic: str, partition: int = 0) -> None:
+        """Hold back records piped to ``topic[partition]``: they wait (a backlog), as on a lagging
+        or paused partition, so the input is not idle however long the wall clock advances."""
+        self._paused.setdefault((topic, partition), deque())
+
+    def resume(self, topic: str, partition: int = 0) -> None:
+        """Deliver the records held back by :meth:`pause`, in order."""
+        held = self._paused.pop((topic, partition), deque())
+        for m in held:
+            self._pending.append(m)
+        self._drain()
+
+    def _has_backlog(self, topic: str, partition: int) -> bool:
+        return bool(self._paused.get((topic, partition)))
+
     # --- time -------------------------------------------------------------------------------------
 
     def advance_wall_clock_time(self, ms: int) -> None:
-        """Move the driver's wall clock forward: processing-time timers fire, idle inputs time out,
-        state TTL counts from it, and it is the default timestamp of piped records."""
+        """Move the driver's wall clock forward: processing-time timers fire, idle inputs time out
+        (every task ticks, also those of partitions that never had a record), state TTL counts from
+        it, and it is the default timestamp of piped records."""
         self.wall_clock_ms += ms
-        for task in self.tasks.values():
-            task.tick(self.wall_clock_ms)
-        self._commit()
+        self._delivering = True
+        try:
+            for task in self.tasks.values():
+                task.tick(self.wall_clock_ms)
+        except BaseException:
+            self._delivering = False
+            self._abort()
+            raise
+        self._delivering = False
+        self._drain()
 
     # --- state ------------------------------------------------------------------------------------
 
     def _make_store(self, name: str, partition: int) -> Store:
         store = Store(name, partition, MemoryBackend(), None, None, backend_factory=MemoryBackend)
-        self.stores[name] = store
+        self.stores[(name, partition)] = store
         return store
 
-    def key_value_store(self, name: str) -> dict[bytes, bytes]:
-        """Raw committed contents of a state store (store names: ``<operator name>-<state name>``)."""
-        store = self.stores[name]
-        return dict(store.backend.iter_from(b""))
+    def key_value_store(self, name: str, partition: int | None = None) -> dict[bytes, bytes]:
+        """Raw committed contents of a state store (store names: ``<operator name>-<state name>``);
+        of one partition's task, or (default) of every partition merged."""
+        if partition is not None:
+            return dict(self.stores[(name, partition)].backend.iter_from(b""))
+        found = [s for (n, _), s in sorted(self.stores.items(), key=lambda kv: kv[0][1]) if n == name]
+        if not found:
+            raise KeyError(name)
+        out: dict[bytes, bytes] = {}
+        for store in found:
+            out.update(store.backend.iter_from(b""))
+        return out
 
-    def watermark(self, topic: str) -> int:
-        """Current watermark of the task reading ``topic``."""
-        return self.tasks[self.topology.subtopology_of(topic).id].watermarks.watermark
+    def task(self, topic: str, partition: int = 0) -> Task:
+        """The task reading ``topic[partition]``."""
+        return self.tasks[(self.topology.subtopology_of(topic).id, partition)]
+
+    def watermark(self, topic: str, partition: int = 0) -> int:
+        """Current watermark of the task reading ``topic[partition]``."""
+        return self.task(topic, partition).watermarks.watermark
 
     def _commit(self) -> None:
-        # Every piped record is its own checkpoint: state is committed as soon as it is processed.
+        # Every piped record is its own checkpoint. Watermark records the tasks forward now are
+        # queued and processed after it (in the next checkpoint), as downstream tasks would consume them.
+        self._delivering = True
+        try:
+            for task in self.tasks.values():
+                task.prepare_commit()
+            for task in self.tasks.values():
+                task.committed()
+        finally:
+            self._delivering = False
+        for topic, rec in self._staged:
+            self._outputs.setdefault(topic, deque()).append(rec)
+        self._staged.clear()
+
+    def _abort(self) -> None:
+        """As a member's abort: the checkpoint's state writes, timer changes, stream time and
+        outputs are dropped."""
+        self._pending.clear()
+        self._staged.clear()
         for task in self.tasks.values():
-            task.prepare_commit()
-            task.committed()
+            task.aborted()
 
     # --- the collector the tasks write to -------------------------------------------------------
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
         if topic in self._internal:
-            self._deliver(topic, key, value, ts, None)
+            self._deliver(topic, key, value, ts, None, partition if partition >= 0 else None)
         else:
-            self._outputs.setdefault(topic, deque()).append((key, value, ts, []))
+            self._staged.append((topic, (key, value, ts, [])))
 
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
-        self._deliver(topic, key, None, ts, headers)
+        self._deliver(topic, key, None, ts, headers, partition)
 
     def _send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: list[tuple[str, bytes]]) -> None:
-        self._outputs.setdefault(topic, deque()).append((key, value, ts, headers))
+        self._staged.append((topic, (key, value, ts, headers)))
 
-    def _deliver(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
-                 headers: list[tuple[str, bytes]] | None) -> None:
+    def _pipe(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
+              headers: list[tuple[str, bytes]] | None, partition: int | None) -> None:
         if topic in self.app._broadcasts:
             for task in self.tasks.values():
                 task.on_broadcast(topic, key, value, ts)
-            self._commit()
+            self._drain()
             return
+        self._deliver(topic, key, value, ts, headers, partition)
+
+    def _deliver(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
+                 headers: list[tuple[str, bytes]] | None, partition: int | None = None) -> None:
         try:
             self.topology.subtopology_of(topic)
         except KeyError:
             raise KeyError(f"topic {topic!r} is not an input of this topology; inputs: {self.topology.source_topics}") from None
-        off = self._offsets.get(topic, 0)
-        self._offsets[topic] = off + 1
-        self._pending.append(_Message(topic, 0, off, key, value, ts, headers))
+        n = self.partition_counts.get(topic, 1)
+        if partition is None:
+            partition = murmur2_partition(key, n) if key is not None else 0
+        if not 0 <= partition < n:
+            raise ValueError(f"topic {topic!r} has {n} partition(s); no partition {partition}")
+        off = self._offsets.get((topic, partition), 0)
+        self._offsets[(topic, partition)] = off + 1
+        m = _Message(topic, partition, off, key, value, ts, headers)
+        held = self._paused.get((topic, partition))
+        if held is not None:
+            held.append(m)  # a backlog: delivered on resume()
+            return
+        self._pending.append(m)
         if self._delivering:
             return  # a repartitioned record: processed after the current one, as a broker would
-        self._delivering = True
-        try:
-            while self._pending:
-                m = self._pending.popleft()
-                task = self.tasks[self.topology.subtopology_of(m.topic()).id]
-                try:
-                    task.on_message[m.topic()](m)
-                except ProcessingError:
-                    raise
-                except Exception as e:
-                    self.errors.handle(m, e)
-        finally:
-            self._delivering = False
-        self._commit()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Process the queued records and commit; again while the commit forwarded watermark records.
+        Anything escaping (a ProcessingError under ``fail``) aborts the checkpoint first."""
+        while True:
+            self._delivering = True
+            try:
+                while self._pending:
+                    m = self._pending.popleft()
+                    task = self.tasks[(self.topology.subtopology_of(m.topic()).id, m.partition())]
+                    try:
+                        task.on_message[m.topic()](m)
+                    except ProcessingError:
+                        raise
+                    except Exception as e:
+                        self.errors.handle(m, e)
+                self._delivering = False
+                self._commit()
+            except BaseException:
+                self._delivering = False
+                self._abort()
+                raise
+            if not self._pending:
+                return

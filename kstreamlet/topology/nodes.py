@@ -390,6 +390,8 @@ class KeyedProcessNode(SideOutputNode):
                 ctx.time_domain = domain
                 on_timer(ts, ctx)
 
-            task.register_timers(timers, fire)
+            # Guarded by name: a failing on_timer (window and join functions run in it) follows the
+            # error policy, and nothing it emitted or wrote survives it.
+            task.register_timers(timers, fire, operator=self.name, ctx=ctx)
         task.on_close(fn.close)
         return push, ctx
