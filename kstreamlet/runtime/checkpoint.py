@@ -20,10 +20,15 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from kstreamlet import metrics
+from kstreamlet.runtime.deadline import CallTimedOut, call_with_deadline
 
 log = structlog.get_logger("kstreamlet.checkpoint")
 
 TP = tuple[str, int]
+
+#: Seconds a transactional call may run past its own librdkafka timeout before it is
+#: abandoned (librdkafka normally returns ``_TIMED_OUT`` first; see runtime/deadline.py).
+CALL_SLACK = 5.0
 
 
 class Participant(Protocol):
@@ -67,6 +72,8 @@ class Checkpointer:
         self.producer = producer
         self.exactly_once = exactly_once
         self.timeout = timeout
+        #: How long a call may run past ``timeout`` before it is abandoned (shutdown lowers it).
+        self.slack = CALL_SLACK
         #: Next offset to commit per partition (offset of the last processed record + 1).
         self.pending: dict[TP, int] = {}
         #: First offset processed per partition since the last commit: where a rewind seeks.
@@ -80,6 +87,9 @@ class Checkpointer:
         self.last_commit_seconds = 0.0
         #: Optional ``(topic, partition) -> metadata`` committed with each offset (stream time).
         self.offset_metadata: Any = None
+        #: Work without consumed records wants a commit (a due tick: fired timers, an idle task's
+        #: watermark record). Under EOS the open transaction says so; at-least-once needs this.
+        self.work_pending = False
 
     def begin(self) -> None:
         if self.exactly_once and not self.in_transaction:
@@ -91,7 +101,7 @@ class Checkpointer:
 
     @property
     def dirty(self) -> bool:
-        return bool(self.pending) or self.in_transaction
+        return bool(self.pending) or self.in_transaction or self.work_pending
 
     def commit(self) -> None:
         """Commit the current checkpoint. Raises AbortCheckpoint or FatalClientError."""
@@ -110,9 +120,10 @@ class Checkpointer:
             self.begin()
             for part in self.participants:
                 part.prepare_commit()
-            self._txn_call(lambda: self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), self.timeout))
-            self._txn_call(lambda: self.producer.commit_transaction(self.timeout), retry=True)
+            group = self.consumer.consumer_group_metadata()
+            self._txn_call(lambda: self.producer.send_offsets_to_transaction(offsets, group, self.timeout),
+                           "send_offsets_to_transaction")
+            self._txn_call(lambda: self.producer.commit_transaction(self.timeout), "commit_transaction", retry=True)
             self.in_transaction = False
             self.producer.poll(0)  # serve delivery reports (changelog offsets) before participants read them
         else:
@@ -133,25 +144,36 @@ class Checkpointer:
             metrics.RECORDS_IN.labels(topic).inc(off - self.base.get((topic, _), off))
         self.pending.clear()
         self.base.clear()
+        self.work_pending = False
         self.commits += 1
         self.last_commit_seconds = time.monotonic() - t0
         metrics.CHECKPOINTS.inc()
         metrics.CHECKPOINT_SECONDS.observe(self.last_commit_seconds)
 
-    def _txn_call(self, fn: Any, retry: bool = False) -> None:
+    def _txn_call(self, fn: Any, what: str, retry: bool = False) -> None:
+        """One transactional call, bounded. A call that times out (librdkafka's ``_TIMED_OUT``
+        or no return at all) makes the producer unusable: FatalClientError, so the member
+        builds a new one. Why a timed-out EndTxn is never retried: without KIP-890 (not in
+        librdkafka) the outcome is unknown and a retry from the same producer can let a late
+        write land in the next transaction; ``init_transactions`` of a new producer instead
+        makes the coordinator finish the open transaction one way or the other, and the
+        member resumes from the committed offsets and changelogs, which agree with it
+        whichever way it went (docs/architecture.md, "Broker and coordinator outages")."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                fn()
+                call_with_deadline(fn, self.timeout + self.slack, what)
                 return
+            except CallTimedOut as e:
+                raise FatalClientError(f"{e}; abandoning the producer") from e
             except KafkaException as e:
                 kind = classify(e)
+                if kind == "fatal" or e.args[0].code() == KafkaError._TIMED_OUT:
+                    raise FatalClientError(f"{what}: {e}") from e
                 if kind == "retriable" and retry and time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
-                if kind == "fatal":
-                    raise FatalClientError(str(e)) from e
-                raise AbortCheckpoint(str(e)) from e
+                raise AbortCheckpoint(f"{what}: {e}") from e
 
     def abort(self, assigned: set[TP]) -> dict[TP, int]:
         """Abort the transaction (EOS), forget the checkpoint and return where to rewind.
@@ -162,16 +184,21 @@ class Checkpointer:
         metrics.CHECKPOINT_ABORTS.inc()
         if self.exactly_once and self.in_transaction:
             try:
-                self.producer.abort_transaction(self.timeout)
-            except KafkaException as e:
-                if classify(e) == "fatal":
-                    raise FatalClientError(str(e)) from e
-                raise
+                call_with_deadline(lambda: self.producer.abort_transaction(self.timeout),
+                                   self.timeout + self.slack, "abort_transaction")
+            except (KafkaException, CallTimedOut) as e:
+                # A transaction we cannot abort is aborted by the coordinator when a new producer
+                # with our transactional.id initializes (or when it times out): rebuild.
+                self.in_transaction = False
+                for part in self.participants:
+                    part.aborted()
+                raise FatalClientError(f"abort_transaction: {e}") from e
             self.in_transaction = False
         for part in self.participants:
             part.aborted()
         rewind = {tp: off for tp, off in self.base.items() if tp in assigned}
         self.pending.clear()
         self.base.clear()
+        self.work_pending = False
         self.delivery_failed = None
         return rewind

@@ -38,7 +38,8 @@ from kstreamlet.config import Settings
 from kstreamlet.dev.topics import create_topics, partition_count
 from kstreamlet.errors import ProcessingError, TopologyError
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
-from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, Checkpointer, FatalClientError
+from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, Checkpointer, FatalClientError, classify
+from kstreamlet.runtime.deadline import CallTimedOut, call_with_deadline
 from kstreamlet.runtime.dlq import ErrorHandler
 from kstreamlet.runtime.task import Message, Task
 from kstreamlet.sources.base import SourceRunner
@@ -147,7 +148,6 @@ class Member:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.ckpt: Checkpointer | None = None
-        self._skip_revoke_commit = False
         self.records_processed = 0
         self.started_at = time.monotonic()
         self.first_record_at: float | None = None
@@ -158,6 +158,11 @@ class Member:
         self._state_topics_checked: set[str] = set()
         #: Committed offsets seen at assignment (event-time tasks): backlog before the first fetch.
         self._assigned_committed: dict[TP, int] = {}
+        #: True while the member cannot make progress (its clients are being rebuilt after a
+        #: broker/coordinator outage or a fence): readiness drops, liveness stays healthy.
+        self._degraded = False
+        #: Bumped when clients are rebuilt: callbacks of abandoned clients become no-ops.
+        self._generation = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -248,24 +253,38 @@ class Member:
         if self.eos:
             self._init_transactions()
         self.consumer = Consumer(cc)
-        self.ckpt = Checkpointer(self.consumer, self.producer, self.eos, timeout=max(30.0, s.transaction_timeout * 3))
+        # A transactional call that takes longer than the transaction timeout cannot succeed (the
+        # broker aborts the transaction): that bound makes a hung coordinator a rebuild, not a hang.
+        self.ckpt = Checkpointer(self.consumer, self.producer, self.eos, timeout=s.transaction_timeout)
         self.ckpt.participants.append(self)
         self.ckpt.offset_metadata = self._offset_metadata
         self.restorer = Restorer({**base, "group.id": f"{s.application_id}-restore",
                                   "client.id": f"{s.application_id}-{self.instance_id}-restore"})
         self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
-        self.consumer.subscribe(self.topology.source_topics, on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        gen = self._generation
+
+        def current(cb: Callable[[Consumer, list[TopicPartition]], None]) -> Callable[[Consumer, list[TopicPartition]], None]:
+            # A consumer abandoned by _rebuild may still run callbacks (from its stuck close()):
+            # they must not touch the tasks of the clients that replaced it.
+            return lambda c, parts: cb(c, parts) if gen == self._generation else None
+
+        self.consumer.subscribe(self.topology.source_topics, on_assign=current(self._on_assign),
+                                on_revoke=current(self._on_revoke), on_lost=current(self._on_lost))
 
     def _init_transactions(self) -> None:
-        assert self.producer is not None
-        deadline = time.monotonic() + 120
+        """Fence any earlier producer of our transactional.id (and let the coordinator finish its
+        open transaction). Bounded: a call that does not return raises CallTimedOut."""
+        producer = self.producer
+        assert producer is not None
+        t = self.settings.transaction_timeout
+        deadline = time.monotonic() + max(60.0, 2 * t)
         while True:
             try:
-                self.producer.init_transactions(30)
+                call_with_deadline(lambda: producer.init_transactions(t), t + 5, "init_transactions")
                 return
             except KafkaException as e:
-                if e.args[0].retriable() and time.monotonic() < deadline:
+                if e.args[0].retriable() and time.monotonic() < deadline and not self._stop.is_set():
+                    self.heartbeat.beat()
                     continue
                 raise
 
@@ -303,11 +322,20 @@ class Member:
         """``producer.produce``, serving delivery reports while the local queue is full."""
         producer = self.producer
         assert producer is not None
+        deadline = 0.0
         while True:
             try:
                 producer.produce(topic, value, key, partition, **kw)
                 return
             except BufferError:
+                # The queue drains only while brokers take records: past the transaction timeout
+                # the checkpoint cannot commit anyway, so abort it instead of waiting forever.
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.settings.transaction_timeout
+                elif now > deadline:
+                    raise AbortCheckpoint(f"producer queue full for {self.settings.transaction_timeout:.0f}s "
+                                          "(brokers unreachable?)") from None
                 producer.poll(0.05)
 
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
@@ -507,13 +535,20 @@ class Member:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
-        if not self._skip_revoke_commit:
+        try:
+            self._commit()
+        except AbortCheckpoint as e:
+            # Nothing of this checkpoint is visible; the next owner replays from the last commit.
+            self.log.warning("commit on revoke failed", error=str(e))
             try:
-                self._commit()
-            except (AbortCheckpoint, FatalClientError) as e:
-                # Nothing of this checkpoint is visible; the next owner replays from the last commit.
-                self.log.warning("commit on revoke failed", error=str(e))
                 self._abort_and_rewind()
+            except FatalClientError:
+                self._rebuild_needed = True
+        except FatalClientError as e:
+            # The producer is beyond use: drop the checkpoint's buffers, rebuild after the callback.
+            self.log.warning("commit on revoke failed; the producer will be rebuilt", error=str(e))
+            self.aborted()
+            self._rebuild_needed = True
         self._drop_partitions(partitions)
         metrics.REBALANCES.labels("revoked").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
@@ -683,6 +718,7 @@ class Member:
             if task.time_due(now):
                 if self.eos and not ckpt.in_transaction:
                     ckpt.begin()
+                ckpt.work_pending = True  # commit even without records (timer outputs, idle markers)
                 task.tick(now)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -718,17 +754,35 @@ class Member:
                 if now >= next_commit:
                     self._commit()
                     next_commit = now + interval
-            except AbortCheckpoint as e:
-                self.log.warning("checkpoint aborted; replaying from last commit", error=str(e))
-                self._abort_and_rewind()
-            except FatalClientError as e:
-                self.log.error("producer fenced or fatal; rebuilding clients and rejoining", error=str(e))
-                self._rebuild()
-                next_commit = time.monotonic() + interval
-            except ProcessingError:
-                self.log.error("record failed with error_policy=fail; stopping")
-                self._abort_and_rewind()
+            except ProcessingError as e:
+                self.log.error("processing failed with error_policy=fail; stopping", error=str(e))
+                try:
+                    self._abort_and_rewind()
+                except FatalClientError as fe:
+                    self.log.warning("abort failed while stopping; nothing was committed", error=str(fe))
                 raise
+            except (AbortCheckpoint, FatalClientError, KafkaException) as e:
+                self._recover(e)
+                next_commit = time.monotonic() + interval
+
+    def _recover(self, e: Exception) -> None:
+        """Abortable → abort and replay from the last commit; fenced/fatal/unabortable → rebuild.
+        Every client error ends here, so no outage or fence ends the member."""
+        if isinstance(e, KafkaException):
+            kind = classify(e)
+            code = e.args[0].code()
+            if kind == "fatal" or code in (KafkaError._STATE, KafkaError._FENCED):
+                e = FatalClientError(str(e))
+            else:
+                e = AbortCheckpoint(str(e))
+        if isinstance(e, AbortCheckpoint):
+            self.log.warning("checkpoint aborted; replaying from last commit", error=str(e))
+            try:
+                self._abort_and_rewind()
+                return
+            except FatalClientError as fe:
+                e = fe
+        self._rebuild(str(e))
 
     def _process(self, msgs: list[Any]) -> None:
         ckpt = self.ckpt
@@ -823,15 +877,24 @@ class Member:
                 # Not fetching yet (just assigned): its position is the committed offset anyway.
                 self.log.warning("seek failed", topic=topic, partition=part, offset=off, error=str(e))
 
-    def _rebuild(self) -> None:
-        """Fenced/fatal: drop every task and buffered record, make new clients, rejoin."""
-        self._skip_revoke_commit = True
+    def _rebuild(self, reason: str = "") -> None:
+        """Fenced/fatal/hung: drop every task and buffered record, make new clients, rejoin.
+
+        Old clients are closed within a bound and otherwise abandoned (runtime/deadline.py);
+        their callbacks no longer reach this member. New clients are retried with backoff for
+        as long as the cluster is unreachable: the member never exits for an outage. Its
+        readiness is down meanwhile; liveness stays up (the loop keeps beating)."""
+        self.log.error("producer fenced or fatal; rebuilding clients and rejoining", error=reason)
+        self._degraded = True
+        self._generation += 1
         self._rebuild_needed = False
-        try:
-            if self.consumer is not None:
-                self.consumer.close()
-        except Exception as e:  # the old clients are beyond use; close is best effort
-            self.log.warning("closing consumer after fatal error failed", error=str(e))
+        consumer, restorer = self.consumer, self.restorer
+        self.consumer = None
+        self.restorer = None
+        self.producer = None
+        self.ckpt = None
+        if consumer is not None:
+            self._close_bounded(consumer.close, "consumer.close")
         for task in self.tasks.values():
             task.close()
         self.tasks.clear()
@@ -839,34 +902,70 @@ class Member:
         self.assigned.clear()
         self.multi_input_tasks.clear()
         self.timed_tasks.clear()
-        if self.restorer is not None:
-            self.restorer.close()
-        self._skip_revoke_commit = False
-        self._create_clients()
+        if restorer is not None:
+            self._close_bounded(restorer.close, "restorer.close")
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._create_clients()
+                self._degraded = False
+                self.log.info("clients rebuilt; rejoining the group")
+                return
+            except (KafkaException, CallTimedOut) as e:
+                self.log.warning("cluster unreachable; retrying client creation", error=str(e), retry_in=backoff)
+                self.consumer = None
+                self.producer = None
+            end = time.monotonic() + backoff
+            while time.monotonic() < end and not self._stop.is_set():
+                self.heartbeat.beat()
+                time.sleep(0.1)
+            backoff = min(backoff * 2, 10.0)
+
+    def _close_bounded(self, close: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
+        try:
+            call_with_deadline(close, timeout, what)
+        except CallTimedOut as e:
+            self.log.warning("client close abandoned", error=str(e))
+        except Exception as e:  # the old clients are beyond use; close is best effort
+            self.log.warning("closing a client failed", what=what, error=str(e))
 
     def _shutdown(self) -> None:
+        """Last commit, leave the group, close. Every step is bounded so that the whole stays
+        inside ``shutdown_timeout`` even while the brokers are down (the signal handler's timer
+        is the last resort)."""
         t0 = time.monotonic()
+        end = t0 + max(1.0, self.settings.shutdown_timeout - 3)
+
+        def left(share: float = 1.0) -> float:
+            return max(0.5, (end - time.monotonic()) * share)
+
         try:
-            if self.ckpt is not None and self.ckpt.dirty:
+            ckpt = self.ckpt
+            if ckpt is not None and ckpt.dirty and not self._degraded:
+                ckpt.timeout = min(ckpt.timeout, left(0.25))
+                ckpt.slack = min(ckpt.slack, 1.0)
                 try:
                     self._commit()
                 except (AbortCheckpoint, FatalClientError) as e:
                     self.log.warning("final commit failed; aborting", error=str(e))
                     try:
-                        self.ckpt.abort(set())
-                    except Exception:
-                        pass
+                        ckpt.timeout = min(ckpt.timeout, left(0.25))
+                        ckpt.abort(set())
+                    except Exception as ae:  # the coordinator aborts it when our successor fences us
+                        self.log.warning("final abort failed", error=str(ae))
             for src in self.sources:
                 src.stop()
             if self.consumer is not None:
-                self.consumer.close()  # leaves the group; on_revoke commits nothing new, closes tasks
+                # Leaves the group; on_revoke commits nothing new and closes the tasks.
+                self._close_bounded(self.consumer.close, "consumer.close", left(0.6))
+                self._generation += 1  # a close still running may call back no more
             for task in self.tasks.values():
                 task.close()
             self.tasks.clear()
             if self.restorer is not None:
-                self.restorer.close()
+                self._close_bounded(self.restorer.close, "restorer.close", left(0.5))
             if self.producer is not None:
-                self.producer.flush(10)
+                self.producer.flush(min(10.0, left(0.8)))
         finally:
             self.log.info("member stopped", records=self.records_processed,
                           shutdown_seconds=round(time.monotonic() - t0, 3))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from kstreamlet.logging import configure_logging
+from kstreamlet.runtime import deadline
 from kstreamlet.runtime.member import Member
 
 if TYPE_CHECKING:
@@ -25,6 +26,12 @@ def run_app(app: "App", workers: int = 1) -> int:
     app.topology()  # fail fast on topology errors, before forking
     if workers <= 1:
         Member(app, app.settings.effective_instance_id).run()
+        if deadline.abandoned_calls:
+            # A client call abandoned during an outage may still hold its client: destroying
+            # that client at interpreter exit would wait for the call. Leave without it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         return 0
     return _run_workers(app, workers)
 

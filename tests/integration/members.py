@@ -171,3 +171,52 @@ def multiset_diff(expected: Iterable, seen: Iterable) -> tuple[collections.Count
     """(missing, duplicated-or-unexpected) between two multisets."""
     e, s = collections.Counter(expected), collections.Counter(seen)
     return e - s, s - e
+
+
+class OutputWatch(threading.Thread):
+    """Reads every partition of ``topic`` from the start (``read_committed``, no group, so it
+    rides out broker outages by itself) and notes when each record arrived, so a test can
+    tell the time from a fault's end to the first new output and check every value."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watch-{uuid.uuid4().hex}",
+                                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                                  "log_level": 0})
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.records: list[tuple[float, bytes | None, bytes | None]] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._done.is_set():
+                now = time.monotonic()
+                for m in self.consumer.consume(5000, 0.2):
+                    if m.error() is None:
+                        self.records.append((now, m.key(), m.value()))
+        finally:
+            self.consumer.close()
+
+    def values(self) -> list[bytes | None]:
+        return [v for _, _, v in self.records]
+
+    def first_after(self, t: float) -> float | None:
+        """Seconds from ``t`` to the first record that arrived after it (None: none did)."""
+        later = [at for at, _, _ in self.records if at > t]
+        return round(min(later) - t, 2) if later else None
+
+    def wait_quiet(self, expect: int, timeout: float, settle: float = 3.0) -> None:
+        """Until ``expect`` records arrived and nothing more for ``settle`` s (so duplicates show), or timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            n = len(self.records)
+            last = self.records[-1][0] if self.records else 0.0
+            if n >= expect and time.monotonic() - last >= settle:
+                return
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(30)

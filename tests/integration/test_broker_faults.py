@@ -1,0 +1,138 @@
+"""Broker and coordinator faults while exactly-once members keep running.
+
+Each scenario runs members as real processes against a broker (or 3-node cluster) the test
+owns, injects the fault while input flows, and counts every committed output with a
+``read_committed`` reader: nothing lost, nothing duplicated, and the members recover by
+themselves (none exits; a SIGTERM at the end still exits 0). The stateless app checks each
+record once; ``wordcount`` checks that every word's committed counts are exactly 1..N.
+Printed per scenario: records in, lost, duplicated, seconds from the fault's end to the first
+new output.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from kstreamlet.dev.topics import create_topics
+from tests.integration.members import Feeder, Members, OutputWatch, multiset_diff
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+@dataclass
+class Run:
+    """One app on a broker the test owns: topics, members, input, output watch."""
+
+    bootstrap: str
+    tmp_path: object
+    app: str = "stateless"
+    members_n: int = 3
+    partitions: int = 6
+    n: int = 60_000
+    rate: float = 3_000
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        uid = uuid.uuid4().hex[:8]
+        self.inp, self.out, self.app_id = f"in-{uid}", f"out-{uid}", f"faults-{uid}"
+        create_topics(AdminClient({"bootstrap.servers": self.bootstrap}), {self.inp: self.partitions, self.out: self.partitions})
+        env = {"IN_TOPIC": self.inp, "OUT_TOPIC": self.out, "KSTREAMLET_APPLICATION_ID": self.app_id,
+               "KSTREAMLET_BOOTSTRAP_SERVERS": self.bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2",
+               "KSTREAMLET_PROCESSING_GUARANTEE": "exactly_once", **self.extra_env}
+        spec = "tests.apps.stateless:app" if self.app == "stateless" else "services.wordcount:app"
+        self.members = Members(spec, env, self.tmp_path)  # type: ignore[arg-type]
+        if self.app == "stateless":
+            self.inputs = [str(i) for i in range(self.n)]
+        else:
+            rnd = random.Random(7)
+            vocab = [f"w{i}" for i in range(200)]
+            self.inputs = [" ".join(rnd.choice(vocab) for _ in range(3)) for _ in range(self.n)]
+        self.watch = OutputWatch(self.bootstrap, self.out, self.partitions)
+        self.names = [f"m{i + 1}" for i in range(self.members_n)]
+
+    def start(self) -> None:
+        for name in self.names:
+            self.members.start(name, {"KSTREAMLET_STATE_DIR": str(self.tmp_path) + f"/state-{name}"})  # type: ignore[operator]
+        deadline = time.monotonic() + 90
+        while not all(self.members.events(n, "partitions assigned") for n in self.names[:1]):
+            assert time.monotonic() < deadline, f"members got no partitions:\n{self.members.log_tail()}"
+            time.sleep(0.2)
+        self.watch.start()
+        self.feeder = Feeder(self.bootstrap, self.inp, self.inputs, rate=self.rate)
+        self.feeder.start()
+
+    def wait_outputs(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.watch.records) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} outputs in {timeout}s:\n{self.members.log_tail()}"
+            time.sleep(0.1)
+
+    def finish(self, fault_end: float, label: str, timeout: float = 240) -> None:
+        """Wait for all input, check exactly-once, stop the members with SIGTERM (exit 0)."""
+        self.feeder.join(timeout)
+        assert self.feeder.sent == self.n, f"the input producer delivered {self.feeder.sent} of {self.n}"
+        crashed = {n: p.poll() for n, p in self.members.procs.items() if p.poll() is not None}
+        expected = self._expected()
+        self.watch.wait_quiet(len(expected), timeout)
+        seen = self.watch.values()
+        self.watch.stop()
+        recovery = self.watch.first_after(fault_end)
+        codes = self.members.stop_all()
+        missing, extra = self._diff(expected, seen)
+        print(f"\n[{label}] records in {self.n}, outputs {len(seen)} (expected {len(expected)}), lost {missing}, "
+              f"duplicated {extra}, fault end -> first new output {recovery} s")
+        assert not crashed, f"members exited during the run (they must recover by themselves): {crashed}\n" \
+                            f"{self.members.log_tail()}"
+        assert missing == 0 and extra == 0, (f"expected every output exactly once: lost {missing}, duplicated {extra}\n"
+                                             f"{self.members.log_tail()}")
+        assert all(c == 0 for c in codes.values()), f"SIGTERM after recovery must exit 0, got {codes}\n" \
+                                                    f"{self.members.log_tail()}"
+
+    def _expected(self) -> list:
+        if self.app == "stateless":
+            return [f"{v}:out".encode() for v in self.inputs]
+        truth = collections.Counter(w for line in self.inputs for w in line.split())
+        return [(w, i) for w, c in truth.items() for i in range(1, c + 1)]
+
+    def _diff(self, expected: list, seen: list) -> tuple[int, int]:
+        if self.app == "stateless":
+            missing, extra = multiset_diff(expected, seen)
+            return sum(missing.values()), sum(extra.values())
+        got = [(k.decode(), struct.unpack(">q", v)[0]) for _, k, v in self.watch.records]
+        missing, extra = multiset_diff(expected, got)
+        return sum(missing.values()), sum(extra.values())
+
+
+def _single_broker_outage(broker, run: Run, outage: float) -> float:
+    run.start()
+    run.wait_outputs(run.n // 6)
+    assert run.feeder.is_alive(), "the input finished before the fault: the test would prove nothing"
+    broker.kill()
+    time.sleep(outage)
+    broker.restart()
+    return time.monotonic()
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("outage", [5, 30])
+def test_stateless_members_survive_a_broker_kill9_and_restart(kafka_local_broker, tmp_path, outage):
+    run = Run(kafka_local_broker.bootstrap_servers, tmp_path)
+    end = _single_broker_outage(kafka_local_broker, run, outage)
+    run.finish(end, f"stateless, broker kill -9, {outage}s outage")
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("outage", [5, 30])
+def test_wordcount_survives_a_broker_kill9_and_restart(kafka_local_broker, tmp_path, outage):
+    run = Run(kafka_local_broker.bootstrap_servers, tmp_path, app="wordcount", n=30_000, rate=1_500)
+    end = _single_broker_outage(kafka_local_broker, run, outage)
+    run.finish(end, f"wordcount, broker kill -9, {outage}s outage")
