@@ -1,11 +1,17 @@
 """Event-time timers service: value ``{"k": key, "ts": event time, "fire_at": ms}`` registers a
-timer for ``fire_at``; firing emits ``"<key>@<ts>"``. Env: ``IN_TOPIC``, ``OUT_TOPIC``."""
+timer for ``fire_at``; firing emits ``"<key>@<ts>"``. Env: ``IN_TOPIC``, ``OUT_TOPIC``;
+``FAIL_TIMER_KEY`` (a planted bug, removed by restarting without it): the timer of that key
+emits, then raises — nothing it emitted may become visible; ``OUT_OF_ORDERNESS_MS`` and
+``IDLENESS_MS`` (default: monotonous, no idleness): with both, timers fire from the
+processing-time tick once the input is idle rather than from a record."""
 
 import os
 
 from kstreamlet import App, serdes
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.functions import KeyedProcessFunction
+
+FAIL_KEY = os.environ.get("FAIL_TIMER_KEY")
 
 
 class Timers(KeyedProcessFunction):
@@ -15,12 +21,18 @@ class Timers(KeyedProcessFunction):
 
     def on_timer(self, ts, ctx):
         ctx.emit(f"{ctx.key}@{ts}")
+        if ctx.key == FAIL_KEY:
+            raise RuntimeError(f"planted bug in the timer of {ctx.key}")
 
+
+wm = WatermarkStrategy.for_bounded_out_of_orderness(int(os.environ.get("OUT_OF_ORDERNESS_MS", "0")))
+if os.environ.get("IDLENESS_MS"):
+    wm = wm.with_idleness(int(os.environ["IDLENESS_MS"]))
 
 app = App()
 (
     app.stream(os.environ["IN_TOPIC"], key_serde=serdes.STR, value_serde=serdes.JSON,
-               watermarks=WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda v: v["ts"]))
+               watermarks=wm.with_timestamp_assigner(lambda v: v["ts"]))
     .keyed()
     .process(Timers(), name="timers")
     .to(os.environ["OUT_TOPIC"], value_serde=serdes.STR)
