@@ -8,10 +8,15 @@ Example::
     orders = app.stream("orders", value_serde=serdes.JSON, watermarks=strategy)
 
 A task's watermark is the minimum over its inputs (the partitions of its co-partitioned
-source topics); an input that has been silent longer than the idleness timeout does not
-hold it back, and when every input is idle the watermark catches up with the largest
-timestamp seen minus one, ignoring the out-of-orderness bound (so the last windows of a
-quiet stream still close, on processing-time ticks, without waiting for new records). Each input's watermark is ``max timestamp seen - out_of_orderness - 1``.
+source topics); an input that has been silent longer than the idleness timeout — also one
+that never had a record — does not hold it back, and when every input is idle the watermark
+catches up with the largest timestamp seen minus one, ignoring the out-of-orderness bound (so
+the last windows of a quiet stream still close, on processing-time ticks, without waiting for
+new records). Idleness crosses repartition topics: an idle upstream task (e.g. of an empty
+input partition) tells the tasks after ``key_by`` to ignore it. An idle input that becomes
+active again never moves the watermark back (its older records are late). Without
+``with_idleness`` an input without records holds the watermark back for ever, as in Flink.
+Each input's watermark is ``max timestamp seen - out_of_orderness - 1``.
 Without a strategy a source uses monotonous timestamps (watermark = max seen - 1): a
 record older than an earlier one is late.
 """
@@ -48,7 +53,8 @@ class WatermarkStrategy:
         return replace(self, timestamp_assigner=fn)
 
     def with_idleness(self, ms: int) -> "WatermarkStrategy":
-        """An input silent for ``ms`` of processing time stops holding the watermark back."""
+        """An input silent for ``ms`` of processing time (or without any record for ``ms`` after its
+        task started) stops holding the watermark back, also downstream of repartition topics."""
         if ms <= 0:
             raise ValueError("idleness must be > 0 ms")
         return replace(self, idleness_ms=ms)

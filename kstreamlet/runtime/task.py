@@ -346,7 +346,7 @@ class Task:
         an idle upstream task must say so even if nothing else happens)."""
         if self.watermarks.recompute(now) > self._fired_wm:
             return True
-        if self.watermark_sinks and self._forward_state() != self._sent:
+        if self.watermark_sinks and self._forward_state(recompute=False) != self._sent:
             return True
         for timers, _, _ in self._timers:
             due = timers.next_due(PROC)
@@ -397,11 +397,12 @@ class Task:
             return
         self._fired_wm = self.watermarks.watermark  # timers up to here fired before the handover
 
-    def _forward_state(self) -> tuple[int, bool]:
-        """What downstream tasks should know of this task: (watermark, idle). Recomputed here: a
-        record since the last recompute makes an idle input active (the per-record path of a
-        single input does not recompute)."""
-        self.watermarks.recompute(self.clock())
+    def _forward_state(self, recompute: bool = True) -> tuple[int, bool]:
+        """What downstream tasks should know of this task: (watermark, idle). Recomputed (unless
+        the caller just did): a record since the last recompute makes an idle input active (the
+        per-record path of a single input does not recompute)."""
+        if recompute:
+            self.watermarks.recompute(self.clock())
         return self.watermarks.watermark, self.watermarks.idle
 
     def watermark_records(self) -> list[tuple[str, int, list[tuple[str, bytes]]]]:
