@@ -9,6 +9,8 @@ or the windows never fire.
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from kstreamlet import App, serdes
 from kstreamlet.eventtime import MIN_WATERMARK, WatermarkStrategy
 from kstreamlet.testing import TopologyTestDriver
@@ -70,6 +72,9 @@ def test_all_records_on_one_partition_fire_once_the_empty_partitions_are_idle():
         got = sorted(counts.read_key_values_to_list())
         assert got == [("ann", 3), ("bob", 1), ("cid", 1)], got
         assert downstream_watermark(d) == MINUTE + 5_000 - 1, "partition 0 is active: its watermark rules"
+        gauge = {t: REGISTRY.get_sample_value("kstreamlet_task_watermark_ms", {"task": t}) for t in ("0_0", "0_1", "1_2")}
+        assert gauge == {"0_0": MINUTE + 5_000 - 1, "0_1": None, "1_2": MINUTE + 5_000 - 1}, gauge
+    assert REGISTRY.get_sample_value("kstreamlet_task_watermark_ms", {"task": "1_2"}) is None, "closed tasks leave"
 
 
 def test_without_idleness_an_empty_partition_holds_the_window_back_for_ever():
@@ -152,3 +157,25 @@ def test_partition_one_idle_then_active_with_only_later_records():
         clicks.pipe_input(click("ann", MINUTE + 1), partition=1)
         clicks.pipe_input(click("ann", MINUTE + 2), partition=0)
         assert counts.read_key_values_to_list() == [("ann", 2)]
+
+
+def test_idle_upstream_tasks_survive_a_handover_in_the_offset_metadata():
+    """Upstream tasks send a watermark record only when something changes, so a new owner of a
+    window task must learn from the committed offset metadata which upstream tasks are idle."""
+    with TopologyTestDriver(click_app(), wall_clock_ms=0, partitions={"clicks": 3}) as d:
+        clicks = d.input_topic("clicks", value_serde=serdes.JSON)
+        d.advance_wall_clock_time(IDLE_MS)
+        clicks.pipe_input(click("ann", 2 * MINUTE), partition=0)
+        md = d.task(REPARTITION, 1).stream_time_metadata(REPARTITION)
+    assert md.endswith(";0_1,0_2"), md
+    with TopologyTestDriver(click_app(), wall_clock_ms=0, partitions={"clicks": 3}) as fresh:
+        task = fresh.task(REPARTITION, 1)
+        task.restore_stream_time(REPARTITION, md)
+        inp = task.watermarks.inputs[REPARTITION]
+        assert inp.idle_upstream == {"0_1", "0_2"} and inp.upstream["0_0"] == 2 * MINUTE - 1
+        assert task.watermarks.recompute(0) == 2 * MINUTE - 1
+        # Metadata written before idleness was forwarded (three parts) still restores.
+        old = fresh.task(REPARTITION, 2)
+        old.restore_stream_time(REPARTITION, "120000;119999;0_0=119999,0_1=5,0_2=7")
+        assert old.watermarks.inputs[REPARTITION].idle_upstream == set()
+        assert old.watermarks.recompute(0) == 119_999
