@@ -371,9 +371,27 @@ class LocalMariaDB:
             self.stop()
             raise
         self._endpoint = endpoint
+        self._mariadbd = mariadbd
         self.startup_seconds = time.monotonic() - t0
         log.debug("local MariaDB ready at %s in %.2fs (dir %s)", endpoint.url, self.startup_seconds, self.workdir)
         return self
+
+    # --- fault injection (data dir, port and credentials are kept) -------------------------------
+
+    def kill(self) -> None:
+        """``kill -9`` mariadbd (no clean InnoDB shutdown: prepared XA transactions must survive it)."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start mariadbd again on the same data dir and port after :meth:`kill` (crash recovery runs)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("mariadbd is still running; kill() it first")
+        endpoint = self.endpoint
+        self._launch(self._mariadbd, endpoint.port)
+        self._wait_ready(time.monotonic() + timeout, timeout).close()
 
     def _make_workdir(self) -> None:
         if self.workdir is None:

@@ -70,6 +70,14 @@ class Run:
         self.feeder = Feeder(self.bootstrap, self.inp, self.inputs, rate=self.rate)
         self.feeder.start()
 
+    def wait_for_progress(self, timeout: float = 90) -> None:
+        """Until outputs flow and a quarter of the input is sent: the fault then hits a running pipeline."""
+        self.wait_outputs(200, timeout)
+        deadline = time.monotonic() + timeout
+        while self.feeder.sent < self.n // 4:
+            assert time.monotonic() < deadline, f"input stalled at {self.feeder.sent}"
+            time.sleep(0.1)
+
     def wait_outputs(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while len(self.watch.records) < count:
@@ -114,7 +122,7 @@ class Run:
 
 def _single_broker_outage(broker, run: Run, outage: float) -> float:
     run.start()
-    run.wait_outputs(run.n // 6)
+    run.wait_for_progress()
     assert run.feeder.is_alive(), "the input finished before the fault: the test would prove nothing"
     broker.kill()
     time.sleep(outage)
@@ -136,3 +144,33 @@ def test_wordcount_survives_a_broker_kill9_and_restart(kafka_local_broker, tmp_p
     run = Run(kafka_local_broker.bootstrap_servers, tmp_path, app="wordcount", n=30_000, rate=1_500)
     end = _single_broker_outage(kafka_local_broker, run, outage)
     run.finish(end, f"wordcount, broker kill -9, {outage}s outage")
+
+
+def _cluster_fault(cluster, run: Run, pick: Callable[[], int | None], what: str, down: float = 10.0) -> float:
+    run.start()
+    run.wait_for_progress()
+    assert run.feeder.is_alive(), "the input finished before the fault: the test would prove nothing"
+    victim = pick()
+    assert victim is not None, f"could not find the {what}"
+    cluster.node(victim).kill()
+    print(f"\nkilled node {victim} ({what})")
+    time.sleep(down)
+    cluster.node(victim).restart()
+    return time.monotonic()
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("app", ["stateless", "wordcount"])
+def test_members_survive_losing_the_partition_leader(kafka_cluster, tmp_path, app):
+    run = Run(kafka_cluster.bootstrap_servers, tmp_path, app=app, n=30_000, rate=1_500)
+    end = _cluster_fault(kafka_cluster, run, lambda: kafka_cluster.leader(run.inp, 0), "leader of the input partition 0")
+    run.finish(end, f"{app}, 3-node cluster, partition leader kill -9")
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("app", ["stateless", "wordcount"])
+def test_members_survive_losing_the_group_and_transaction_coordinator(kafka_cluster, tmp_path, app):
+    run = Run(kafka_cluster.bootstrap_servers, tmp_path, app=app, n=30_000, rate=1_500)
+    end = _cluster_fault(kafka_cluster, run, kafka_cluster.transaction_coordinator, "transaction coordinator")
+    run.finish(end, f"{app}, 3-node cluster, transaction coordinator kill -9 (group coordinator: node "
+                    f"{kafka_cluster.group_coordinator()})")
