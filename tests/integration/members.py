@@ -43,6 +43,13 @@ class Members:
         p.send_signal(signal.SIGKILL)
         p.wait(10)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the member is frozen (a long GC pause, a stalled VM), a zombie once resumed."""
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
+
     def terminate(self, name: str, timeout: float = 60) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds to exit)."""
         p = self.procs.pop(name)
@@ -206,6 +213,14 @@ class OutputWatch(threading.Thread):
         """Seconds from ``t`` to the first record that arrived after it (None: none did)."""
         later = [at for at, _, _ in self.records if at > t]
         return round(min(later) - t, 2) if later else None
+
+    def longest_stall_after(self, t: float) -> float | None:
+        """Longest gap between outputs from ``t`` on (``t`` to the first output included): how
+        long the pipeline stood still around a fault that started at ``t``."""
+        later = sorted(at for at, _, _ in self.records if at > t)
+        if not later:
+            return None
+        return round(max(b - a for a, b in zip([t] + later, later)), 2)
 
     def wait_quiet(self, expect: int, timeout: float, settle: float = 3.0) -> None:
         """Until ``expect`` records arrived and nothing more for ``settle`` s (so duplicates show), or timeout."""

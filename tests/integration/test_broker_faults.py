@@ -17,6 +17,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable
 
 import pytest
@@ -85,6 +86,7 @@ class Run:
             time.sleep(0.1)
 
     def finish(self, fault_end: float, label: str, timeout: float = 240) -> None:
+        self.fault_started = getattr(self, "fault_started", fault_end)
         """Wait for all input, check exactly-once, stop the members with SIGTERM (exit 0)."""
         self.feeder.join(timeout)
         assert self.feeder.sent == self.n, f"the input producer delivered {self.feeder.sent} of {self.n}"
@@ -94,10 +96,12 @@ class Run:
         seen = self.watch.values()
         self.watch.stop()
         recovery = self.watch.first_after(fault_end)
+        stall = self.watch.longest_stall_after(self.fault_started)
         codes = self.members.stop_all()
         missing, extra = self._diff(expected, seen)
         print(f"\n[{label}] records in {self.n}, outputs {len(seen)} (expected {len(expected)}), lost {missing}, "
-              f"duplicated {extra}, fault end -> first new output {recovery} s")
+              f"duplicated {extra}, fault end -> first new output {recovery} s, longest output stall from the fault's "
+              f"start {stall} s")
         assert not crashed, f"members exited during the run (they must recover by themselves): {crashed}\n" \
                             f"{self.members.log_tail()}"
         assert missing == 0 and extra == 0, (f"expected every output exactly once: lost {missing}, duplicated {extra}\n"
@@ -124,6 +128,7 @@ def _single_broker_outage(broker, run: Run, outage: float) -> float:
     run.start()
     run.wait_for_progress()
     assert run.feeder.is_alive(), "the input finished before the fault: the test would prove nothing"
+    run.fault_started = time.monotonic()
     broker.kill()
     time.sleep(outage)
     broker.restart()
@@ -152,6 +157,7 @@ def _cluster_fault(cluster, run: Run, pick: Callable[[], int | None], what: str,
     assert run.feeder.is_alive(), "the input finished before the fault: the test would prove nothing"
     victim = pick()
     assert victim is not None, f"could not find the {what}"
+    run.fault_started = time.monotonic()
     cluster.node(victim).kill()
     print(f"\nkilled node {victim} ({what})")
     time.sleep(down)
@@ -174,3 +180,50 @@ def test_members_survive_losing_the_group_and_transaction_coordinator(kafka_clus
     end = _cluster_fault(kafka_cluster, run, kafka_cluster.transaction_coordinator, "transaction coordinator")
     run.finish(end, f"{app}, 3-node cluster, transaction coordinator kill -9 (group coordinator: node "
                     f"{kafka_cluster.group_coordinator()})")
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("app", ["stateless", "wordcount"])
+def test_a_member_frozen_past_its_session_and_transaction_timeouts_is_fenced_and_rejoins(
+        kafka_local_broker, tmp_path, app):
+    """SIGSTOP of one member for 25 s (past the 10 s session and transaction timeouts): the others
+    take its partitions; after SIGCONT the zombie's checkpoint is fenced, it drops its tasks,
+    rebuilds its clients and rejoins, and none of its stale work becomes visible."""
+    run = Run(kafka_local_broker.bootstrap_servers, tmp_path, app=app, n=45_000, rate=1_000)
+    run.start()
+    run.wait_for_progress()
+    run.fault_started = time.monotonic()
+    run.members.pause("m2")
+    time.sleep(25)
+    resumed = datetime.now(timezone.utc).isoformat()
+    run.members.resume("m2")
+    end = time.monotonic()
+    deadline = end + 60
+    while not [e for e in run.members.events("m2", "partitions assigned") if e["timestamp"] > resumed]:
+        assert time.monotonic() < deadline, f"the zombie did not rejoin within 60 s\n{run.members.log_tail()}"
+        time.sleep(0.3)
+    run.finish(end, f"{app}, member SIGSTOP 25 s then SIGCONT")
+
+
+@pytest.mark.timeout(420)
+def test_sigterm_while_the_broker_is_down_exits_0_in_time_and_loses_nothing(kafka_local_broker, tmp_path):
+    """The broker is killed; 3 s later every member gets SIGTERM: each must exit 0 within
+    shutdown_timeout although nothing answers. The broker and the members come back; every
+    input is then output exactly once."""
+    run = Run(kafka_local_broker.bootstrap_servers, tmp_path, app="wordcount", n=20_000, rate=1_000,
+              extra_env={"KSTREAMLET_SHUTDOWN_TIMEOUT": "20"})
+    run.start()
+    run.wait_for_progress()
+    run.fault_started = time.monotonic()
+    kafka_local_broker.kill()
+    time.sleep(3)
+    stops = {n: run.members.terminate(n, timeout=40) for n in run.names}
+    kafka_local_broker.restart()
+    end = time.monotonic()
+    print(f"\nSIGTERM with the broker down: (exit code, seconds) per member {stops}")
+    assert all(rc == 0 for rc, _ in stops.values()), f"expected exit 0 for every member: {stops}\n" \
+                                                      f"{run.members.log_tail()}"
+    assert all(sec < 20 for _, sec in stops.values()), f"expected each to exit within shutdown_timeout: {stops}"
+    for name in run.names:
+        run.members.start(name, {"KSTREAMLET_STATE_DIR": str(tmp_path) + f"/state-{name}"})
+    run.finish(end, "wordcount, SIGTERM while the broker is down, then restart")
