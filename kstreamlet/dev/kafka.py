@@ -38,7 +38,7 @@ from typing import Iterator, Protocol
 log = logging.getLogger("kstreamlet.dev.kafka")
 
 #: The Apache Kafka release the local broker runs (``org.apache.kafka:kafka_2.13``).
-KAFKA_VERSION = os.environ.get("KSTREAMLET_KAFKA_VERSION", "4.2.1")
+KAFKA_VERSION = os.environ.get("KSTREAMLET_KAFKA_VERSION", "4.4.0")
 _LOG4J2_VERSION = "2.24.3"
 _SLF4J_VERSION = "2.0.17"
 
