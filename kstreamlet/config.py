@@ -16,7 +16,7 @@ import re
 import socket
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kstreamlet.errors import ConfigError
@@ -96,6 +96,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{bad} are managed by kstreamlet and cannot be passed through")
         return v
 
+    @model_validator(mode="after")
+    def _transaction_outlasts_a_checkpoint(self) -> "Settings":
+        # A checkpoint's transaction stays open for a whole commit interval: with a shorter
+        # timeout the broker aborts every checkpoint and the producer is fenced, over and over.
+        if self.processing_guarantee == "exactly_once" and self.transaction_timeout <= self.commit_interval:
+            raise ValueError(
+                f"transaction_timeout (env KSTREAMLET_TRANSACTION_TIMEOUT) = {self.transaction_timeout:g}s must be "
+                f"greater than commit_interval (env KSTREAMLET_COMMIT_INTERVAL) = {self.commit_interval:g}s: each "
+                "checkpoint's transaction is open for a commit interval; use several commit intervals")
+        return self
+
     @property
     def effective_instance_id(self) -> str:
         return self.instance_id or f"{_default_instance_id()}-{os.getpid()}"
@@ -113,7 +124,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            if not err["loc"]:  # a rule across fields: its message names them and their env variables
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = ".".join(str(p) for p in err["loc"])
             env = f"KSTREAMLET_{field.upper()}"
             problems.append(f"{field} (env {env}): {err['msg']}")
         raise ConfigError("invalid kstreamlet configuration: " + "; ".join(problems)) from None

@@ -23,3 +23,12 @@ class ProcessingError(KStreamletError):
         loc = f"{topic}[{partition}]@{offset}" if topic is not None else where
         super().__init__(f"{message} (at {loc})" if loc else message)
         self.topic, self.partition, self.offset = topic, partition, offset
+
+
+class RecordProductionError(KStreamletError):
+    """The broker would reject one output record (too large, invalid timestamp, no such
+    partition): a problem of that record, handled by the error policy like a failing record."""
+
+    def __init__(self, topic: str, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.topic, self.code, self.detail = topic, code, message

@@ -35,3 +35,41 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=lvl, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+# --- librdkafka's own log lines ---------------------------------------------------------------------
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
+           logging.CRITICAL: "critical"}
+
+
+class _StructlogHandler(logging.Handler):
+    """Renders librdkafka's log lines (``logger.log(level, "%s [%s] %s", facility, client, text)``
+    from confluent-kafka) as structlog events ``librdkafka`` with the member's context."""
+
+    def __init__(self, **context: object) -> None:
+        super().__init__(logging.DEBUG)
+        self._context = context
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            args = record.args
+            if isinstance(args, tuple) and len(args) == 3:
+                facility, client, text = args
+            else:
+                facility, client, text = None, None, record.getMessage()
+            level = _LEVELS.get(record.levelno) or ("critical" if record.levelno > logging.ERROR else "debug")
+            logger = structlog.get_logger("kstreamlet.librdkafka")
+            getattr(logger, level)("librdkafka", facility=facility, client=client, message=str(text), **self._context)
+        except Exception:  # a log line must never break the client thread that serves it
+            self.handleError(record)
+
+
+def librdkafka_logger(**context: object) -> logging.Logger:
+    """A ``logging.Logger`` for confluent-kafka's ``logger`` setting: librdkafka's lines become
+    JSON events through structlog (with ``context``, e.g. app and instance) instead of raw
+    ``%3|...`` lines on stderr. Clients serve them on ``poll``/``consume``."""
+    logger = logging.Logger(f"kstreamlet.librdkafka.{id(context)}", logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(_StructlogHandler(**context))
+    return logger

@@ -22,3 +22,6 @@ LATE_RECORDS = Counter("kstreamlet_late_records_total", "Records dropped or side
                        ["operator"])
 TASK_WATERMARK = Gauge("kstreamlet_task_watermark_ms",
                        "Event-time watermark of a task (epoch ms), set at each checkpoint once it has one", ["task"])
+PRODUCTION_ERRORS = Counter("kstreamlet_production_errors_total",
+                            "Output records the broker would reject (too large, invalid timestamp...), handled by error_policy",
+                            ["topic", "error", "policy"])

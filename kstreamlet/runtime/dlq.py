@@ -2,14 +2,20 @@
 
 Headers on a dead-letter record (values are UTF-8)::
 
-    kstreamlet.error.stage      deserialize | process
+    kstreamlet.error.stage      deserialize | process | produce
     kstreamlet.error.type       exception class name
     kstreamlet.error.message    str(exception), truncated to 1000 characters
+    kstreamlet.error.output.topic / .code   (stage produce) the topic that would reject the
+                                output record and why (MSG_SIZE_TOO_LARGE, INVALID_TIMESTAMP, ...)
     kstreamlet.source.topic / .partition / .offset / .timestamp
     kstreamlet.application.id
+    kstreamlet.dlq.truncated    only when the record itself was too large for the dead-letter
+                                topic: what was cut (key/value are then prefixes of the original)
 
 Key and value are the input record's original bytes, so nothing is lost and the record
-can be replayed after a fix. Under exactly-once the dead-letter write is part of the
+can be replayed after a fix. Stage ``produce``: an output of the record would be rejected by
+the broker (:class:`~kstreamlet.errors.RecordProductionError`, checked before producing, see
+``runtime/production.py``); the *input* record goes to the DLQ, as for a failing function. Under exactly-once the dead-letter write is part of the
 checkpoint's transaction.
 
 A failing timer call (``on_timer``, and the window and join functions that run in it) has no
@@ -34,7 +40,7 @@ from typing import Any, Callable
 import structlog
 
 from kstreamlet import metrics
-from kstreamlet.errors import ProcessingError
+from kstreamlet.errors import ProcessingError, RecordProductionError
 from kstreamlet.runtime.task import DeserializationError, Message
 
 log = structlog.get_logger("kstreamlet.errors")
@@ -55,7 +61,12 @@ class ErrorHandler:
         metrics.DLQ_RECORDS.labels(self.policy).inc()
         stage = "deserialize" if isinstance(exc, DeserializationError) else "process"
         where = dict(topic=m.topic(), partition=m.partition(), offset=m.offset())
+        extra = _production_headers(exc, self.policy)
+        if extra:
+            stage = "produce"
+            where["output_topic"] = exc.topic  # type: ignore[attr-defined]
         if self.policy == "fail":
+            where.pop("output_topic", None)
             raise ProcessingError(f"{stage} failed: {type(exc).__name__}: {exc}", **where) from exc
         if self.policy == "skip":
             log.warning("record skipped", stage=stage, error=repr(exc), **where)
@@ -70,7 +81,7 @@ class ErrorHandler:
             ("kstreamlet.source.offset", str(m.offset()).encode()),
             ("kstreamlet.source.timestamp", str(m.timestamp()[1]).encode()),
             ("kstreamlet.application.id", self.application_id.encode()),
-        ]
+        ] + extra
         self.send_raw(self.dlq_topic, m.key(), m.value(), m.timestamp()[1], headers + list(m.headers() or []))
         log.warning("record sent to dead-letter topic", dlq=self.dlq_topic, stage=stage, error=repr(err), **where)
 
@@ -83,6 +94,7 @@ class ErrorHandler:
         if self.policy == "fail":
             raise ProcessingError(f"on_timer failed: {type(exc).__name__}: {exc}", where=where) from exc
         fields = dict(operator=operator, task=task, domain=domain, timer=ts, error=repr(exc))
+        extra = _production_headers(exc, self.policy)
         if self.policy == "skip":
             log.warning("timer call skipped", **fields)
             return
@@ -96,6 +108,14 @@ class ErrorHandler:
             ("kstreamlet.timer.timestamp", str(ts).encode()),
             ("kstreamlet.task", task.encode()),
             ("kstreamlet.application.id", self.application_id.encode()),
-        ]
+        ] + extra
         self.send_raw(self.dlq_topic, key, None, int(time.time() * 1000) if now is None else now, headers)
         log.warning("timer call sent to dead-letter topic", dlq=self.dlq_topic, **fields)
+
+
+def _production_headers(exc: BaseException, policy: str) -> list[tuple[str, bytes]]:
+    """Headers naming the output topic and the broker's error, for a RecordProductionError (counted)."""
+    if not isinstance(exc, RecordProductionError):
+        return []
+    metrics.PRODUCTION_ERRORS.labels(exc.topic, exc.code, policy).inc()
+    return [("kstreamlet.error.output.topic", exc.topic.encode()), ("kstreamlet.error.code", exc.code.encode())]

@@ -36,11 +36,13 @@ from confluent_kafka.admin import AdminClient
 from kstreamlet import metrics
 from kstreamlet.config import Settings
 from kstreamlet.dev.topics import create_topics, partition_count
-from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.errors import ConfigError, ProcessingError, RecordProductionError, TopologyError
+from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.deadline import CallTimedOut, call_with_deadline
 from kstreamlet.runtime.dlq import ErrorHandler
+from kstreamlet.runtime.production import OutputLimits, per_record_error, record_size, rejected_output
 from kstreamlet.runtime.task import Message, Task
 from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.backend import Backend, MemoryBackend
@@ -55,9 +57,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("kstreamlet.member")
 
 
-def client_config(settings: Settings) -> dict[str, Any]:
-    """Settings every Kafka client of the app shares (bootstrap + security passthrough)."""
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config}
+def client_config(settings: Settings, logger: Any = None) -> dict[str, Any]:
+    """Settings every Kafka client of the app shares (bootstrap + security passthrough), and the
+    ``logging.Logger`` librdkafka's own log lines go to (see kstreamlet.logging.librdkafka_logger)."""
+    extra = {} if logger is None else {"logger": logger}
+    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config, **extra}
 
 
 def prepare_topics(app: "App", topology: Topology, admin: AdminClient) -> dict[str, int]:
@@ -158,6 +162,15 @@ class Member:
         self._state_topics_checked: set[str] = set()
         #: Committed offsets seen at assignment (event-time tasks): backlog before the first fetch.
         self._assigned_committed: dict[TP, int] = {}
+        #: librdkafka's log lines (every client of this member) become structlog events with app/instance.
+        self.rdkafka_logger = librdkafka_logger(app=self.settings.application_id, instance=instance_id)
+        #: What the broker accepts per written topic (sizes, timestamps): runtime/production.py.
+        self.limits = OutputLimits(self.settings.kafka_config)
+        #: The consumer whose group membership is established (see is_ready); a rebuilt consumer rejoins.
+        self._joined_for: Consumer | None = None
+        self._join_probe_lock = threading.Lock()
+        self._join_probe_at = 0.0
+        self._probe_admin: AdminClient | None = None
         #: True while the member cannot make progress (its clients are being rebuilt after a
         #: broker/coordinator outage or a fence): readiness drops, liveness stays healthy.
         self._degraded = False
@@ -187,12 +200,18 @@ class Member:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         # Liveness = the loop turns (beaten per iteration; the bound exceeds its longest blocking call,
-        # committed() in on_assign). Readiness = partitions assigned and state restored.
+        # committed() in on_assign). Readiness = is_ready(): joined, nothing restoring, not degraded.
         self.heartbeat = Heartbeat(max_silence=max(60.0, 3 * self.settings.transaction_timeout + 60))
-        self.http_server = None if self.settings.http_port is None else start_http_server(
-            worker_http_port(self.settings.http_port), health=self.heartbeat, ready=self.ready.is_set)
-        admin = AdminClient(client_config(self.settings))
-        self.partition_counts = prepare_topics(self.app, self.topology, admin)
+        self.http_server = self._start_http()
+        try:
+            admin = AdminClient(self._kafka_config())
+            self._check_bootstrap(admin)
+            self.partition_counts = prepare_topics(self.app, self.topology, admin)
+            self.limits.refresh(admin, self._written_topics(), self.partition_counts)
+        except BaseException:
+            if self.http_server is not None:
+                self.http_server.shutdown()
+            raise
         self._start_sources()
         self._create_clients()
         self._start_broadcasts()
@@ -205,11 +224,88 @@ class Member:
             if self.http_server is not None:
                 self.http_server.shutdown()
 
+    def _start_http(self) -> Any:
+        if self.settings.http_port is None:
+            return None
+        port = worker_http_port(self.settings.http_port)
+        try:
+            return start_http_server(port, health=self.heartbeat, ready=self.is_ready)
+        except OSError as e:
+            raise ConfigError(f"cannot serve /healthz /readyz /metrics on port {port} (setting http_port, "
+                              f"env KSTREAMLET_HTTP_PORT): {e.strerror or e}") from None
+
+    def _check_bootstrap(self, admin: AdminClient, timeout: float = 8.0) -> None:
+        """Fail at start, in one line, when no broker answers at the bootstrap address."""
+        try:
+            admin.list_topics(timeout=timeout)
+        except KafkaException as e:
+            err = e.args[0] if e.args else e
+            detail = err.str() if isinstance(err, KafkaError) else str(err)
+            raise ConfigError(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers} within {timeout:g}s (setting "
+                f"bootstrap_servers, env KSTREAMLET_BOOTSTRAP_SERVERS; SASL/SSL via kafka_config): {detail}") from None
+
+    # --- readiness ---------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        """Readiness (``/readyz``): the member has joined the group, no task is restoring, and it
+        is not degraded (``_degraded``: its clients are being rebuilt). A member without partitions
+        (more members than partitions) is ready once the group lists it: KIP-848 never calls
+        on_assign for an empty assignment, so the probe asks the group coordinator then."""
+        if self._degraded or self._stop.is_set():
+            return False
+        consumer, restorer = self.consumer, self.restorer
+        if consumer is None or restorer is None or restorer.active:
+            return False
+        return self._joined_for is consumer or self._probe_joined(consumer)
+
+    def _probe_joined(self, consumer: Consumer) -> bool:
+        """Called from probe threads: does the group coordinator list this member (by client.id:
+        instance ids are unique in a group), with no partitions, in a stable group? At most one
+        DescribeConsumerGroups per second, none once joined. It never calls the consumer: its
+        methods block while the loop thread is inside consume()."""
+        if not self._join_probe_lock.acquire(timeout=0.5):
+            return False
+        try:
+            now = time.monotonic()
+            if self._joined_for is consumer or now < self._join_probe_at:
+                return self._joined_for is consumer
+            self._join_probe_at = now + 1.0
+            if self._probe_admin is None:
+                self._probe_admin = AdminClient(self._kafka_config())
+            gid, client_id = self.settings.application_id, f"{self.settings.application_id}-{self.instance_id}"
+            desc = self._probe_admin.describe_consumer_groups([gid], request_timeout=2)[gid].result(timeout=2)
+            self._probe_admin.poll(0)  # serve its log lines
+            mine = [m for m in desc.members if m.client_id == client_id]
+            stable = getattr(desc.state, "name", str(desc.state)) == "STABLE"
+            if not mine or not stable or any(m.assignment is not None and m.assignment.topic_partitions for m in mine):
+                return False  # not (yet) a member, or partitions are coming: on_assign will tell
+            if self.consumer is consumer:
+                self._joined_for = consumer
+                self.ready.set()
+                self.log.info("joined the group without partitions; ready")
+            return self._joined_for is consumer
+        except Exception as e:  # a probe never raises: not ready (yet), ask again next time
+            self.log.debug("group membership probe failed", error=str(e))
+            return False
+        finally:
+            self._join_probe_lock.release()
+
     # --- clients ----------------------------------------------------------------------------
+
+    def _kafka_config(self) -> dict[str, Any]:
+        return client_config(self.settings, self.rdkafka_logger)
+
+    def _written_topics(self) -> list[str]:
+        """Topics this member produces to: sinks (outputs, repartition), the DLQ, changelogs seen so far."""
+        topics = {sink.topic for st in self.topology.subtopologies for sink in st.sinks}
+        if self.settings.error_policy == "dlq":
+            topics.add(self.settings.effective_dlq_topic)
+        return sorted(topics | self._state_topics_checked)
 
     def _create_clients(self) -> None:
         s = self.settings
-        base = client_config(s)
+        base = self._kafka_config()
         cc: dict[str, Any] = {
             **base,
             "group.id": s.application_id,
@@ -248,6 +344,9 @@ class Member:
         else:
             pc["delivery.report.only.error"] = True
             pc["on_delivery"] = self._on_delivery
+        batch = self.limits.batch_size()
+        if batch is not None:  # librdkafka never splits a batch a topic rejects (runtime/production.py)
+            pc["batch.size"] = batch
         self.producer = Producer(pc)
         self._bind_send()
         if self.eos:
@@ -297,6 +396,10 @@ class Member:
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None and self.ckpt is not None:
             self.ckpt.delivery_failed = err
+            if err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
+                # The checkpoint aborts; learning the size makes the replay hand this record to the
+                # error policy before producing it (runtime/production.py).
+                self.limits.learn(msg.topic(), record_size(msg.key(), msg.value(), msg.headers()))
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
         """The record collector sinks call (replaced per producer by a closure, see _bind_send)."""
@@ -307,12 +410,26 @@ class Member:
         producer = self.producer
         assert producer is not None
         produce = producer.produce
+        fast, check = self.limits.fast, self.limits.check
 
         def send(topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+            # What the broker would reject is a RecordProductionError of this record (the error
+            # policy handles its input record), caught before produce: runtime/production.py.
+            n = len(value) if value is not None else 0
+            if key is not None:
+                n += len(key)
+            if n > fast[0] or ts > fast[1] or ts < fast[3] or partition >= fast[2]:
+                check(topic, key, value, ts, partition)
             try:
-                produce(topic, value, key, partition, timestamp=ts)
-            except BufferError:
-                self._produce(topic, value, key, partition, timestamp=ts)
+                try:
+                    produce(topic, value, key, partition, timestamp=ts)
+                except BufferError:
+                    self._produce(topic, value, key, partition, timestamp=ts)
+            except KafkaException as e:
+                err = per_record_error(e)
+                if err is None:
+                    raise
+                raise RecordProductionError(topic, err.name(), f"{err.str()} (record of {n} bytes)") from e
 
         # Instance attribute shadows the method: sinks bind it once per task (tasks are rebuilt
         # with the producer after a fatal error).
@@ -343,12 +460,14 @@ class Member:
         self._produce(topic, None, key, partition, timestamp=ts, headers=headers)
 
     def _send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: list[tuple[str, bytes]]) -> None:
+        # A dead-letter record too large for its topic is cut to fit, with a header saying so.
+        key, value, headers = self.limits.fit(topic, key, value, headers)
         self._produce(topic, value, key, timestamp=ts, headers=headers)
 
     def _start_sources(self) -> None:
         for i, spec in enumerate(self.app._custom_sources):
             runner = SourceRunner(spec.name, spec.source, spec.topic, spec.key_serde, spec.value_serde,
-                                  client_config(self.settings), index=i)
+                                  self._kafka_config(), index=i)
             runner.start()
             self.sources.append(runner)
 
@@ -360,7 +479,7 @@ class Member:
         topics = list(self.app._broadcasts)
         if not topics:
             return
-        c = Consumer({**client_config(self.settings), "group.id": f"{self.settings.application_id}-broadcast",
+        c = Consumer({**self._kafka_config(), "group.id": f"{self.settings.application_id}-broadcast",
                       "enable.auto.commit": False, "isolation.level": "read_committed", "enable.partition.eof": False})
         tps, ends = [], {}
         for t in topics:
@@ -397,6 +516,7 @@ class Member:
         return self.topology.subtopology_of(topic).sources[topic]
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._joined_for = consumer  # readiness: joined (restoring is checked separately)
         if not partitions:
             consumer.incremental_assign([])
             if self.restorer is None or not self.restorer.active:
@@ -584,7 +704,7 @@ class Member:
     def _partitions_of(self, topic: str) -> int:
         n = self.partition_counts.get(topic)
         if n is None:
-            admin = AdminClient(client_config(self.settings))
+            admin = AdminClient(self._kafka_config())
             n = partition_count(admin, topic) or 1
             self.partition_counts[topic] = n
         return n
@@ -612,8 +732,10 @@ class Member:
                         raise
                     time.sleep(0.1)
 
-        return Store(name, partition, backend(), topic, self._send_changelog,
-                     end_offset=None if self.eos else self._end_offset, backend_factory=backend)
+        store = Store(name, partition, backend(), topic, self._send_changelog,
+                      end_offset=None if self.eos else self._end_offset, backend_factory=backend)
+        store.max_record_bytes = self.limits.budget(topic)  # a larger state write fails its record
+        return store
 
     @property
     def _state_subdir(self) -> str:
@@ -623,12 +745,13 @@ class Member:
     def _ensure_changelog(self, topic: str, partitions: int) -> None:
         if topic in self._state_topics_checked:
             return
-        admin = AdminClient(client_config(self.settings))
+        admin = AdminClient(self._kafka_config())
         n = partition_count(admin, topic)
         if n is None:
             create_topics(admin, {topic: partitions}, config={"cleanup.policy": "compact"}, exist_ok=True)
         elif n != partitions:
             raise TopologyError(f"changelog topic {topic} has {n} partitions but its inputs have {partitions}")
+        self.limits.refresh(admin, [topic], {topic: partitions})
         self._state_topics_checked.add(topic)
         self.partition_counts[topic] = partitions
 
@@ -640,7 +763,7 @@ class Member:
 
     def _read_all_partitions(self, topic: str, timeout: float = 60.0) -> dict[int, dict[bytes, bytes]]:
         """Latest committed value per key of every partition of a changelog (union list state)."""
-        c = Consumer({**client_config(self.settings), "group.id": f"{self.settings.application_id}-union",
+        c = Consumer({**self._kafka_config(), "group.id": f"{self.settings.application_id}-union",
                       "enable.auto.commit": False, "isolation.level": "read_committed"})
         try:
             n = self.partition_counts.get(topic) or self._partitions_of(topic)
@@ -865,7 +988,23 @@ class Member:
         try:
             self.ckpt.commit()
         except KafkaException as e:
+            self._on_rejected_output(e)
             raise AbortCheckpoint(str(e)) from e
+        except (AbortCheckpoint, FatalClientError) as e:
+            self._on_rejected_output(e)
+            raise
+
+    def _on_rejected_output(self, e: BaseException) -> None:
+        """The broker rejected an output although it passed the checks (a topic's config was
+        changed while running): read the limits again so that the replay catches the record."""
+        if not rejected_output(e):
+            return
+        self.log.warning("the broker rejected an output record; re-reading topic limits before the replay",
+                         error=str(e))
+        try:
+            self.limits.refresh(AdminClient(self._kafka_config()), self._written_topics(), self.partition_counts)
+        except Exception as re:  # the replay aborts again and we retry; never mask the original error
+            self.log.warning("re-reading topic limits failed", error=str(re))
 
     def _abort_and_rewind(self) -> None:
         assert self.ckpt is not None and self.consumer is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from typing import Any, Callable, Iterator
 
+from kstreamlet.errors import RecordProductionError
 from kstreamlet.state.backend import Backend
 
 _MISSING = object()
@@ -41,6 +42,10 @@ class Store:
         # At-least-once producers report only errors, so the offset comes from the log end instead
         # (the task is the only writer of its changelog partition).
         self._end_offset = end_offset
+        #: Largest key + value the changelog topic accepts (set by the member; None = unchecked). A
+        #: larger write raises RecordProductionError at put(), while its input record is known, so
+        #: the error policy handles that record instead of the checkpoint failing at commit.
+        self.max_record_bytes: int | None = None
 
     # --- reads and writes ------------------------------------------------------------------------
 
@@ -51,6 +56,12 @@ class Store:
         return self.backend.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
+        limit = self.max_record_bytes
+        if limit is not None and len(key) + len(value) > limit:
+            raise RecordProductionError(
+                self.changelog_topic or self.name, "MSG_SIZE_TOO_LARGE",
+                f"state write of {len(key) + len(value)} bytes to store {self.name} exceeds the {limit} bytes "
+                f"its changelog {self.changelog_topic} accepts")
         if key not in self.buffer:
             bisect.insort(self._sorted, key)
         self.buffer[key] = value
