@@ -170,7 +170,7 @@ class Member:
         self._joined_for: Consumer | None = None
         self._join_probe_lock = threading.Lock()
         self._join_probe_at = 0.0
-        self._probe_admin: AdminClient | None = None
+        self._admin_client: AdminClient | None = None
         #: True while the member cannot make progress (its clients are being rebuilt after a
         #: broker/coordinator outage or a fence): readiness drops, liveness stays healthy.
         self._degraded = False
@@ -271,11 +271,10 @@ class Member:
             if self._joined_for is consumer or now < self._join_probe_at:
                 return self._joined_for is consumer
             self._join_probe_at = now + 1.0
-            if self._probe_admin is None:
-                self._probe_admin = AdminClient(self._kafka_config())
+            admin = self._admin()
             gid, client_id = self.settings.application_id, f"{self.settings.application_id}-{self.instance_id}"
-            desc = self._probe_admin.describe_consumer_groups([gid], request_timeout=2)[gid].result(timeout=2)
-            self._probe_admin.poll(0)  # serve its log lines
+            desc = admin.describe_consumer_groups([gid], request_timeout=2)[gid].result(timeout=2)
+            admin.poll(0)  # serve its log lines
             mine = [m for m in desc.members if m.client_id == client_id]
             stable = getattr(desc.state, "name", str(desc.state)) == "STABLE"
             if not mine or not stable or any(m.assignment is not None and m.assignment.topic_partitions for m in mine):
@@ -295,6 +294,20 @@ class Member:
 
     def _kafka_config(self) -> dict[str, Any]:
         return client_config(self.settings, self.rdkafka_logger)
+
+    def _admin(self) -> AdminClient:
+        """A long-lived admin client (thread-safe) for the readiness probe and topic limit reads."""
+        if self._admin_client is None:
+            self._admin_client = AdminClient(self._kafka_config())
+        return self._admin_client
+
+    def _refresh_limits_soon(self) -> None:
+        """Ask for the written topics' limits again (after an abort or a rebuild: the broker may have
+        rejected an output because a topic's config changed); the next batch applies the answer."""
+        try:
+            self.limits.request(self._admin(), self._written_topics(), self.partition_counts, timeout=5)
+        except Exception as e:  # never in the way of recovery
+            self.log.warning("re-reading topic limits failed", error=str(e))
 
     def _written_topics(self) -> list[str]:
         """Topics this member produces to: sinks (outputs, repartition), the DLQ, changelogs seen so far."""
@@ -409,6 +422,8 @@ class Member:
     def _bind_send(self) -> None:
         producer = self.producer
         assert producer is not None
+        if self._generation:  # a rebuilt producer: the old one may have failed on a rejected output
+            self._refresh_limits_soon()
         produce = producer.produce
         fast, check = self.limits.fast, self.limits.check
 
@@ -817,6 +832,7 @@ class Member:
     def aborted(self) -> None:
         for t in self.tasks.values():
             t.aborted()
+        self._refresh_limits_soon()  # the replay must catch an output the broker rejected
 
     def _restore_step(self) -> None:
         assert self.restorer is not None and self.consumer is not None
@@ -910,6 +926,8 @@ class Member:
     def _process(self, msgs: list[Any]) -> None:
         ckpt = self.ckpt
         assert ckpt is not None
+        if self.limits.pending is not None:  # topic limits re-read after an abort: apply before the replay
+            self.limits.apply_pending(wait=1.0)
         if self.eos and not ckpt.in_transaction:
             ckpt.begin()
         routes = self.routes
@@ -996,15 +1014,11 @@ class Member:
 
     def _on_rejected_output(self, e: BaseException) -> None:
         """The broker rejected an output although it passed the checks (a topic's config was
-        changed while running): read the limits again so that the replay catches the record."""
-        if not rejected_output(e):
-            return
-        self.log.warning("the broker rejected an output record; re-reading topic limits before the replay",
-                         error=str(e))
-        try:
-            self.limits.refresh(AdminClient(self._kafka_config()), self._written_topics(), self.partition_counts)
-        except Exception as re:  # the replay aborts again and we retry; never mask the original error
-            self.log.warning("re-reading topic limits failed", error=str(re))
+        changed while running): the abort that follows re-reads the limits (``aborted``), so that
+        the replay hands the record to the error policy."""
+        if rejected_output(e):
+            self.log.warning("the broker rejected an output record; topic limits are re-read before the replay",
+                             error=str(e))
 
     def _abort_and_rewind(self) -> None:
         assert self.ckpt is not None and self.consumer is not None

@@ -28,6 +28,7 @@ per-topic :meth:`OutputLimits.check`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -110,6 +111,10 @@ class OutputLimits:
         self.producer_max = int(cfg.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
         self.user_batch_size = int(cfg["batch.size"]) if "batch.size" in cfg else None
         self.topics: dict[str, TopicLimit] = {}
+        #: Limits learned from the broker's rejections (lower than the configs said).
+        self.learned: dict[str, int] = {}
+        #: Config requests in flight (see request/apply_pending).
+        self.pending: tuple[dict[Any, Any], dict[str, int]] | None = None
         #: ``[max key+value bytes, max timestamp, min partition count, min timestamp]``: a record
         #: within these needs no per-topic check (read by the record collector's closure).
         self.fast: list[int] = [0, 0, 0, 0]
@@ -124,7 +129,9 @@ class OutputLimits:
     def max_bytes(self, topic: str) -> int:
         """The largest record (key + value + headers, uncompressed, with framing) ``topic`` takes."""
         t = self.topics.get(topic)
-        return min(self.producer_max, t.max_message_bytes) if t is not None else self.producer_max
+        n = min(self.producer_max, t.max_message_bytes) if t is not None else self.producer_max
+        learned = self.learned.get(topic)
+        return n if learned is None else min(n, learned)
 
     def budget(self, topic: str) -> int:
         """Key + value bytes a record without headers may have to be accepted by ``topic``."""
@@ -142,7 +149,7 @@ class OutputLimits:
         after = [t.after_ms for t in ts if t.create_time and t.after_ms is not None]
         any_before = any(t.create_time and t.before_ms is not None for t in ts)
         parts = [t.partitions for t in ts if t.partitions]
-        self.fast[0] = min([self.budget(name) for name in self.topics], default=self.budget(""))
+        self.fast[0] = min([self.budget(name) for name in set(self.topics) | set(self.learned)], default=self.budget(""))
         self.fast[1] = now + min(after) if after else _NEVER
         self.fast[2] = min(parts) if parts else 0
         # Records older than a topic's before-bound: the bound moves with the clock, so every record
@@ -151,26 +158,41 @@ class OutputLimits:
 
     def refresh(self, admin: AdminClient, topics: Iterable[str], partition_counts: dict[str, int] | None = None,
                 timeout: float = 10.0) -> None:
-        """Read ``max.message.bytes`` and the timestamp settings of ``topics`` from the broker.
+        """Read ``max.message.bytes`` and the timestamp settings of ``topics`` from the broker (blocking).
 
         A topic whose config cannot be read (ACLs without DescribeConfigs) keeps what is known
         (the producer's own limit otherwise); that is logged, never fatal."""
+        self.request(admin, topics, partition_counts, timeout)
+        self.apply_pending(wait=timeout + 1)
+
+    def request(self, admin: AdminClient, topics: Iterable[str], partition_counts: dict[str, int] | None = None,
+                timeout: float = 10.0) -> None:
+        """Ask for the topics' configs without waiting; :meth:`apply_pending` applies the answers."""
         names = sorted(set(topics))
         if not names:
             return
-        counts = partition_counts or {}
         try:
             futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in names],
                                              request_timeout=timeout)
         except KafkaException as e:
-            log.warning("cannot read topic configs; output size checks use the producer's limit", error=str(e))
+            log.warning("cannot read topic configs; output size checks use what is known", error=str(e))
             return
+        self.pending = (futures, dict(partition_counts or {}))
+
+    def apply_pending(self, wait: float = 0.0) -> None:
+        """Apply the answers of the last :meth:`request` once all arrived (waiting up to ``wait`` s)."""
+        if self.pending is None:
+            return
+        futures, counts = self.pending
+        concurrent.futures.wait(list(futures.values()), timeout=wait)
+        if not all(f.done() for f in futures.values()):
+            return
+        self.pending = None
         for res, fut in futures.items():
             try:
-                cfg = fut.result(timeout)
+                cfg = fut.result(0)
             except Exception as e:
-                log.warning("cannot read topic config; its size check uses the producer's limit",
-                            topic=res.name, error=str(e))
+                log.warning("cannot read topic config; its size check uses what is known", topic=res.name, error=str(e))
                 continue
 
             def value(key: str) -> str | None:
@@ -179,26 +201,27 @@ class OutputLimits:
 
             diff = _ms(value("message.timestamp.difference.max.ms"))
             before, after = _ms(value("message.timestamp.before.max.ms")), _ms(value("message.timestamp.after.max.ms"))
+            old = self.topics.get(res.name)
             self.topics[res.name] = TopicLimit(
                 max_message_bytes=int(value("max.message.bytes") or _NO_LIMIT),
                 create_time=(value("message.timestamp.type") or "CreateTime") != "LogAppendTime",
                 before_ms=before if before is not None or "message.timestamp.before.max.ms" in cfg else diff,
                 after_ms=after if after is not None or "message.timestamp.after.max.ms" in cfg else diff,
-                partitions=counts.get(res.name),
+                partitions=counts.get(res.name) or (old.partitions if old is not None else None),
             )
         self._recompute()
 
     def learn(self, topic: str, record_bytes: int) -> bool:
         """The broker rejected a ``record_bytes`` record of ``topic`` as too large although it was
-        within the known limit: lower the limit below it (so the replay catches it). Only a
-        record near the limit teaches anything; a small one was rejected with its batch."""
-        t = self.topics.get(topic)
+        within the known limit: keep a limit below it (so the replay catches it), whatever the
+        topic's config says later. Only a record near the limit teaches anything; a small one
+        was rejected with its batch."""
         limit = self.max_bytes(topic)
         if record_bytes + OVERHEAD <= limit and 2 * (record_bytes + OVERHEAD) > limit:
-            if t is None:
-                t = self.topics[topic] = TopicLimit(max_message_bytes=limit)
-            t.max_message_bytes = record_bytes + OVERHEAD - 1
+            self.learned[topic] = record_bytes + OVERHEAD - 1
             self._recompute()
+            log.warning("the broker rejected a record within the known limit; records of its size now count as "
+                        "too large", topic=topic, record_bytes=record_bytes, limit=self.learned[topic])
             return True
         return False
 
@@ -211,9 +234,12 @@ class OutputLimits:
         limit = self.max_bytes(topic)
         if size + OVERHEAD > limit:
             t = self.topics.get(topic)
-            which = (f"max.message.bytes={t.max_message_bytes} of topic {topic}" if t is not None and
-                     t.max_message_bytes < self.producer_max
-                     else f"the producer's message.max.bytes={self.producer_max} (topic {topic})")
+            if topic in self.learned and self.learned[topic] == limit:
+                which = f"the {limit} bytes topic {topic} was seen to accept (a larger record was rejected)"
+            elif t is not None and t.max_message_bytes < self.producer_max:
+                which = f"max.message.bytes={t.max_message_bytes} of topic {topic}"
+            else:
+                which = f"the producer's message.max.bytes={self.producer_max} (topic {topic})"
             raise RecordProductionError(
                 topic, "MSG_SIZE_TOO_LARGE",
                 f"record of {size} bytes (key+value+headers, plus up to {OVERHEAD} bytes framing) exceeds {which}")
@@ -255,9 +281,11 @@ class OutputLimits:
             headers = [h for h in headers if h[0].startswith("kstreamlet.error.") or h is note]
             headers = [(k, v[:200]) for k, v in headers]
             room = max(0, limit - record_size(None, None, headers))
-        k = key[:room] if key is not None else None
-        room -= len(k or b"")
-        v = value[:max(0, room)] if value is not None else None
+        # The key keeps what it needs if the value still gets half the room; otherwise they share it.
+        nk, nv = len(key or b""), len(value or b"")
+        key_room = min(nk, max(room // 2, room - nv))
+        k = key[:key_room] if key is not None else None
+        v = value[:max(0, room - len(k or b""))] if value is not None else None
         return k, v, headers
 
 

@@ -1,7 +1,8 @@
 """A stateless test service whose output for inputs starting with ``big`` is 50 KB.
 
 Input ``"<n>"`` -> ``"<n>:out"``; ``"big<n>"`` -> 50 000 bytes, more than the output topic
-accepts in the test (``max.message.bytes=10000``). ``IN_TOPIC``, ``OUT_TOPIC``, ``KSTREAMLET_*``.
+accepts in the test (``max.message.bytes=10000``); ``"fail..."`` raises (its input goes to the
+DLQ). ``IN_TOPIC``, ``OUT_TOPIC``, ``KSTREAMLET_*``.
 """
 
 import os
@@ -12,6 +13,8 @@ app = App()
 
 
 def transform(v: str) -> str:
+    if v.startswith("fail"):
+        raise ValueError("failing record")
     if v.startswith("big"):
         return "x" * 50_000
     return f"{v}:out"
