@@ -425,15 +425,23 @@ class Member:
         if self._generation:  # a rebuilt producer: the old one may have failed on a rejected output
             self._refresh_limits_soon()
         produce = producer.produce
-        fast, check = self.limits.fast, self.limits.check
+        check = self.limits.check
+        max_bytes, max_ts, min_partitions, min_ts = self.limits.fast
+
+        def bounds(b: int, hi: int, parts: int, lo: int) -> None:
+            nonlocal max_bytes, max_ts, min_partitions, min_ts
+            max_bytes, max_ts, min_partitions, min_ts = b, hi, parts, lo
+
+        self.limits.on_change = bounds
 
         def send(topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
             # What the broker would reject is a RecordProductionError of this record (the error
             # policy handles its input record), caught before produce: runtime/production.py.
-            n = len(value) if value is not None else 0
-            if key is not None:
-                n += len(key)
-            if n > fast[0] or ts > fast[1] or ts < fast[3] or partition >= fast[2]:
+            try:
+                n = len(value) + len(key)  # type: ignore[arg-type]
+            except TypeError:  # a None key or value (tombstone)
+                n = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+            if n > max_bytes or ts > max_ts or ts < min_ts or partition >= min_partitions:
                 check(topic, key, value, ts, partition)
             try:
                 try:
