@@ -204,7 +204,7 @@ class Member:
         self.heartbeat = Heartbeat(max_silence=max(60.0, 3 * self.settings.transaction_timeout + 60))
         self.http_server = self._start_http()
         try:
-            admin = AdminClient(self._kafka_config())
+            admin = self._admin()
             self._check_bootstrap(admin)
             self.partition_counts = prepare_topics(self.app, self.topology, admin)
             self.limits.refresh(admin, self._written_topics(), self.partition_counts)
@@ -305,7 +305,9 @@ class Member:
         """Ask for the written topics' limits again (after an abort or a rebuild: the broker may have
         rejected an output because a topic's config changed); the next batch applies the answer."""
         try:
-            self.limits.request(self._admin(), self._written_topics(), self.partition_counts, timeout=5)
+            admin = self._admin()
+            admin.poll(0)  # serve its log lines
+            self.limits.request(admin, self._written_topics(), self.partition_counts, timeout=5)
         except Exception as e:  # never in the way of recovery
             self.log.warning("re-reading topic limits failed", error=str(e))
 
@@ -727,7 +729,7 @@ class Member:
     def _partitions_of(self, topic: str) -> int:
         n = self.partition_counts.get(topic)
         if n is None:
-            admin = AdminClient(self._kafka_config())
+            admin = self._admin()
             n = partition_count(admin, topic) or 1
             self.partition_counts[topic] = n
         return n
@@ -768,7 +770,7 @@ class Member:
     def _ensure_changelog(self, topic: str, partitions: int) -> None:
         if topic in self._state_topics_checked:
             return
-        admin = AdminClient(self._kafka_config())
+        admin = self._admin()
         n = partition_count(admin, topic)
         if n is None:
             create_topics(admin, {topic: partitions}, config={"cleanup.policy": "compact"}, exist_ok=True)
