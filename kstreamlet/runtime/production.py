@@ -116,6 +116,7 @@ class OutputLimits:
         self.learned: dict[str, int] = {}
         #: Config requests in flight (see request/apply_pending).
         self.pending: tuple[dict[Any, Any], dict[str, int]] | None = None
+        self._waited = False
         #: ``[max key+value bytes, max timestamp, min partition count, min timestamp]``: a record
         #: within these needs no per-topic check (read by the record collector's closure).
         self.fast: list[int] = [0, 0, 0, 0]
@@ -184,13 +185,17 @@ class OutputLimits:
             log.warning("cannot read topic configs; output size checks use what is known", error=str(e))
             return
         self.pending = (futures, dict(partition_counts or {}))
+        self._waited = False
 
     def apply_pending(self, wait: float = 0.0) -> None:
-        """Apply the answers of the last :meth:`request` once all arrived (waiting up to ``wait`` s)."""
+        """Apply the answers of the last :meth:`request` once all arrived (waiting up to ``wait`` s,
+        once per request: while the brokers do not answer, later calls do not wait again)."""
         if self.pending is None:
             return
         futures, counts = self.pending
-        concurrent.futures.wait(list(futures.values()), timeout=wait)
+        if not self._waited:
+            self._waited = True
+            concurrent.futures.wait(list(futures.values()), timeout=wait)
         if not all(f.done() for f in futures.values()):
             return
         self.pending = None
