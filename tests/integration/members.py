@@ -66,6 +66,7 @@ class Members:
         for name in list(self.procs):
             p = self.procs[name]
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a frozen member cannot handle SIGTERM
                 p.send_signal(signal.SIGTERM)
         for name, p in list(self.procs.items()):
             try:

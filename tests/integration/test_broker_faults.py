@@ -14,15 +14,19 @@ from __future__ import annotations
 import collections
 import random
 import struct
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, ClassVar
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from kstreamlet.dev.kafka import free_port
 from kstreamlet.dev.topics import create_topics
 from tests.integration.members import Feeder, Members, OutputWatch, multiset_diff
 
@@ -42,7 +46,11 @@ class Run:
     rate: float = 3_000
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    #: Every Run of the current test (stopped by the autouse fixture below).
+    started: ClassVar[list["Run"]] = []
+
     def __post_init__(self) -> None:
+        Run.started.append(self)
         uid = uuid.uuid4().hex[:8]
         self.inp, self.out, self.app_id = f"in-{uid}", f"out-{uid}", f"faults-{uid}"
         create_topics(AdminClient({"bootstrap.servers": self.bootstrap}), {self.inp: self.partitions, self.out: self.partitions})
@@ -60,9 +68,12 @@ class Run:
         self.watch = OutputWatch(self.bootstrap, self.out, self.partitions)
         self.names = [f"m{i + 1}" for i in range(self.members_n)]
 
-    def start(self) -> None:
+    def start(self, http_ports: dict[str, int] | None = None) -> None:
         for name in self.names:
-            self.members.start(name, {"KSTREAMLET_STATE_DIR": str(self.tmp_path) + f"/state-{name}"})  # type: ignore[operator]
+            env = {"KSTREAMLET_STATE_DIR": str(self.tmp_path) + f"/state-{name}"}  # type: ignore[operator]
+            if http_ports:
+                env["KSTREAMLET_HTTP_PORT"] = str(http_ports[name])
+            self.members.start(name, env)
         deadline = time.monotonic() + 90
         while not all(self.members.events(n, "partitions assigned") for n in self.names[:1]):
             assert time.monotonic() < deadline, f"members got no partitions:\n{self.members.log_tail()}"
@@ -97,6 +108,7 @@ class Run:
         self.watch.stop()
         recovery = self.watch.first_after(fault_end)
         stall = self.watch.longest_stall_after(self.fault_started)
+        self.stopping_at = time.monotonic()
         codes = self.members.stop_all()
         missing, extra = self._diff(expected, seen)
         print(f"\n[{label}] records in {self.n}, outputs {len(seen)} (expected {len(expected)}), lost {missing}, "
@@ -124,8 +136,20 @@ class Run:
         return sum(missing.values()), sum(extra.values())
 
 
-def _single_broker_outage(broker, run: Run, outage: float) -> float:
-    run.start()
+@pytest.fixture(autouse=True)
+def _stop_everything_started():
+    """Members and readers of every Run of the test are stopped even when the test fails."""
+    yield
+    for run in Run.started:
+        run.members.stop_all()
+        if run.watch.is_alive():
+            run.watch.stop()
+    Run.started.clear()
+
+
+def _single_broker_outage(broker, run: Run, outage: float, started: bool = False) -> float:
+    if not started:
+        run.start()
     run.wait_for_progress()
     assert run.feeder.is_alive(), "the input finished before the fault: the test would prove nothing"
     run.fault_started = time.monotonic()
@@ -135,12 +159,55 @@ def _single_broker_outage(broker, run: Run, outage: float) -> float:
     return time.monotonic()
 
 
+class Probes(threading.Thread):
+    """Polls ``/healthz`` and ``/readyz`` of each member every 0.5 s, as Kubernetes would."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.ports = ports
+        self.seen: list[tuple[float, str, str, int]] = []  # (time, member, path, status)
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.5):
+            for name, port in self.ports.items():
+                for path in ("/healthz", "/readyz"):
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                            status = r.status
+                    except urllib.error.HTTPError as e:
+                        status = e.code
+                    except OSError:
+                        status = -1  # not listening (yet)
+                    self.seen.append((time.monotonic(), name, path, status))
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(10)
+
+
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("outage", [5, 30])
-def test_stateless_members_survive_a_broker_kill9_and_restart(kafka_local_broker, tmp_path, outage):
-    run = Run(kafka_local_broker.bootstrap_servers, tmp_path)
-    end = _single_broker_outage(kafka_local_broker, run, outage)
-    run.finish(end, f"stateless, broker kill -9, {outage}s outage")
+@pytest.mark.parametrize("outage,protocol", [(5, "consumer"), (5, "classic"), (30, "consumer")])
+def test_stateless_members_survive_a_broker_kill9_and_restart(kafka_local_broker, tmp_path, outage, protocol):
+    run = Run(kafka_local_broker.bootstrap_servers, tmp_path, extra_env={"KSTREAMLET_GROUP_PROTOCOL": protocol})
+    ports = {name: free_port() for name in run.names}
+    probes = Probes(ports)
+    run.start(http_ports=ports)
+    probes.start()
+    end = _single_broker_outage(kafka_local_broker, run, outage, started=True)
+    run.finish(end, f"stateless ({protocol} group protocol), broker kill -9, {outage}s outage")
+    probes.stop()
+    after_start = [x for x in probes.seen if x[3] != -1 and x[0] < run.stopping_at]
+    unhealthy = [x for x in after_start if x[2] == "/healthz" and x[3] != 200]
+    assert not unhealthy, f"liveness must stay healthy while a member rides out the outage: {unhealthy[:5]}"
+    if outage >= 30:
+        # Past the transaction timeout every member has given up its producer and waits for the
+        # cluster: not ready then, ready again afterwards.
+        down = {n for t, n, p, st in after_start if p == "/readyz" and st == 503 and run.fault_started < t < end}
+        assert down == set(run.names), f"expected every member not ready during the outage; not ready: {down}"
+    for name in run.names:
+        last = [st for t, n, p, st in after_start if n == name and p == "/readyz"][-1:]
+        assert last == [200], f"{name} must be ready again after the outage; last /readyz {last}"
 
 
 @pytest.mark.timeout(420)
