@@ -174,6 +174,9 @@ class Member:
         #: True while the member cannot make progress (its clients are being rebuilt after a
         #: broker/coordinator outage or a fence): readiness drops, liveness stays healthy.
         self._degraded = False
+        #: When librdkafka last said every broker is down (0: reachable); see _probe_reachable.
+        self._unreachable_since = 0.0
+        self._reach_probe_at = 0.0
         #: Bumped when clients are rebuilt: callbacks of abandoned clients become no-ops.
         self._generation = 0
 
@@ -254,10 +257,34 @@ class Member:
         on_assign for an empty assignment, so the probe asks the group coordinator then."""
         if self._degraded or self._stop.is_set():
             return False
+        if self._unreachable_since and not self._probe_reachable():
+            return False
         consumer, restorer = self.consumer, self.restorer
         if consumer is None or restorer is None or restorer.active:
             return False
         return self._joined_for is consumer or self._probe_joined(consumer)
+
+    def _probe_reachable(self) -> bool:
+        """Called from probe threads while librdkafka reported every broker down: answer False
+        until a metadata request succeeds again (at most one per second, 1 s each), so a member
+        that has nothing in flight (and so no transactional call to time out) is not ready either
+        while the cluster is gone."""
+        since = self._unreachable_since
+        if not self._join_probe_lock.acquire(timeout=0.5):
+            return False
+        try:
+            now = time.monotonic()
+            if now < self._reach_probe_at:
+                return False
+            self._reach_probe_at = now + 1.0
+            self._admin().list_topics(timeout=1)
+            if self._unreachable_since == since:
+                self._unreachable_since = 0.0
+            return True
+        except Exception:
+            return False
+        finally:
+            self._join_probe_lock.release()
 
     def _probe_joined(self, consumer: Consumer) -> bool:
         """Called from probe threads: does the group coordinator list this member (by client.id:
@@ -403,6 +430,8 @@ class Member:
                 raise
 
     def _client_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._unreachable_since = time.monotonic()  # readiness drops until a probe reaches a broker
         if err.fatal():
             self.log.error("fatal client error", error=str(err))
         elif err.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
