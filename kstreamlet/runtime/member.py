@@ -48,7 +48,7 @@ from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.backend import Backend, MemoryBackend
 from kstreamlet.state.recovery import Restorer
 from kstreamlet.state.store import Store
-from kstreamlet.topology.builder import Topology
+from kstreamlet.topology.builder import Topology, plan_internal_partitions
 from kstreamlet.topology.nodes import SourceNode
 
 if TYPE_CHECKING:
@@ -84,33 +84,8 @@ def prepare_topics(app: "App", topology: Topology, admin: AdminClient) -> dict[s
         raise TopologyError(
             f"topics {sorted(set(missing))} do not exist; create them first (kstreamlet never auto-creates user topics)"
         )
-    # Internal topics: partition count given (or existing), else the max over the writing
-    # sub-topology's sources; then inputs of one sub-topology (joins) are made equal.
-    desired: dict[str, int] = {}
-    unresolved = dict(topology.internal_topics)
-    for _ in range(len(unresolved) + 1):
-        for name, it in list(unresolved.items()):
-            n = it.partitions or count(name)
-            if n is None:
-                writers = [st for st in topology.subtopologies if any(k.topic == name for k in st.sinks)]
-                src_counts = [count(t) or desired.get(t) for st in writers for t in st.sources]
-                if src_counts and all(c is not None for c in src_counts):
-                    n = max(c for c in src_counts if c is not None)
-                elif not writers:
-                    n = 1
-            if n is not None:
-                desired[name] = n
-                unresolved.pop(name)
-    if unresolved:
-        raise TopologyError(f"cannot determine partition counts of internal topics {sorted(unresolved)}")
-    for st in topology.subtopologies:
-        if len(st.sources) < 2:
-            continue
-        fixed = [count(t) for t in st.sources if count(t) is not None]
-        target = max(fixed) if fixed else max(desired.get(t, 1) for t in st.sources)
-        for t in st.sources:
-            if count(t) is None and t in desired:
-                desired[t] = target
+    # Internal topics: declared, else as wide as the inputs of their writers; joins' inputs equal.
+    desired = plan_internal_partitions(topology, count)
     for name, n in desired.items():
         if count(name) is None:
             create_topics(admin, {name: n}, config=topology.internal_topics[name].config, exist_ok=True)

@@ -53,6 +53,7 @@ from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
 from kstreamlet.state.backend import MemoryBackend
 from kstreamlet.state.store import Store
+from kstreamlet.topology.builder import plan_internal_partitions
 
 
 @dataclass
@@ -240,27 +241,9 @@ class TopologyTestDriver:
             for t, src in st.sources.items():
                 if not src.internal:
                     counts.setdefault(t, 1)
-        unresolved = {name: it for name, it in topo.internal_topics.items() if name not in counts}
-        for _ in range(len(unresolved) + 1):
-            for name, it in list(unresolved.items()):
-                n = it.partitions
-                if n is None:
-                    writers = [st for st in topo.subtopologies if any(k.topic == name for k in st.sinks)]
-                    src_counts = [counts.get(t) for st in writers for t in st.sources]
-                    if src_counts and all(c is not None for c in src_counts):
-                        n = max(c for c in src_counts if c is not None)
-                    elif not writers:
-                        n = 1
-                if n is not None:
-                    counts[name] = n
-                    unresolved.pop(name)
+        counts.update(plan_internal_partitions(topo, lambda t: counts.get(t)))
         for st in topo.subtopologies:
             if len(st.sources) > 1:
-                internal = [t for t, src in st.sources.items() if src.internal and topo.internal_topics[t].partitions is None]
-                fixed = [counts.get(t, 1) for t in st.sources if t not in internal]
-                target = max(fixed) if fixed else max(counts.get(t, 1) for t in st.sources)
-                for t in internal:
-                    counts[t] = target
                 ns = {t: counts.get(t, 1) for t in st.sources}
                 if len(set(ns.values())) > 1:
                     raise TopologyError(f"inputs of sub-topology {st.id} are not co-partitioned: partition counts {ns}")

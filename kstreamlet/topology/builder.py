@@ -122,3 +122,45 @@ def build_topology(sources: list[SourceNode], internal_topics: dict[str, Interna
     if dup:
         raise TopologyError(f"topics {sorted(dup)} are read by several unconnected streams; read each topic once")
     return Topology(subs, internal_topics)
+
+
+def plan_internal_partitions(topology: Topology, existing: Callable[[str], int | None]) -> dict[str, int]:
+    """Partition counts for the internal topics that do not exist yet.
+
+    ``existing(topic)`` gives the partition count of a topic that exists (user topics, internal
+    topics made by an earlier run) or None. An internal topic takes its declared count, else the
+    largest over the inputs of the sub-topologies writing it (resolved in rounds, since one
+    repartition topic may feed the writer of another); then the internal inputs of a
+    multi-input sub-topology (joins) that have no declared count are made equal to the largest
+    of its other inputs. The member (``prepare_topics``) creates what this returns; the
+    TopologyTestDriver uses the same plan, so a driver test partitions like production."""
+    desired: dict[str, int] = {}
+
+    def known(t: str) -> int | None:
+        return existing(t) or desired.get(t)
+
+    unresolved = {name: it for name, it in topology.internal_topics.items() if existing(name) is None}
+    for _ in range(len(unresolved) + 1):
+        for name, it in list(unresolved.items()):
+            n = it.partitions
+            if n is None:
+                writers = [st for st in topology.subtopologies if any(k.topic == name for k in st.sinks)]
+                src_counts = [known(t) for st in writers for t in st.sources]
+                if src_counts and all(c is not None for c in src_counts):
+                    n = max(c for c in src_counts if c is not None)
+                elif not writers:
+                    n = 1
+            if n is not None:
+                desired[name] = n
+                unresolved.pop(name)
+    if unresolved:
+        raise TopologyError(f"cannot determine partition counts of internal topics {sorted(unresolved)}")
+    for st in topology.subtopologies:
+        if len(st.sources) < 2:
+            continue
+        adjustable = [t for t in st.sources if t in desired and topology.internal_topics[t].partitions is None]
+        fixed = [c for t in st.sources if t not in adjustable and (c := known(t)) is not None]
+        target = max(fixed) if fixed else max(desired[t] for t in adjustable)
+        for t in adjustable:
+            desired[t] = target
+    return desired
