@@ -187,7 +187,8 @@ class Probes(threading.Thread):
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("outage,protocol", [(5, "consumer"), (5, "classic"), (30, "consumer")])
+@pytest.mark.parametrize("outage,protocol", [
+    (5, "consumer"), pytest.param(5, "classic", marks=pytest.mark.extended_chaos), (30, "consumer")])
 def test_stateless_members_survive_a_broker_kill9_and_restart(kafka_local_broker, tmp_path, outage, protocol):
     run = Run(kafka_local_broker.bootstrap_servers, tmp_path, extra_env={"KSTREAMLET_GROUP_PROTOCOL": protocol})
     ports = {name: free_port() for name in run.names}
@@ -211,7 +212,7 @@ def test_stateless_members_survive_a_broker_kill9_and_restart(kafka_local_broker
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("outage", [5, 30])
+@pytest.mark.parametrize("outage", [pytest.param(5, marks=pytest.mark.extended_chaos), 30])
 def test_wordcount_survives_a_broker_kill9_and_restart(kafka_local_broker, tmp_path, outage):
     run = Run(kafka_local_broker.bootstrap_servers, tmp_path, app="wordcount", n=30_000, rate=1_500)
     end = _single_broker_outage(kafka_local_broker, run, outage)
@@ -233,7 +234,7 @@ def _cluster_fault(cluster, run: Run, pick: Callable[[], int | None], what: str,
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("app", ["stateless", "wordcount"])
+@pytest.mark.parametrize("app", [pytest.param("stateless", marks=pytest.mark.extended_chaos), "wordcount"])
 def test_members_survive_losing_the_partition_leader(kafka_cluster, tmp_path, app):
     run = Run(kafka_cluster.bootstrap_servers, tmp_path, app=app, n=30_000, rate=1_500)
     end = _cluster_fault(kafka_cluster, run, lambda: kafka_cluster.leader(run.inp, 0), "leader of the input partition 0")
@@ -250,7 +251,7 @@ def test_members_survive_losing_the_group_and_transaction_coordinator(kafka_clus
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("app", ["stateless", "wordcount"])
+@pytest.mark.parametrize("app", [pytest.param("stateless", marks=pytest.mark.extended_chaos), "wordcount"])
 def test_a_member_frozen_past_its_session_and_transaction_timeouts_is_fenced_and_rejoins(
         kafka_local_broker, tmp_path, app):
     """SIGSTOP of one member for 25 s (past the 10 s session and transaction timeouts): the others
