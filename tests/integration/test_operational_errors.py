@@ -34,6 +34,13 @@ def _readyz(port: int) -> int | None:
         return None
 
 
+def _inputs_with_big_records(n: int = 200, big_at: frozenset[int] = frozenset({5, 100, 199})) -> tuple[list[str], set[int]]:
+    """``n`` input values ``"0".."n-1"``, those at ``big_at`` replaced by ``"big<i>"`` (the app
+    makes a 50 KB output of each): the inputs and the positions of the big ones."""
+    values = [f"big{i}" if i in big_at else str(i) for i in range(n)]
+    return values, set(big_at)
+
+
 @pytest.mark.parametrize("group_protocol", ["consumer", "classic"])
 def test_a_member_without_partitions_is_ready(kafka_bootstrap, kafka_topic, tmp_path, group_protocol):
     inp, out = kafka_topic(partitions=1, name="in"), kafka_topic(partitions=1, name="out")
@@ -71,10 +78,7 @@ def test_outputs_too_large_for_the_topic_go_to_the_dlq_and_processing_goes_on(ka
            "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_PROCESSING_GUARANTEE": guarantee,
            "KSTREAMLET_COMMIT_INTERVAL": "0.2"}
     members = Members("tests.apps.big_outputs:app", env, tmp_path)
-    values = [str(i) for i in range(200)]
-    big_at = {5, 100, 199}
-    for i in big_at:
-        values[i] = f"big{i}"
+    values, big_at = _inputs_with_big_records()
     try:
         members.start("m1")
         feeder = Feeder(kafka_bootstrap, inp, values, rate=50_000)
@@ -126,10 +130,7 @@ def test_a_topic_limit_lowered_while_running_is_caught_on_the_replay(kafka_boots
 
     members, inp, out, dlq_topic = _big_service(kafka_bootstrap, kafka_topic, tmp_path, guarantee,
                                                 {"max.message.bytes": "200000"})
-    values = [str(i) for i in range(200)]
-    big_at = {5, 100, 199}
-    for i in big_at:
-        values[i] = f"big{i}"
+    values, big_at = _inputs_with_big_records()
     try:
         members.start("m1")
         members.wait_event("m1", "partitions assigned", 60)
