@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from kstreamlet import serdes as _serdes
@@ -12,17 +11,8 @@ from kstreamlet.dsl.stream import Stream
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.serdes import Serde
 from kstreamlet.sources.base import Source
-from kstreamlet.topology.builder import InternalTopic, Topology, build_topology
+from kstreamlet.topology.builder import BroadcastSpec, CustomSourceSpec, InternalTopic, Topology, build_topology
 from kstreamlet.topology.nodes import SourceNode, StartPosition
-
-
-@dataclass
-class _CustomSource:
-    name: str
-    source: Any
-    topic: str
-    key_serde: Serde[Any]
-    value_serde: Serde[Any]
 
 
 class App:
@@ -47,10 +37,10 @@ class App:
         self.settings: Settings = load_settings(application_id=application_id, **settings)
         self._sources: list[SourceNode] = []
         self._internal_topics: dict[str, InternalTopic] = {}
-        self._custom_sources: list[_CustomSource] = []
+        self._custom_sources: list[CustomSourceSpec] = []
         self._topology: Topology | None = None
         self._names: set[str] = set()
-        self._broadcasts: dict[str, Any] = {}
+        self._broadcasts: dict[str, BroadcastSpec] = {}
 
     def configure(self, **settings: Any) -> "App":
         """Change settings before running (e.g. bootstrap servers in tests); re-validated."""
@@ -94,7 +84,7 @@ class App:
         vs = _serdes.resolve(value_serde, _serdes.JSON)
         topic = f"{self.settings.application_id}-source-{name}"
         self._internal_topics[topic] = InternalTopic(topic, partitions)
-        self._custom_sources.append(_CustomSource(name, source, topic, ks, vs))
+        self._custom_sources.append(CustomSourceSpec(name, source, topic, ks, vs))
         node = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions,
                           watermarks=watermarks)
         self._register_source(node)
@@ -132,7 +122,7 @@ class App:
             self._check_name(name)
             topic = f"{self.settings.application_id}-broadcast-{name}"
             self._internal_topics[topic] = InternalTopic(topic, 1, {"cleanup.policy": "compact"})
-            self._custom_sources.append(_CustomSource(name, source, topic, ks, vs))
+            self._custom_sources.append(CustomSourceSpec(name, source, topic, ks, vs))
         assert topic is not None
         b = BroadcastStream(topic, ks, vs)
         self._broadcasts[topic] = b
@@ -167,7 +157,8 @@ class App:
     def topology(self) -> Topology:
         """Build (once) and return the topology; raises TopologyError if it cannot run."""
         if self._topology is None:
-            self._topology = build_topology(self._sources, self._internal_topics)
+            self._topology = build_topology(self._sources, self._internal_topics, self._broadcasts,
+                                            self._custom_sources)
         return self._topology
 
     def run(self, workers: int = 1) -> int:

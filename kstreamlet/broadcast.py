@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
 from kstreamlet.runtime.context import ProcessorContext
 from kstreamlet.serdes import Serde
+from kstreamlet.topology.builder import BroadcastSpec
 from kstreamlet.topology.nodes import Node, Push
 
 if TYPE_CHECKING:
@@ -32,11 +33,8 @@ if TYPE_CHECKING:
     from kstreamlet.state.keyed import StateDescriptor
 
 
-class BroadcastStream:
+class BroadcastStream(BroadcastSpec):
     """A broadcast input: ``app.broadcast(topic)`` or ``app.broadcast(source=..., name=...)``."""
-
-    def __init__(self, topic: str, key_serde: Serde[Any], value_serde: Serde[Any]) -> None:
-        self.topic, self.key_serde, self.value_serde = topic, key_serde, value_serde
 
 
 class BroadcastState:

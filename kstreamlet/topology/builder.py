@@ -10,9 +10,10 @@ sub-topology on one partition number; a sub-topology with several source topics
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from kstreamlet.errors import TopologyError
+from kstreamlet.serdes import Serde
 from kstreamlet.topology.nodes import BranchNode, Node, SideOutputNode, SinkNode, SourceNode
 
 
@@ -35,6 +36,26 @@ class InternalTopic:
     config: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class BroadcastSpec:
+    """A broadcast input: every member reads all of ``topic`` (see :mod:`kstreamlet.dsl.broadcast`)."""
+
+    topic: str
+    key_serde: Serde[Any]
+    value_serde: Serde[Any]
+
+
+@dataclass
+class CustomSourceSpec:
+    """A custom source (``app.source`` / ``app.broadcast(source=...)``) feeding the internal ``topic``."""
+
+    name: str
+    source: Any
+    topic: str
+    key_serde: Serde[Any]
+    value_serde: Serde[Any]
+
+
 def _neighbours(n: Node) -> list[Node]:
     out = list(n.children) + list(n.parents)
     if isinstance(n, SideOutputNode):
@@ -52,6 +73,10 @@ class Topology:
 
     subtopologies: list[SubTopology]
     internal_topics: dict[str, InternalTopic]
+    #: Broadcast topic -> its spec (every member reads each of these topics whole).
+    broadcasts: dict[str, BroadcastSpec] = field(default_factory=dict)
+    #: Custom sources the members run (each writes its internal topic).
+    custom_sources: list[CustomSourceSpec] = field(default_factory=list)
 
     def subtopology_of(self, topic: str) -> SubTopology:
         for st in self.subtopologies:
@@ -91,7 +116,9 @@ class Topology:
         return "\n".join(lines)
 
 
-def build_topology(sources: list[SourceNode], internal_topics: dict[str, InternalTopic]) -> Topology:
+def build_topology(sources: list[SourceNode], internal_topics: dict[str, InternalTopic],
+                   broadcasts: dict[str, BroadcastSpec] | None = None,
+                   custom_sources: list[CustomSourceSpec] | None = None) -> Topology:
     if not sources:
         raise TopologyError("the app defines no streams: call app.stream(...) before running it")
     seen: dict[int, int] = {}
@@ -121,7 +148,8 @@ def build_topology(sources: list[SourceNode], internal_topics: dict[str, Interna
     dup = {t for t in all_topics if all_topics.count(t) > 1}
     if dup:
         raise TopologyError(f"topics {sorted(dup)} are read by several unconnected streams; read each topic once")
-    return Topology(subs, internal_topics)
+    return Topology(subs, internal_topics, broadcasts if broadcasts is not None else {},
+                    custom_sources if custom_sources is not None else [])
 
 
 def plan_internal_partitions(topology: Topology, existing: Callable[[str], int | None]) -> dict[str, int]:
