@@ -332,13 +332,13 @@ def admin_client(bootstrap: str) -> Any:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    from kstreamlet.dev.topics import create_topics
+    from kstreamlet.runtime.topics import create_topics
 
     create_topics(admin_client(bootstrap), {name: partitions})
 
 
 def delete_topic(bootstrap: str, name: str) -> None:
-    from kstreamlet.dev.topics import delete_topics
+    from kstreamlet.runtime.topics import delete_topics
 
     delete_topics(admin_client(bootstrap), [name])
 
@@ -351,7 +351,7 @@ def delete_run_topics(bootstrap: str, group: str, extra: list[str]) -> None:
     admin = admin_client(bootstrap)
     names = list(dict.fromkeys([t for t in admin.list_topics(timeout=10).topics if group in t] + extra))
     if names:
-        from kstreamlet.dev.topics import delete_topics
+        from kstreamlet.runtime.topics import delete_topics
 
         delete_topics(admin, names)
 

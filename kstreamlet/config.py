@@ -21,6 +21,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kstreamlet.errors import ConfigError
 
+#: Set by ``kstreamlet run --workers N`` in each forked member (runtime/runner.py): its index
+#: picks its HTTP port (observability) and its state directory ``w<index>/`` (state/factory.py).
+WORKER_INDEX_ENV = "KSTREAMLET_WORKER_INDEX"
+
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 ErrorPolicy = Literal["dlq", "skip", "fail"]
 

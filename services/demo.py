@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from kstreamlet.dev.kafka import kafka_broker
-from kstreamlet.dev.topics import create_topics
+from kstreamlet.runtime.topics import create_topics
 
 SENTENCES = [
     "to be or not to be that is the question",

@@ -12,8 +12,7 @@ import os
 import time
 from typing import Callable, Mapping
 
-#: Set by ``kstreamlet run --workers N`` in each forked member (``runtime/runner.py``).
-WORKER_INDEX_ENV = "KSTREAMLET_WORKER_INDEX"
+from kstreamlet.config import WORKER_INDEX_ENV
 
 
 class Heartbeat:

@@ -1,26 +1,33 @@
 """The checkpoint: the one place where progress becomes durable.
 
-Exactly-once (Kafka EOS v2, KIP-447): a checkpoint is one Kafka transaction. Outputs are
-produced inside it as records are processed; :meth:`Checkpointer.commit` lets every
-participant add its records (changelogs, sink committables: :class:`Participant`), sends
-the consumed offsets with ``send_offsets_to_transaction`` and commits. On an abortable
-error the transaction is aborted and the consumer rewinds to the first offset of the
-checkpoint, so the records are processed again in a new transaction.
+:meth:`Checkpointer.commit` takes the member's tasks and runs in numbered steps:
 
-At-least-once: outputs are produced by an idempotent producer; :meth:`commit` flushes
-it, and only when every output is acknowledged commits the consumed offsets.
+1. every task's ``prepare_commit()`` produces into the checkpoint what must commit with its
+   offsets (watermark records, sink committables, changelog records) and *returns* its
+   offsets ``{(topic, partition): (next offset, metadata)}`` (Kafka Streams' tasks do the same);
+2. exactly-once (Kafka EOS v2, KIP-447): ``send_offsets_to_transaction`` and
+   ``commit_transaction`` — the checkpoint is one Kafka transaction; at-least-once: flush the
+   idempotent producer and, only when every output is acknowledged, commit the offsets;
+3. every task's ``committed()`` applies its stores' buffers and tells its participants.
+
+On an abortable error the transaction is aborted (:meth:`Checkpointer.abort`): each task
+drops what it buffered and returns where its inputs rewind, so the records are processed
+again in a new transaction.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from kstreamlet import metrics
 from kstreamlet.runtime.deadline import CallTimedOut, call_with_deadline
+
+if TYPE_CHECKING:
+    from kstreamlet.runtime.collector import RecordCollector
 
 log = structlog.get_logger("kstreamlet.checkpoint")
 
@@ -31,17 +38,16 @@ TP = tuple[str, int]
 CALL_SLACK = 5.0
 
 
-class Participant(Protocol):
-    """Something whose work must commit or abort together with a checkpoint."""
+class CheckpointTask(Protocol):
+    """What the checkpoint needs of a task (runtime/task.py ``Task``)."""
 
-    def prepare_commit(self) -> None:
-        """Before the Kafka commit: produce changelog/committable records into the transaction."""
+    #: Next offset to commit, and first offset of this checkpoint, per input partition.
+    offsets: dict[TP, int]
+    first: dict[TP, int]
 
-    def committed(self) -> None:
-        """After the Kafka commit succeeded."""
-
-    def aborted(self) -> None:
-        """After an abort: drop everything buffered since the last commit."""
+    def prepare_commit(self) -> dict[TP, tuple[int, str | None]]: ...
+    def committed(self) -> None: ...
+    def aborted(self) -> dict[TP, int]: ...
 
 
 class AbortCheckpoint(Exception):
@@ -65,28 +71,19 @@ def classify(e: KafkaException) -> str:
 
 
 class Checkpointer:
-    """Tracks what the current checkpoint covers and commits or aborts it."""
+    """Commits or aborts the current checkpoint of a member's tasks."""
 
-    def __init__(self, consumer: Consumer, producer: Producer, exactly_once: bool, timeout: float = 60.0) -> None:
+    def __init__(self, consumer: Consumer, collector: "RecordCollector", exactly_once: bool,
+                 timeout: float = 60.0) -> None:
         self.consumer = consumer
-        self.producer = producer
+        self.collector = collector
+        self.producer = collector.producer
         self.exactly_once = exactly_once
         self.timeout = timeout
         #: How long a call may run past ``timeout`` before it is abandoned (shutdown lowers it).
         self.slack = CALL_SLACK
-        #: Next offset to commit per partition (offset of the last processed record + 1).
-        self.pending: dict[TP, int] = {}
-        #: First offset processed per partition since the last commit: where a rewind seeks.
-        self.base: dict[TP, int] = {}
         self.in_transaction = False
-        self.participants: list[Participant] = []
-        #: ALO: set by the producer's error-only delivery callback.
-        self.delivery_failed: KafkaError | None = None
-        self.commits = 0
-        self.aborts = 0
         self.last_commit_seconds = 0.0
-        #: Optional ``(topic, partition) -> metadata`` committed with each offset (stream time).
-        self.offset_metadata: Any = None
         #: Work without consumed records wants a commit (a due tick: fired timers, an idle task's
         #: watermark record). Under EOS the open transaction says so; at-least-once needs this.
         self.work_pending = False
@@ -99,56 +96,55 @@ class Checkpointer:
                 raise FatalClientError(str(e)) from e
             self.in_transaction = True
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self.pending) or self.in_transaction or self.work_pending
+    def dirty(self, tasks: Iterable[CheckpointTask]) -> bool:
+        return self.in_transaction or self.work_pending or any(t.offsets for t in tasks)
 
-    def commit(self) -> None:
-        """Commit the current checkpoint. Raises AbortCheckpoint or FatalClientError."""
-        if not self.dirty:
-            return
+    def commit(self, tasks: Iterable[CheckpointTask]) -> bool:
+        """Commit the current checkpoint of ``tasks``; False if there was nothing to commit.
+        Raises AbortCheckpoint or FatalClientError."""
+        tasks = list(tasks)
+        if not self.dirty(tasks):
+            return False
         t0 = time.monotonic()
-        meta = self.offset_metadata
-        if meta is None:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
-        else:
-            offsets = []
-            for (t, p), o in self.pending.items():
-                md = meta(t, p)
-                offsets.append(TopicPartition(t, p, o) if md is None else TopicPartition(t, p, o, md))
         if self.exactly_once:
             self.begin()
-            for part in self.participants:
-                part.prepare_commit()
+        # 1. Each task produces what commits with its offsets, and returns the offsets.
+        gathered: dict[TP, tuple[int, str | None]] = {}
+        firsts: dict[TP, int] = {}
+        for task in tasks:
+            gathered.update(task.prepare_commit())
+            firsts.update(task.first)
+        offsets = [TopicPartition(t, p, o) if md is None else TopicPartition(t, p, o, md)
+                   for (t, p), (o, md) in gathered.items()]
+        # 2. Offsets and outputs become durable together.
+        if self.exactly_once:
             group = self.consumer.consumer_group_metadata()
             self._txn_call(lambda: self.producer.send_offsets_to_transaction(offsets, group, self.timeout),
                            "send_offsets_to_transaction")
             self._txn_call(lambda: self.producer.commit_transaction(self.timeout), "commit_transaction", retry=True)
             self.in_transaction = False
-            self.producer.poll(0)  # serve delivery reports (changelog offsets) before participants read them
+            self.producer.poll(0)  # serve delivery reports (changelog offsets) before stores read them
         else:
-            for part in self.participants:
-                part.prepare_commit()
             remaining = self.producer.flush(self.timeout)
-            if remaining or self.delivery_failed is not None:
-                err, self.delivery_failed = self.delivery_failed, None
-                raise AbortCheckpoint(f"{remaining} outputs unacknowledged, delivery error: {err}")
+            failed = self.collector.delivery_failed
+            if remaining or failed is not None:
+                self.collector.delivery_failed = None
+                raise AbortCheckpoint(f"{remaining} outputs unacknowledged, delivery error: {failed}")
             if offsets:
                 try:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
                 except KafkaException as e:
                     raise AbortCheckpoint(f"offset commit failed: {e}") from e
-        for part in self.participants:
-            part.committed()
-        for (topic, _), off in self.pending.items():
-            metrics.RECORDS_IN.labels(topic).inc(off - self.base.get((topic, _), off))
-        self.pending.clear()
-        self.base.clear()
+        # 3. Tasks apply their state and tell their participants.
+        for task in tasks:
+            task.committed()
+        for (topic, p), (off, _) in gathered.items():
+            metrics.RECORDS_IN.labels(topic).inc(off - firsts.get((topic, p), off))
         self.work_pending = False
-        self.commits += 1
         self.last_commit_seconds = time.monotonic() - t0
         metrics.CHECKPOINTS.inc()
         metrics.CHECKPOINT_SECONDS.observe(self.last_commit_seconds)
+        return True
 
     def _txn_call(self, fn: Any, what: str, retry: bool = False) -> None:
         """One transactional call, bounded. A call that times out (librdkafka's ``_TIMED_OUT``
@@ -175,13 +171,13 @@ class Checkpointer:
                     continue
                 raise AbortCheckpoint(f"{what}: {e}") from e
 
-    def abort(self, assigned: set[TP]) -> dict[TP, int]:
-        """Abort the transaction (EOS), forget the checkpoint and return where to rewind.
-
-        Returns the base offsets of partitions still assigned; the caller seeks there.
-        """
-        self.aborts += 1
+    def abort(self, tasks: Iterable[CheckpointTask]) -> dict[TP, int]:
+        """Abort the transaction (EOS) and the tasks' checkpoint; returns where their inputs
+        rewind (the caller seeks there). Raises FatalClientError when the transaction cannot
+        be aborted (the tasks have dropped their buffers then too)."""
+        tasks = list(tasks)
         metrics.CHECKPOINT_ABORTS.inc()
+        failed: BaseException | None = None
         if self.exactly_once and self.in_transaction:
             try:
                 call_with_deadline(lambda: self.producer.abort_transaction(self.timeout),
@@ -189,16 +185,13 @@ class Checkpointer:
             except (KafkaException, CallTimedOut) as e:
                 # A transaction we cannot abort is aborted by the coordinator when a new producer
                 # with our transactional.id initializes (or when it times out): rebuild.
-                self.in_transaction = False
-                for part in self.participants:
-                    part.aborted()
-                raise FatalClientError(f"abort_transaction: {e}") from e
+                failed = e
             self.in_transaction = False
-        for part in self.participants:
-            part.aborted()
-        rewind = {tp: off for tp, off in self.base.items() if tp in assigned}
-        self.pending.clear()
-        self.base.clear()
+        rewind: dict[TP, int] = {}
+        for task in tasks:
+            rewind.update(task.aborted())
         self.work_pending = False
-        self.delivery_failed = None
+        self.collector.delivery_failed = None
+        if failed is not None:
+            raise FatalClientError(f"abort_transaction: {failed}") from failed
         return rewind

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kstreamlet.config import WORKER_INDEX_ENV
 from kstreamlet.logging import configure_logging
 from kstreamlet.runtime import deadline
 from kstreamlet.runtime.member import Member
@@ -43,7 +44,7 @@ def _run_workers(app: "App", workers: int) -> int:
     for i in range(workers):
         pid = os.fork()
         if pid == 0:
-            os.environ["KSTREAMLET_WORKER_INDEX"] = str(i)
+            os.environ[WORKER_INDEX_ENV] = str(i)
             code = 0
             try:
                 Member(app, f"{base_id}-w{i}").run()

@@ -48,13 +48,18 @@ class Message(Protocol):
 
 
 class RecordCollector(Protocol):
-    """Where sinks send serialized records (Kafka producer, or the test driver).
+    """Where a task's outputs go: the member's :class:`~kstreamlet.runtime.collector.RecordCollector`
+    over the Kafka producer, or the test driver's.
 
-    A collector may also have ``errors`` (an :class:`~kstreamlet.runtime.dlq.ErrorHandler`):
-    failing timer calls are handed to it (looked up when one fails, so a rebuilt handler is used).
-    """
+    ``errors`` is the error-policy handler (:class:`~kstreamlet.runtime.dlq.ErrorHandler`, or
+    None to let errors propagate): failing timer calls are handed to it."""
+
+    errors: Any
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int, partition: int) -> None: ...
+
+    def send_watermark(self, topic: str, partition: int, key: bytes, ts: int,
+                       headers: list[tuple[str, bytes]]) -> None: ...
 
 
 class DeserializationError(SerdeError):
@@ -145,7 +150,7 @@ class _TimerGuard:
             del out[:]
             Store.rollback_writes(undo[mark:])
             del undo[mark:]
-            handler = getattr(self.task.collector, "errors", None)
+            handler = self.task.collector.errors
             if handler is None:
                 raise
             handler.handle_timer(self.operator, self.task.id, key, domain, ts, e, now=self.task.clock())
@@ -160,8 +165,10 @@ class Task:
                  read_all: Callable[[str], dict[int, dict[bytes, bytes]]] | None = None,
                  forwarded: dict[str, int] | None = None, event_time: bool = False,
                  partition_counts: Callable[[str], int] | None = None,
-                 backlog: Callable[[str, int], bool] | None = None) -> None:
+                 backlog: Callable[[str, int], bool] | None = None, settings: Any = None) -> None:
         self.subtopology = subtopology
+        #: The app's Settings (sinks read application id and guarantee from it).
+        self.settings = settings
         self.partition = partition
         self.id = f"{subtopology.id}_{partition}"
         self.collector = collector
@@ -184,10 +191,10 @@ class Task:
                                 if n.internal and n.key_fn is not None] if event_time else []
         # Tasks reading a forwarded input must at least recognise (and consume) watermark records.
         self.needs_watermarks = bool(self.watermark_sinks) or any(t in (forwarded or {}) for t in subtopology.sources) \
-            or any(getattr(n, "uses_event_time", False) for n in subtopology.nodes)
+            or any(n.uses_event_time for n in subtopology.nodes)
         #: Processing-time progress needed (timers, idleness, time-based rolling of sinks).
         self.needs_ticks = self.needs_watermarks or any(
-            getattr(n, "uses_processing_time", False) for n in subtopology.nodes)
+            n.uses_processing_time for n in subtopology.nodes)
         self.watermarks = WatermarkTracker(
             {t: s.watermarks or WatermarkStrategy() for t, s in subtopology.sources.items()}, clock(),
             forwarded={t: n for t, n in (forwarded or {}).items() if t in subtopology.sources},
@@ -204,6 +211,13 @@ class Task:
         }
         self.multi_input = len(subtopology.sources) > 1
         self._queues: dict[str, deque[Message]] = {t: deque() for t in subtopology.sources}
+        #: The checkpoint's progress on this task's inputs: next offset to commit, and the first
+        #: offset processed since the last commit (where an abort rewinds). Noted by the task
+        #: manager once per run of records of a partition; read by the checkpoint.
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.first: dict[tuple[str, int], int] = {}
+        self._committed_wm = MIN_WATERMARK
+        self._committed_sent = _NOT_SENT
 
     # --- building ----------------------------------------------------------------------------------
 
@@ -214,6 +228,10 @@ class Task:
             fn = node.compile(self)
             self._compiled[node.id] = fn
         return fn
+
+    @property
+    def watermark(self) -> int:
+        return self.watermarks.watermark
 
     def store(self, name: str) -> "Store":
         """The task's store ``name`` (created, and registered for restoration, on first use)."""
@@ -434,10 +452,10 @@ class Task:
             self.watermarks.inputs[t].max_ts = ts
             self.watermarks.inputs[t].upstream = up
             self.watermarks.inputs[t].idle_upstream = idle
-        wm = getattr(self, "_committed_wm", MIN_WATERMARK)
+        wm = self._committed_wm
         self.watermarks.watermark = wm
         self._fired_wm = wm
-        self._sent = getattr(self, "_committed_sent", _NOT_SENT)
+        self._sent = self._committed_sent
 
     def _observe_watermark(self) -> None:
         """Per checkpoint (not per record): the watermark gauge, and a debug line naming the input
@@ -481,23 +499,37 @@ class Task:
         for q in self._queues.values():
             q.clear()
 
-    # --- checkpoint participation (the member calls these for every task) ------------------------
+    # --- checkpoint participation (runtime/checkpoint.py calls these for every task) ------------
 
     @property
     def participates(self) -> bool:
+        """Has stores, participants or watermark sinks: work to do at every commit."""
         return bool(self.stores or self.participants or self.watermark_sinks)
 
-    def prepare_commit(self) -> None:
-        send_wm = getattr(self.collector, "send_watermark", None)
-        if send_wm is not None:
+    def prepare_commit(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """Step 1 of a checkpoint: this task's offsets to commit, ``{(topic, partition): (next
+        offset, metadata)}`` (the metadata carries stream time, see :meth:`stream_time_metadata`),
+        after producing into the checkpoint what must commit with them: watermark records for
+        downstream tasks, participants' records (sink committables), then the stores' changelogs."""
+        wm = self.needs_watermarks
+        offsets = {tp: (off, (self.stream_time_metadata(tp[0]) or None) if wm else None)
+                   for tp, off in self.offsets.items()}
+        if self.participates:
+            send_wm = self.collector.send_watermark
             for topic, partition, headers in self.watermark_records():
                 send_wm(topic, partition, WATERMARK_KEY, self.clock(), headers)
-        for p in self.participants:
-            p.prepare_commit()
-        for s in self.stores.values():
-            s.prepare_commit()
+            for p in self.participants:
+                p.prepare_commit()
+            for s in self.stores.values():
+                s.prepare_commit()
+        return offsets
 
     def committed(self) -> None:
+        """The checkpoint committed: apply the stores' buffers, tell participants, keep stream time."""
+        self.offsets.clear()
+        self.first.clear()
+        if not (self.participates or self.needs_watermarks):
+            return
         for s in self.stores.values():
             s.committed()
         for p in self.participants:
@@ -506,13 +538,19 @@ class Task:
         if self.needs_watermarks:
             self._observe_watermark()
 
-    def aborted(self) -> None:
+    def aborted(self) -> dict[tuple[str, int], int]:
+        """The checkpoint aborted: drop everything since the last commit; returns where each input
+        rewinds (the first offset processed since)."""
+        rewind = dict(self.first)
+        self.offsets.clear()
+        self.first.clear()
         self.clear_buffers()
         for p in self.participants:
             p.aborted()
         for s in self.stores.values():
             s.aborted()
         self.rollback_time()
+        return rewind
 
     def recover(self) -> None:
         """The task's state is restored: let participants finish or roll back earlier work."""

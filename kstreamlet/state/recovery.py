@@ -38,7 +38,8 @@ class _Restoring:
 class Restorer:
     """Replays changelogs into stores; reports tasks whose stores are all restored."""
 
-    def __init__(self, consumer_config: dict[str, Any], on_progress: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(self, consumer_config: dict[str, Any],
+                 make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
         self._config = {
             **consumer_config,
             "enable.auto.commit": False,
@@ -52,12 +53,12 @@ class Restorer:
         self.active: dict[TP, _Restoring] = {}
         self._tasks: dict[Any, set[TP]] = {}
         self.total_restored = 0
-        self._on_progress = on_progress
+        self._make_consumer = make_consumer
 
     @property
     def consumer(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(self._config)
+            self._consumer = self._make_consumer(self._config)
         return self._consumer
 
     def end_offset(self, topic: str, partition: int) -> int:
@@ -142,8 +143,6 @@ class Restorer:
                     seconds = time.monotonic() - r.started
                     log.info("store restored", store=r.store.name, partition=r.store.partition, records=r.restored,
                              seconds=round(seconds, 3), records_per_second=int(r.restored / seconds) if seconds > 0 else None)
-                    if self._on_progress:
-                        self._on_progress(r.store.name, r.store.partition, r.restored)
                     del self.active[tp]
                     metrics.RESTORE_REMAINING.labels(r.store.name, str(r.store.partition)).set(0)
                     self.consumer.incremental_unassign([TopicPartition(*tp)])

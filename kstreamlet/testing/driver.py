@@ -227,7 +227,8 @@ class TopologyTestDriver:
             for p in range(partitions_of(next(iter(st.sources)))):
                 self.tasks[(st.id, p)] = Task(
                     st, p, self, partitions_of, store_factory=self._make_store, clock=lambda: self.wall_clock_ms,
-                    forwarded=forwarded, event_time=self.topology.uses_event_time, backlog=self._has_backlog)
+                    forwarded=forwarded, event_time=self.topology.uses_event_time, backlog=self._has_backlog,
+                    settings=self.app.settings)
         for task in self.tasks.values():
             task.recover()
             task.snapshot_time()
@@ -383,7 +384,7 @@ class TopologyTestDriver:
 
     def _pipe(self, topic: str, key: bytes | None, value: bytes | None, ts: int,
               headers: list[tuple[str, bytes]] | None, partition: int | None) -> None:
-        if topic in self.app._broadcasts:
+        if topic in self.topology.broadcasts:
             for task in self.tasks.values():
                 task.on_broadcast(topic, key, value, ts)
             self._drain()

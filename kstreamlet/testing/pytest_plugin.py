@@ -55,7 +55,7 @@ _counter = itertools.count()
 
 @pytest.fixture
 def kafka_topic(kafka_admin, request) -> Iterator[Callable[..., str]]:  # type: ignore[no-untyped-def]
-    from kstreamlet.dev.topics import create_topics, delete_topics
+    from kstreamlet.runtime.topics import create_topics, delete_topics
 
     created: list[str] = []
 

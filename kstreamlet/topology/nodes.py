@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from kstreamlet.serdes import Serde
 
 if TYPE_CHECKING:
-    from kstreamlet.runtime.task import Task
+    from kstreamlet.api.task import TaskServices as Task
 
 Push = Callable[[Any, Any, int], None]
 
@@ -52,6 +52,10 @@ class Node:
     """A processor in the topology graph."""
 
     kind = "node"
+    #: Needs watermarks (event-time timers, lateness): tasks running it track and forward them.
+    uses_event_time = False
+    #: Needs processing-time ticks (processing-time timers, time-based rolling of a sink).
+    uses_processing_time = False
 
     def __init__(self, name: str | None = None) -> None:
         self.id = next(_ids)

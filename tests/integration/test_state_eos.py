@@ -13,7 +13,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from kstreamlet.dev.topics import create_topics
+from kstreamlet.runtime.topics import create_topics
 from kstreamlet.state.keyed import key_prefix
 from tests.integration.members import Feeder, Members
 
