@@ -60,7 +60,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from kstreamlet.sinks.base import RecordMetadata, SinkContext, TwoPhaseCommitSink
+from kstreamlet.sinks import RecordMetadata, SinkContext, TwoPhaseCommitSink
 
 if TYPE_CHECKING:
     from bench import common
@@ -308,7 +308,7 @@ def _raw_mysql(a: argparse.Namespace, probe: Any, per_batch: bool) -> None:
     import orjson
     from confluent_kafka import KafkaException
 
-    from kstreamlet.dev.mysql import parse_mysql_url
+    from kstreamlet.sinks.mysql import parse_mysql_url
 
     consumer = _raw_consumer(a)
     conn = parse_mysql_url(a.mysql_url).connect(autocommit=False)
@@ -501,7 +501,7 @@ def _verify_parquet(out_dir: str, expected: int, kstreamlet_files: bool) -> tupl
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from kstreamlet.sinks.files import finished_part_files, hidden_part_files
+    from kstreamlet.testing.files import finished_part_files, hidden_part_files
 
     if kstreamlet_files:
         files = finished_part_files(out_dir)

@@ -5,7 +5,7 @@ The seed (002, BroadcastState) enriches a stream of user events
 table ``user_info``, re-read every 5 s and broadcast to every parallel instance; the event
 of ``user_3`` becomes ``(user_3, 2019-08-17 12:19:47, browse, 1, 王五, 30)``. Here:
 
-- ``user_info`` is polled by :class:`~kstreamlet.sinks.mysql_source.MySQLPollingSource`
+- ``user_info`` is polled by :class:`~kstreamlet.sources.mysql.MySQLPollingSource`
   into the compacted topic ``<application_id>-broadcast-user-info``; every replica reads
   all of it into its broadcast state (so a changed age reaches every pod within one poll);
 - events come from ``EVENTS_TOPIC`` (JSON objects with the four fields), or, if that is
@@ -48,7 +48,7 @@ from typing import Any
 
 from kstreamlet import App, Source, SourceContext, serdes
 from kstreamlet.broadcast import BroadcastProcessFunction
-from kstreamlet.sinks.mysql_source import MySQLPollingSource
+from kstreamlet.sources.mysql import MySQLPollingSource
 from services._env import required
 
 DEFAULT_QUERY = "SELECT userID, userName, userAge FROM user_info"

@@ -45,8 +45,8 @@ from typing import Any
 import orjson
 
 from kstreamlet import App, serdes
-from kstreamlet.sinks.base import SinkContext
-from kstreamlet.sinks.mysql import DEFAULT_SOURCE_COLUMNS, MySQLSink, _quote_ident
+from kstreamlet.sinks import SinkContext
+from kstreamlet.sinks.mysql import DEFAULT_SOURCE_COLUMNS, MySQLSink, quote_ident
 from services._env import required
 
 
@@ -73,7 +73,7 @@ class SeedTableSink(MySQLSink):
         if self.create_table:
             extra, key = "", ""
             if self.with_source:
-                t, p, o, i = (_quote_ident(c, "column") for c in DEFAULT_SOURCE_COLUMNS)
+                t, p, o, i = (quote_ident(c, "column") for c in DEFAULT_SOURCE_COLUMNS)
                 extra = f"{t} VARCHAR(249) NOT NULL, {p} INT NOT NULL, {o} BIGINT NOT NULL, {i} INT NOT NULL, "
                 key = f", UNIQUE KEY kafka_record ({t}, {p}, {o}, {i})"
             conn = self.endpoint.connect(autocommit=True, connect_timeout=self.connect_timeout,
@@ -81,7 +81,7 @@ class SeedTableSink(MySQLSink):
             try:
                 with conn.cursor() as cur:
                     cur.execute(
-                        f"CREATE TABLE IF NOT EXISTS {_quote_ident(self.table, 'table')} ("
+                        f"CREATE TABLE IF NOT EXISTS {quote_ident(self.table, 'table')} ("
                         "id BIGINT NOT NULL AUTO_INCREMENT, value VARCHAR(255) DEFAULT NULL, "
                         f"insert_time DATETIME(3) DEFAULT NULL, {extra}PRIMARY KEY (id){key}"
                         ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
+
+from kstreamlet.dev._net import docker_available, free_port, port_in_use
 
 log = logging.getLogger("kstreamlet.dev.kafka")
 
@@ -61,22 +62,6 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kstreamlet"
     )
     return Path(base)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def _require_tool(name: str, how: str) -> str:
@@ -530,17 +515,6 @@ class ExternalKafka:
     bootstrap_servers: str
     backend: str = "external"
     startup_seconds: float = 0.0
-
-
-def docker_available(timeout: float = 2.0) -> bool:
-    """True only when a Docker engine answers a ping (the client binary alone is not enough)."""
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=timeout)
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 @contextlib.contextmanager

@@ -37,16 +37,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
-from urllib.parse import quote, unquote, urlsplit
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from kstreamlet.dev._net import docker_available, free_port, port_in_use
+from kstreamlet.sinks.mysql.url import MySQLEndpoint, mask_url, parse_mysql_url
 
 if TYPE_CHECKING:  # PyMySQL is an optional dependency (``kstreamlet[mysql]``); import it lazily.
     import pymysql.connections
@@ -61,7 +61,6 @@ DEFAULT_PASSWORD = "kstreamlet"
 #: Image for the Testcontainers backend. MySQL 8.4 is the current LTS line.
 MYSQL_IMAGE = os.environ.get("KSTREAMLET_MYSQL_IMAGE", "mysql:8.4")
 
-_SCHEMES = ("mysql", "mysql+pymysql")
 _INSTALL_HINT = (
     "Install MariaDB's server with `apt-get install -y mariadb-server` (Debian/Ubuntu), "
     "or point KSTREAMLET_MYSQL_URL at an existing server, or run a Docker engine for Testcontainers."
@@ -78,125 +77,7 @@ class MySQLStartError(RuntimeError):
     """No server could be provided; the message says what is missing and how to fix it."""
 
 
-# --- endpoint & URL ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MySQLEndpoint:
-    """Where a MySQL-compatible server listens, and the credentials to use there."""
-
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    database: str
-
-    @property
-    def url(self) -> str:
-        """``mysql://user:password@host:port/database`` (user, password, database percent-encoded)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
-        return (
-            f"mysql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-            f"@{host}:{self.port}/{quote(self.database, safe='')}"
-        )
-
-    def connect(self, **kw: Any) -> "pymysql.connections.Connection":
-        """Open a PyMySQL connection to this endpoint.
-
-        Defaults: ``autocommit=False``, ``charset="utf8mb4"``, ``connect_timeout=10``;
-        any keyword given here overrides them and is passed through to ``pymysql.connect``.
-        """
-        try:
-            import pymysql
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("PyMySQL is needed to connect: pip install 'kstreamlet[mysql]'") from e
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "password": self.password,
-            "database": self.database,
-            "autocommit": False,
-            "charset": "utf8mb4",
-            "connect_timeout": 10,
-        }
-        params.update(kw)
-        return pymysql.connect(**params)
-
-
-def _mask(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-def parse_mysql_url(url: str) -> MySQLEndpoint:
-    """Parse ``mysql://user:password@host[:port]/database`` (also ``mysql+pymysql://``).
-
-    The port defaults to 3306 and the password to empty; user, host and database are
-    required. Percent-encoded parts are decoded. Query strings are rejected rather than
-    silently dropped (an ignored ``?ssl=...`` would connect differently than asked).
-
-    Raises:
-        ValueError: naming what is wrong with the URL.
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("MySQL URL is empty; expected mysql://user:password@host:port/database")
-    url = url.strip()
-    shown = _mask(url)
-    form = "expected mysql://user:password@host:port/database"
-    if "://" not in url:
-        raise ValueError(f"MySQL URL {shown!r} has no scheme; {form}")
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in _SCHEMES:
-        raise ValueError(
-            f"MySQL URL {shown!r} has unsupported scheme {parts.scheme!r}; "
-            f"use one of {', '.join(s + '://' for s in _SCHEMES)} ({form})"
-        )
-    if not parts.hostname:
-        raise ValueError(f"MySQL URL {shown!r} has no host; {form}")
-    try:
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"MySQL URL {shown!r} has an invalid port ({e}); {form}") from None
-    if port == 0:
-        raise ValueError(f"MySQL URL {shown!r} has port 0; {form}")
-    if not parts.username:
-        raise ValueError(f"MySQL URL {shown!r} has no user; {form}")
-    database = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-    if not database:
-        raise ValueError(f"MySQL URL {shown!r} has no database name; {form}")
-    if "/" in database:
-        raise ValueError(f"MySQL URL {shown!r} has a path with more than a database name ({database!r}); {form}")
-    if parts.query or parts.fragment:
-        raise ValueError(
-            f"MySQL URL {shown!r} has query parameters or a fragment, which are not supported; {form}"
-        )
-    return MySQLEndpoint(
-        host=parts.hostname,
-        port=port or 3306,
-        user=unquote(parts.username),
-        password=unquote(parts.password or ""),
-        database=database,
-    )
-
-
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def _find_binary(names: Sequence[str], env_var: str) -> str:
@@ -215,20 +96,6 @@ def _find_binary(names: Sequence[str], env_var: str) -> str:
         f"`{names[0]}` was not found (looked on PATH and in {', '.join(_EXTRA_BIN_DIRS)}); "
         f"the local MySQL backend needs it. {_INSTALL_HINT}"
     )
-
-
-def docker_available(timeout: float = 2.0) -> bool:
-    """True only when a Docker engine answers a ping (the client binary alone is not enough)."""
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
 
 
 # --- local MariaDB ----------------------------------------------------------------------------
@@ -336,7 +203,7 @@ class LocalMariaDB:
         # Look for the binaries before creating anything, so the commonest failure is cheap and clear.
         mariadbd = _find_binary(("mariadbd", "mysqld"), "KSTREAMLET_MARIADBD")
         install_db = _find_binary(("mariadb-install-db", "mysql_install_db"), "KSTREAMLET_MARIADB_INSTALL_DB")
-        if self.port is not None and _port_in_use(self.port):
+        if self.port is not None and port_in_use(self.port):
             raise MySQLStartError(f"port {self.port} on 127.0.0.1 is already in use; choose another or omit it")
         self._make_workdir()
         self._installed = False
@@ -676,7 +543,7 @@ def mysql_server(
         raise MySQLStartError("the external MySQL backend was requested but KSTREAMLET_MYSQL_URL is not set")
     if prefer in (None, "external") and external:
         endpoint = parse_mysql_url(external)
-        _announce("external KSTREAMLET_MYSQL_URL", _mask(endpoint.url), 0.0)
+        _announce("external KSTREAMLET_MYSQL_URL", mask_url(endpoint.url), 0.0)
         yield endpoint
         return
     if prefer == "testcontainers" or (prefer is None and docker_available() and _have_testcontainers()):

@@ -170,7 +170,7 @@ class Stream:
     def sink(self, sink: Any, name: str | None = None) -> None:
         """Write to a side sink with the app's guarantee; under exactly-once the sink joins each
         checkpoint with two-phase commit (see :mod:`kstreamlet.sinks`)."""
-        from kstreamlet.sinks.node import TwoPhaseCommitSinkNode
+        from kstreamlet.sinks.twophase.operator import TwoPhaseCommitSinkNode
 
         self._attach(TwoPhaseCommitSinkNode(sink, name or f"sink-{self._app._next_op_id()}"))
 

@@ -3,29 +3,21 @@
 
 ``stream.sink(sink, name="...")`` attaches a sink; every task (input partition) gets its own
 copy. Under ``exactly_once`` each sink's pre-commit is recorded inside the checkpoint's Kafka
-transaction and committed after it (see :mod:`kstreamlet.sinks.base` for the protocol and
-:mod:`kstreamlet.sinks.node` for how the runtime drives it).
+transaction and committed after it (see :mod:`kstreamlet.sinks.twophase.protocol` for the
+protocol and :mod:`kstreamlet.sinks.twophase.operator` for how the runtime drives it).
 
 Built in:
 
 * :class:`~kstreamlet.sinks.mysql.MySQLSink` — XA two-phase commit or idempotent upserts.
 * :class:`~kstreamlet.sinks.files.FileSink` — bucketed part files (rows or Parquet) with
   Flink's in-progress → pending → finished lifecycle.
-* :class:`~kstreamlet.sinks.mysql_source.MySQLPollingSource` — a polling MySQL *source*
-  (for broadcast configuration tables), kept here next to the sink it shares code with.
+
+(The polling MySQL *source* is :class:`kstreamlet.sources.mysql.MySQLPollingSource`.)
 
 Name the sink (``name=``): the name keys its state store and its XA transactions, so it must
 stay the same across deployments.
 """
 
-from kstreamlet.sinks.base import (
-    RecordMetadata,
-    SinkContext,
-    SinkError,
-    SinkUnavailableError,
-    SinkWriteError,
-    TwoPhaseCommitSink,
-)
 from kstreamlet.sinks.files import (
     BasePathBucketAssigner,
     BucketContext,
@@ -40,11 +32,18 @@ from kstreamlet.sinks.files import (
     TextEncoder,
 )
 from kstreamlet.sinks.mysql import MySQLSink, MySQLSinkError
-from kstreamlet.sinks.mysql_source import MySQLPollingSource, MySQLSourceError
+from kstreamlet.sinks.twophase import (
+    RecordMetadata,
+    SinkContext,
+    SinkError,
+    SinkUnavailableError,
+    SinkWriteError,
+    TwoPhaseCommitSink,
+)
 
 __all__ = [
     "TwoPhaseCommitSink", "SinkContext", "RecordMetadata", "SinkError", "SinkUnavailableError", "SinkWriteError",
     "FileSink", "OutputFileConfig", "BucketContext", "DateTimeBucketAssigner", "BasePathBucketAssigner",
     "DefaultRollingPolicy", "OnCheckpointRollingPolicy", "TextEncoder", "JsonLinesEncoder", "CsvEncoder",
-    "ParquetFormat", "MySQLSink", "MySQLSinkError", "MySQLPollingSource", "MySQLSourceError",
+    "ParquetFormat", "MySQLSink", "MySQLSinkError",
 ]

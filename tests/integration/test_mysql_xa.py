@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pymysql
 import pytest
 
-from kstreamlet.dev.mysql import MySQLEndpoint, parse_mysql_url
+from kstreamlet.sinks.mysql import MySQLEndpoint, parse_mysql_url
 
 ROWS = [(1, "a"), (2, "b"), (3, "c")]
 ER_XAER_NOTA = 1397  # "Unknown XID": the xid is still attached to a session the server has not reaped yet

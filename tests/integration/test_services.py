@@ -22,7 +22,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from kstreamlet.dev.mysql import parse_mysql_url
+from kstreamlet.sinks.mysql import parse_mysql_url
 from tests.integration.members import ROOT, Feeder, Members, read_committed
 
 pytestmark = [pytest.mark.integration]

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from kstreamlet.sinks.files import finished_part_files, hidden_part_files
+from kstreamlet.testing.files import finished_part_files, hidden_part_files
 from tests.integration.members import Feeder, Members
 
 # Each test normally takes 15-25 s; the bound keeps a hung run from stalling the suite.

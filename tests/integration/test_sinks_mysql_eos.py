@@ -22,7 +22,8 @@ from typing import Any, Iterator
 import pymysql
 import pytest
 
-from kstreamlet.dev.mysql import LocalMariaDB, MySQLEndpoint, MySQLStartError, parse_mysql_url
+from kstreamlet.dev.mysql import LocalMariaDB, MySQLStartError
+from kstreamlet.sinks.mysql import MySQLEndpoint, parse_mysql_url
 from tests.integration.members import Feeder, Members
 
 # Each test normally takes 15-25 s; the bound keeps a hung run from stalling the suite.

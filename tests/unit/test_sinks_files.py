@@ -32,11 +32,10 @@ from kstreamlet.sinks.files import (
     OnCheckpointRollingPolicy,
     OutputFileConfig,
     ParquetFormat,
-    finished_part_files,
-    hidden_part_files,
     java_date_formatter,
 )
 from kstreamlet.testing import TopologyTestDriver
+from kstreamlet.testing.files import finished_part_files, hidden_part_files
 
 HOUR = 3_600_000
 #: 2024-03-05 10:00:00 UTC

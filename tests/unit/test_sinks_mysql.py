@@ -19,10 +19,9 @@ import pymysql
 import pytest
 
 from kstreamlet import App, serdes
-from kstreamlet.dev.mysql import MySQLEndpoint, parse_mysql_url
 from kstreamlet.sinks import RecordMetadata, SinkContext
-from kstreamlet.sinks.mysql import MySQLSink, MySQLSinkError
-from kstreamlet.sinks.mysql_source import MySQLPollingSource, MySQLSourceError
+from kstreamlet.sinks.mysql import MySQLEndpoint, MySQLSink, MySQLSinkError, parse_mysql_url
+from kstreamlet.sources.mysql import MySQLPollingSource, MySQLSourceError
 from kstreamlet.testing import TopologyTestDriver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]  # a real database server

@@ -35,7 +35,7 @@ order; ``mapper`` may convert the value first. dict/list field values are stored
 text. A value that cannot be mapped is a record error (dead-letter topic by default).
 
 Failures: connection loss, timeouts, deadlocks and a server that does not answer raise
-:class:`~kstreamlet.sinks.base.SinkUnavailableError`: the checkpoint aborts, the records
+:class:`~kstreamlet.sinks.SinkUnavailableError`: the checkpoint aborts, the records
 are replayed after a backoff, and the connection is re-opened. ``connect_timeout``,
 ``read_timeout`` and ``write_timeout`` bound how long a hung server can block the task.
 
@@ -50,17 +50,24 @@ Example (the seed's ``t_test(id AUTO_INCREMENT, value, insert_time)``)::
 from __future__ import annotations
 
 import collections.abc as _abc
-import hashlib
 import re
-import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import orjson
 import structlog
 
-from kstreamlet.dev.mysql import MySQLEndpoint, parse_mysql_url
-from kstreamlet.sinks.base import SinkContext, SinkUnavailableError, SinkWriteError, TwoPhaseCommitSink
+from kstreamlet.sinks.mysql.url import MySQLEndpoint, parse_mysql_url
+from kstreamlet.sinks.mysql.xa import (
+    CONFIG_ERRORS,
+    TRANSIENT_ERRORS,
+    XID_MAX,
+    MySQLSinkError,
+    MySQLTxn,
+    XACommands,
+    error_code,
+    short_id,
+)
+from kstreamlet.sinks.twophase.protocol import SinkContext, SinkUnavailableError, SinkWriteError, TwoPhaseCommitSink
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -70,40 +77,15 @@ log = structlog.get_logger("kstreamlet.sinks.mysql")
 #: Columns that hold the input record's identity in ``idempotent`` mode without ``key_columns``.
 DEFAULT_SOURCE_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_index")
 
-ER_XAER_NOTA = 1397  # unknown xid (finished already — or still attached to a dying session)
-ER_XAER_RMFAIL = 1399  # this session's XA state forbids the command
-ER_XAER_OUTSIDE = 1400  # a local transaction is open on this session
-ER_XA_RBROLLBACK = 1402  # the branch was rolled back (answered by a successful XA ROLLBACK, too)
-ER_XAER_DUPID = 1440  # the xid exists (a leftover of an earlier attempt)
-
-# Errors that a retry can cure: connection trouble, timeouts, lock conflicts, shutdowns.
-_TRANSIENT = {1040, 1053, 1077, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1205, 1213,
-              1317, 1614, 1927, 2002, 2003, 2006, 2011, 2013, 2014, 2055, 4031}
-# Errors that say the configuration is wrong (credentials, database, table, columns, privileges).
-_CONFIG = {1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146, 1227}
-
 _IDENT = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
-_XID_MAX = 64  # bytes, for both gtrid and bqual
 
 
-class MySQLSinkError(Exception):
-    """The sink is misconfigured (URL, credentials, table, columns, privileges); not retried."""
-
-
-def _quote_ident(name: str, what: str) -> str:
+def quote_ident(name: str, what: str) -> str:
+    """`name` or `db`.`name` after checking it is a plain identifier (``what`` names it in the error)."""
     parts = name.split(".")
     if not 1 <= len(parts) <= 2 or not all(_IDENT.match(p) for p in parts):
         raise ValueError(f"{what} {name!r} must be [database.]name of letters, digits, '_' or '$'")
     return ".".join(f"`{p}`" for p in parts)
-
-
-def _short(text: str, limit: int) -> str:
-    """``text`` if it fits in ``limit`` bytes, else a deterministic prefix + hash of it."""
-    raw = text.encode()
-    if len(raw) <= limit:
-        return text
-    digest = hashlib.blake2b(raw, digest_size=8).hexdigest()
-    return raw[: limit - 17].decode(errors="ignore") + "~" + digest
 
 
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
@@ -118,26 +100,7 @@ def _db_value(v: Any) -> Any:
     return v
 
 
-def _code(e: BaseException) -> int | None:
-    return e.args[0] if e.args and isinstance(e.args[0], int) else None
-
-
-@dataclass
-class MySQLTxn:
-    """One checkpoint's work of one task."""
-
-    gtrid: str
-    bqual: str
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    #: XA START ran (exactly-once) / rows were sent (idempotent).
-    started: bool = False
-    #: XA PREPARE was sent (it may have succeeded even if its answer was lost).
-    prepare_sent: bool = False
-    prepared: bool = False
-    written: int = 0
-
-
-class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
+class MySQLSink(XACommands, TwoPhaseCommitSink[MySQLTxn]):
     """Writes a stream into a MySQL/MariaDB table (see the module docs for modes and grants)."""
 
     def __init__(
@@ -179,12 +142,12 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
             raise ValueError(f"mode must be 'exactly_once' or 'idempotent', not {mode!r}")
         self.endpoint: MySQLEndpoint = parse_mysql_url(url)  # ValueError naming what is wrong
         self.table = table
-        self._qtable = _quote_ident(table, "table")
+        self._qtable = quote_ident(table, "table")
         self.columns = tuple(columns)
         if not self.columns:
             raise ValueError("columns must name at least one column")
         for c in self.columns:
-            _quote_ident(c, "column")
+            quote_ident(c, "column")
         if len(set(self.columns)) != len(self.columns):
             raise ValueError(f"columns {list(self.columns)} name a column twice")
         self.mode = mode
@@ -216,7 +179,7 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
         self._all_cols = all_cols
 
     def _insert_sql(self, cols: tuple[str, ...]) -> str:
-        names = ", ".join(_quote_ident(c, "column") for c in cols)
+        names = ", ".join(quote_ident(c, "column") for c in cols)
         marks = ", ".join(["%s"] * len(cols))
         if self.key_columns is None:
             return f"INSERT INTO {self._qtable} ({names}) VALUES ({marks})"
@@ -224,7 +187,7 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
         if not rest:
             return f"INSERT IGNORE INTO {self._qtable} ({names}) VALUES ({marks})"
         # VALUES(col) works on MariaDB and MySQL (deprecated but supported in 8.x).
-        update = ", ".join(f"{_quote_ident(c, 'column')}=VALUES({_quote_ident(c, 'column')})" for c in rest)
+        update = ", ".join(f"{quote_ident(c, 'column')}=VALUES({quote_ident(c, 'column')})" for c in rest)
         return f"INSERT INTO {self._qtable} ({names}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {update}"
 
     @property
@@ -236,9 +199,9 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
     def open(self, ctx: SinkContext) -> None:
         super().open(ctx)
         self._conn: pymysql.connections.Connection | None = None
-        app = _short(self.xid_prefix or ctx.application_id, 40)
+        app = short_id(self.xid_prefix or ctx.application_id, 40)
         self._gtrid_prefix = f"ks:{app}:{ctx.partition}:"
-        self._bqual = _short(ctx.sink_name, _XID_MAX)
+        self._bqual = short_id(ctx.sink_name, XID_MAX)
         #: Prepared xids whose rollback failed (server unreachable): retried before new work.
         self._orphans: set[tuple[str, str]] = set()
         self._log = log.bind(sink=ctx.sink_name, partition=ctx.partition)
@@ -249,7 +212,7 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
         import pymysql
 
         conn = self._connection()
-        names = ", ".join(_quote_ident(c, "column") for c in self._all_cols)
+        names = ", ".join(quote_ident(c, "column") for c in self._all_cols)
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT {names} FROM {self._qtable} LIMIT 0")
@@ -257,7 +220,7 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
             if not self.exactly_once:
                 conn.commit()
         except pymysql.MySQLError as e:
-            if _code(e) in _CONFIG:
+            if error_code(e) in CONFIG_ERRORS:
                 raise MySQLSinkError(
                     f"MySQL sink: table {self.table!r} with columns {list(self._all_cols)} is not usable "
                     f"on {self.endpoint.host}:{self.endpoint.port}/{self.endpoint.database}: {e.args[-1]}"
@@ -286,7 +249,7 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
                 read_timeout=self.read_timeout, write_timeout=self.write_timeout,
             )
         except pymysql.MySQLError as e:
-            if _code(e) in (1044, 1045, 1049):
+            if error_code(e) in (1044, 1045, 1049):
                 raise MySQLSinkError(f"MySQL sink cannot log in to {ep.host}:{ep.port}/{ep.database} "
                                      f"as {ep.user!r}: {e.args[-1]}") from None
             raise SinkUnavailableError(f"cannot connect to MySQL at {ep.host}:{ep.port}: {e.args[-1]}") from None
@@ -310,8 +273,8 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
 
         if isinstance(e, (SinkUnavailableError, SinkWriteError)):
             return e
-        code = _code(e)
-        if isinstance(e, pymysql.err.InterfaceError) or code in _TRANSIENT or (code is not None and code >= 2000) \
+        code = error_code(e)
+        if isinstance(e, pymysql.err.InterfaceError) or code in TRANSIENT_ERRORS or (code is not None and code >= 2000) \
                 or isinstance(e, OSError):
             return self._unavailable(e, doing)
         return SinkWriteError(f"MySQL rejected {doing} into {self.table}: {e!r}")
@@ -373,25 +336,6 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
             raise self._error(e, f"inserting {len(txn.rows)} rows") from e
         txn.written += len(txn.rows)
         txn.rows.clear()
-
-    def _xa_start(self, cur: Any, txn: MySQLTxn) -> None:
-        import pymysql
-
-        base = txn.gtrid
-        for attempt in range(6):
-            try:
-                cur.execute("XA START %s, %s", (txn.gtrid, txn.bqual))
-                return
-            except pymysql.MySQLError as e:
-                if _code(e) != ER_XAER_DUPID:
-                    raise
-                # A leftover of an aborted attempt (its rollback failed) or of a zombie owner.
-                # Its checkpoint never committed (sequences only grow), so it is safe to roll back.
-                self._log.warning("xid exists; rolling the leftover back", xid=txn.gtrid)
-                self._finish("ROLLBACK", txn.gtrid, txn.bqual, wait=1.0)
-                if attempt >= 1:
-                    txn.gtrid = f"{base}.{attempt}"  # still matches this partition's recovery prefix
-        raise SinkUnavailableError(f"cannot start XA transaction {base!r}: the xid keeps existing")
 
     def pre_commit(self, txn: MySQLTxn) -> Any:
         self._flush(txn)
@@ -462,73 +406,6 @@ class MySQLSink(TwoPhaseCommitSink[MySQLTxn]):
             self._log.info("recovered prepared XA transactions", rolled_back=[g for g, _ in mine if g != keep],
                            committed=[g for g, _ in mine if g == keep])
 
-    # --- XA helpers ----------------------------------------------------------------------------------
-
-    def _retry_orphans(self) -> None:
-        for gtrid, bqual in list(self._orphans):
-            try:
-                self._finish("ROLLBACK", gtrid, bqual, wait=1.0)
-                self._orphans.discard((gtrid, bqual))
-            except Exception:
-                pass  # still unreachable or attached; recover() sweeps them at the latest
-
-    def _recover_mine(self) -> list[tuple[str, str]]:
-        """Prepared xids of this app, partition and sink."""
-        return [(g, b) for g, b in self._xa_recover() if b == self._bqual and g.startswith(self._gtrid_prefix)]
-
-    def _xa_recover(self) -> list[tuple[str, str]]:
-        import pymysql
-
-        try:
-            with self._connection().cursor() as cur:
-                cur.execute("XA RECOVER")
-                rows = cur.fetchall()
-        except pymysql.MySQLError as e:
-            if _code(e) in (1227, 1142, 1044):
-                raise MySQLSinkError(
-                    f"XA RECOVER is not allowed for {self.endpoint.user!r}: {e.args[-1]}. On MySQL 8 grant it with "
-                    f"GRANT XA_RECOVER_ADMIN ON *.* TO '{self.endpoint.user}'@'%';"
-                ) from None
-            raise self._error(e, "listing prepared XA transactions") from None
-        out = []
-        for _fmt, glen, blen, data in rows:
-            raw = data.encode() if isinstance(data, str) else bytes(data)
-            g, b = int(glen), int(blen)
-            out.append((raw[:g].decode(errors="replace"), raw[g:g + b].decode(errors="replace")))
-        return out
-
-    def _finish(self, verb: str, gtrid: str, bqual: str, wait: float) -> bool:
-        """``XA COMMIT``/``XA ROLLBACK`` an xid, from whatever session; True if it did, False if
-        the xid was already gone. An xid still attached to a dead client's session answers
-        "unknown" although XA RECOVER lists it: retry that for up to ``wait`` seconds."""
-        import pymysql
-
-        deadline = time.monotonic() + wait
-        reset = False
-        while True:
-            try:
-                with self._connection().cursor() as cur:
-                    cur.execute(f"XA {verb} %s, %s", (gtrid, bqual))
-                return True
-            except pymysql.MySQLError as e:
-                code = _code(e)
-                if code == ER_XA_RBROLLBACK and verb == "ROLLBACK":
-                    return True  # MariaDB's answer when rolling back a detached prepared branch
-                if code in (ER_XAER_RMFAIL, ER_XAER_OUTSIDE) and not reset:
-                    # This session has its own XA/local transaction state; use a fresh one.
-                    self._drop_connection()
-                    reset = True
-                    continue
-                if code != ER_XAER_NOTA:
-                    if code in _CONFIG:
-                        raise MySQLSinkError(f"XA {verb} {gtrid!r} not allowed: {e.args[-1]}") from None
-                    raise self._error(e, f"XA {verb} {gtrid}") from None
-                if (gtrid, bqual) not in self._xa_recover():
-                    return False  # finished before (e.g. committed just before a crash)
-                if time.monotonic() >= deadline:
-                    raise SinkUnavailableError(
-                        f"XA {verb} {gtrid!r}: still attached to another session after {wait}s") from None
-                time.sleep(0.2)
 
 
-__all__ = ["MySQLSink", "MySQLSinkError", "MySQLTxn", "DEFAULT_SOURCE_COLUMNS"]
+__all__ = ["MySQLSink", "MySQLSinkError", "MySQLTxn", "DEFAULT_SOURCE_COLUMNS", "quote_ident"]

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import structlog
 
-from kstreamlet.dev.mysql import MySQLEndpoint, parse_mysql_url
+from kstreamlet.sinks.mysql.url import MySQLEndpoint, parse_mysql_url
 from kstreamlet.sources.base import Source, SourceContext
 
 log = structlog.get_logger("kstreamlet.sources.mysql")

@@ -4,8 +4,9 @@
 partition of the sub-topology) compiles it into a :class:`SinkOperator` holding its own
 copy of the sink, and registers that operator as a participant of the task's checkpoints:
 
-``prepare_commit``  ``sink.pre_commit(txn)`` → committable, stored (JSON) in the task's
-                    state store ``<name>-2pc`` under one key. The store's changelog is
+``prepare_commit``  ``sink.pre_commit(txn)`` → committable, stored (JSON, a versioned
+                    :class:`StoredCommittable`) in the task's state store ``<name>-2pc``
+                    under one key. The store's changelog is
                     written inside the checkpoint's Kafka transaction, so the committable
                     commits atomically with the consumed offsets.
 ``committed``       ``sink.commit(committable)``, retried with backoff until it succeeds
@@ -21,7 +22,13 @@ sink needs to resume (the checkpoint sequence that names XA transactions, the fi
 part counters and in-progress file lengths). The mark only saves a needless second commit
 on recovery; committing twice is harmless because ``commit`` is idempotent.
 
-Errors from the sink (:class:`~kstreamlet.sinks.base.SinkError` from ``write`` or the
+State (:class:`SinkState`): ``RECOVERING`` until :meth:`SinkOperator.recover` ran, then
+``OPEN`` (records go straight to the sink). A sink error makes it ``BROKEN`` until the
+checkpoint aborted; an abort this sink caused makes it ``BACKING_OFF``: the next record or
+timer waits out the backoff, then it is ``OPEN`` again. Between ``prepare_commit`` and
+``committed``/``aborted`` the checkpoint's transaction is a :class:`PendingCommit`.
+
+Errors from the sink (:class:`~kstreamlet.sinks.SinkError` from ``write`` or the
 timer hook, anything from ``pre_commit``) fail the checkpoint: ``prepare_commit`` raises
 :class:`~kstreamlet.runtime.checkpoint.AbortCheckpoint`, which the member loop handles by
 aborting the transaction and replaying from the last commit (writes after the failure are
@@ -33,7 +40,9 @@ the record and follow the app's error policy.
 from __future__ import annotations
 
 import copy
+import enum
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,9 +50,9 @@ import structlog
 
 from kstreamlet.errors import TopologyError
 from kstreamlet.runtime.checkpoint import AbortCheckpoint
+from kstreamlet.runtime.faults import maybe_crash
 from kstreamlet.runtime.timers import PROC, TimerService
-from kstreamlet.sinks._faults import maybe_crash
-from kstreamlet.sinks.base import RecordMetadata, SinkContext, SinkError, sleep_backoff
+from kstreamlet.sinks.twophase.protocol import RecordMetadata, SinkContext, SinkError, backoff_delay, sleep_backoff
 from kstreamlet.topology.nodes import Node, Push
 
 if TYPE_CHECKING:
@@ -54,8 +63,11 @@ log = structlog.get_logger("kstreamlet.sinks")
 #: Longest wait before retrying a sink that failed (seconds).
 MAX_BACKOFF = 5.0
 
-#: The single key of the sink's store: ``{"seq", "committable", "committed"}`` as JSON.
+#: The single key of the sink's store, holding a :class:`StoredCommittable` as JSON.
 STATE_KEY = b"2pc"
+
+#: Layout version of the stored record written now; records without one are version 1.
+COMMITTABLE_VERSION = 1
 
 _REQUIRED = ("open", "begin_transaction", "write", "pre_commit", "commit", "abort", "recover", "close")
 
@@ -100,14 +112,63 @@ class TwoPhaseCommitSinkNode(Node):
 
 
 def _settings_of(task: "Task") -> Any:
-    """The app settings, from the task's collector (the member, or the test driver's app)."""
-    col = task.collector
-    settings = getattr(col, "settings", None)
-    if settings is None:
-        settings = getattr(getattr(col, "app", None), "settings", None)
-    if settings is None:
-        raise RuntimeError("cannot find the app settings for a sink task (unknown record collector)")
-    return settings
+    """The app settings (every task carries them: TaskServices.settings)."""
+    if task.settings is None:
+        raise RuntimeError("a sink task needs the app settings (Task(settings=...))")
+    return task.settings
+
+
+class SinkState(enum.Enum):
+    """Where a task's sink operator is (see module docs)."""
+
+    #: Before :meth:`SinkOperator.recover`: nothing may be written, checkpoints skip the sink.
+    RECOVERING = "recovering"
+    #: Records go straight to the sink (the one state push() checks for).
+    OPEN = "open"
+    #: A write failed: the rest of this checkpoint is skipped and prepare_commit aborts it.
+    BROKEN = "broken"
+    #: This sink caused the last abort: the replay waits until ``retry_at`` before touching it.
+    BACKING_OFF = "backing_off"
+
+
+RECOVERING, OPEN, BROKEN, BACKING_OFF = SinkState.RECOVERING, SinkState.OPEN, SinkState.BROKEN, SinkState.BACKING_OFF
+
+
+@dataclass(frozen=True)
+class StoredCommittable:
+    """The record in the sink's store: the last pre-committed checkpoint and whether its sink
+    commit is done. ``seq`` also tells the next owner where checkpoint sequences resume."""
+
+    seq: int
+    committable: Any
+    committed: bool = False
+    version: int = COMMITTABLE_VERSION
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"version": self.version, "seq": self.seq, "committable": self.committable,
+                             "committed": self.committed})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "StoredCommittable":
+        rec = orjson.loads(raw)
+        version = int(rec.get("version", 1))  # written before records had a version: the same layout
+        if version > COMMITTABLE_VERSION:
+            raise RuntimeError(f"the sink's stored committable has version {version}, newer than this kstreamlet "
+                               f"reads ({COMMITTABLE_VERSION}); run a kstreamlet at least as new as the one that wrote it")
+        return cls(int(rec["seq"]), rec["committable"], bool(rec.get("committed")), version)
+
+
+@dataclass(slots=True)
+class PendingCommit:
+    """A checkpoint between ``prepare_commit`` and ``committed``/``aborted``."""
+
+    #: The sink transaction ``pre_commit`` ran on (``aborted`` hands it to ``sink.abort``).
+    txn: Any
+    seq: int
+    #: What ``pre_commit`` returned; None: nothing to commit in this checkpoint.
+    committable: Any
+    #: Whether this checkpoint's store write carries (or supersedes) the pending "committed" mark.
+    covers_mark: bool
 
 
 class SinkOperator:
@@ -126,25 +187,26 @@ class SinkOperator:
             _record=self._record_metadata,
         )
         self.log = log.bind(sink=node.name, task=task.id)
-        #: Whether push() may go straight to the sink: recovered, not broken, no backoff pending.
-        #: Kept in step by the ``recovered``/``broken``/``retry_at`` properties (one check per record).
-        self._clear = False
-        self._recovered = False
-        self._broken: BaseException | None = None
-        self._retry_at = 0.0
+        self.state = RECOVERING
+        #: ``state is OPEN``, kept by :meth:`_to`: the one check push() makes per record.
+        self._open = False
+        #: The error that doomed the current checkpoint (BROKEN; raised at prepare_commit).
+        self.error: BaseException | None = None
+        #: ``time.monotonic()`` before which a replay must not touch the sink (BACKING_OFF).
+        self.retry_at = 0.0
+        #: Whether this sink caused the current checkpoint to fail (a write or the pre-commit).
+        self.failed = False
+        #: Aborts in a row this sink caused (the backoff grows with it).
+        self.failures = 0
         self.opened = False
+        #: The open transaction of the current checkpoint (None until its first write).
         self.txn: Any = None
         self.txn_seq = 0
         self.next_seq = 0
-        #: The transaction pre-committed in the current checkpoint (until committed/aborted).
-        self.prepared_txn: Any = None
-        #: ``(seq, committable)`` pre-committed in the current checkpoint.
-        self.prepared: tuple[int, Any] | None = None
-        #: The "committed" mark still to be persisted, and whether the current checkpoint carries it.
-        self.marker: bytes | None = None
-        self.marker_covered = False
-        self.failures = 0
-        self.failed = False
+        self.pending: PendingCommit | None = None
+        #: The "committed" mark still to be persisted (written by the next checkpoint that has no
+        #: newer committable).
+        self.mark: bytes | None = None
         #: Whether the current checkpoint wrote anything (for fault injection).
         self.wrote = False
         self._msg: Any = None
@@ -157,40 +219,14 @@ class SinkOperator:
             task.register_timers(self.timers, self._on_timer)
         self._write = self.sink.write
 
-    # --- state that gates push() ------------------------------------------------------------------
-
-    def _gate(self) -> None:
-        self._clear = self._recovered and self._broken is None and not self._retry_at
+    def _to(self, state: SinkState) -> None:
+        self.state = state
+        self._open = state is OPEN
 
     @property
     def recovered(self) -> bool:
         """Whether :meth:`recover` ran (records may be written)."""
-        return self._recovered
-
-    @recovered.setter
-    def recovered(self, v: bool) -> None:
-        self._recovered = v
-        self._gate()
-
-    @property
-    def broken(self) -> BaseException | None:
-        """The error that doomed the current checkpoint (raised at prepare_commit)."""
-        return self._broken
-
-    @broken.setter
-    def broken(self, e: BaseException | None) -> None:
-        self._broken = e
-        self._gate()
-
-    @property
-    def retry_at(self) -> float:
-        """``time.monotonic()`` before which a replay must not touch the sink (after failures)."""
-        return self._retry_at
-
-    @retry_at.setter
-    def retry_at(self, t: float) -> None:
-        self._retry_at = t
-        self._gate()
+        return self.state is not RECOVERING
 
     # --- per record --------------------------------------------------------------------------------
 
@@ -201,12 +237,13 @@ class SinkOperator:
         return RecordMetadata(m.topic(), m.partition(), m.offset(), self._index)
 
     def push(self, key: Any, value: Any, ts: int) -> None:
-        if not self._clear:
-            if self._broken is not None:
-                return  # this checkpoint aborts at prepare_commit and is replayed; skip the work
-            if self._retry_at:
+        if not self._open:
+            state = self.state
+            if state is BACKING_OFF:
                 self._wait_backoff()
-            if not self._recovered:
+            elif state is BROKEN or self.error is not None:
+                return  # this checkpoint aborts at prepare_commit and is replayed; skip the work
+            else:
                 # The member pauses a task's inputs until it is restored and recovered.
                 self._break(RuntimeError("record received before recovery"))
                 return
@@ -235,13 +272,16 @@ class SinkOperator:
         # A deadline rather than a sleep in aborted(): tasks that failed together wait once.
         delay = self.retry_at - time.monotonic()
         self.retry_at = 0.0
+        self._to(OPEN)
         if delay > 0:
             self.log.info("sink backing off before the replay", seconds=round(delay, 3), failures=self.failures)
             time.sleep(delay)
 
     def _break(self, e: BaseException) -> None:
-        self.broken = e
+        self.error = e
         self.failed = True
+        if self.state is not RECOVERING:  # before recovery it is BROKEN once recovered
+            self._to(BROKEN)
         self.log.warning("sink failed; the checkpoint will abort and be replayed", error=repr(e))
 
     def _begin(self) -> Any:
@@ -260,9 +300,10 @@ class SinkOperator:
 
     def _on_timer(self, ts: int, key: bytes, domain: str) -> None:
         self.timer_at = None
-        if not self.recovered or self.broken is not None:
+        state = self.state
+        if state is RECOVERING or state is BROKEN:
             return
-        if self.retry_at:
+        if state is BACKING_OFF:
             self._wait_backoff()
         now = self.task.clock()
         try:
@@ -277,55 +318,54 @@ class SinkOperator:
     # --- checkpoint participant ---------------------------------------------------------------------
 
     def prepare_commit(self) -> None:
-        if not self.recovered:
+        if self.state is RECOVERING:
             return  # still restoring: nothing was written
-        if self.broken is not None:
-            raise AbortCheckpoint(f"sink {self.name}: {self.broken}") from self.broken
+        if self.state is BROKEN:
+            raise AbortCheckpoint(f"sink {self.name}: {self.error}") from self.error
         try:
             txn = self.txn if self.txn is not None else self._begin()
             seq = self.txn_seq
             committable = self.sink.pre_commit(txn)
-            record = None if committable is None else orjson.dumps(
-                {"seq": seq, "committable": committable, "committed": False})
+            record = None if committable is None else StoredCommittable(seq, committable).encode()
         except Exception as e:
             self.failed = True
             self.log.warning("sink pre-commit failed; the checkpoint is aborted and replayed", error=repr(e))
             raise AbortCheckpoint(f"sink {self.name}: pre-commit failed: {e!r}") from e
-        self.prepared_txn, self.txn = txn, None
+        self.txn = None
         if record is not None:
             # Written into the checkpoint's Kafka transaction by the store (it runs after us).
             self.store.put(STATE_KEY, record)
-            self.prepared = (seq, committable)
-            self.marker_covered = self.marker is not None  # the newer record supersedes the mark
-        elif self.marker is not None:
-            self.store.put(STATE_KEY, self.marker)
-            self.marker_covered = True
+            covers = self.mark is not None  # the newer record supersedes the mark
+        elif self.mark is not None:
+            self.store.put(STATE_KEY, self.mark)
+            covers = True
+        else:
+            covers = False
+        self.pending = PendingCommit(txn, seq, committable, covers)
         if record is not None or self.wrote:
             self.wrote = False
             maybe_crash("after_prepare")
 
     def committed(self) -> None:
-        if not self.recovered:
+        if self.state is RECOVERING:
             return
-        self.prepared_txn = None
-        if self.marker_covered:
-            self.marker, self.marker_covered = None, False
-        if self.prepared is not None:
-            seq, committable = self.prepared
-            self.prepared = None
-            maybe_crash("after_kafka_commit")
-            self._commit_retrying(committable)
-            self.marker = orjson.dumps({"seq": seq, "committable": committable, "committed": True})
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            if pending.covers_mark:
+                self.mark = None
+            if pending.committable is not None:
+                maybe_crash("after_kafka_commit")
+                self._commit_retrying(pending.committable)
+                self.mark = StoredCommittable(pending.seq, pending.committable, committed=True).encode()
         self.failures = 0
 
     def aborted(self) -> None:
-        if not self.recovered:
+        if self.state is RECOVERING:
             return
-        txn = self.prepared_txn if self.prepared_txn is not None else self.txn
-        self.txn = self.prepared_txn = None
-        self.prepared = None
-        self.marker_covered = False
-        self.broken = None
+        pending, self.pending = self.pending, None
+        txn = pending.txn if pending is not None else self.txn
+        self.txn = None
+        self.error = None
         self.wrote = False
         self._msg, self._index = None, -1
         if txn is not None:
@@ -339,8 +379,11 @@ class SinkOperator:
         if self.failed:
             # This sink caused the abort: the replay waits before trying it again.
             self.failed = False
-            self.retry_at = time.monotonic() + min(MAX_BACKOFF, 0.1 * 2 ** min(self.failures, 10))
+            self.retry_at = time.monotonic() + backoff_delay(self.failures, maximum=MAX_BACKOFF)
             self.failures += 1
+            self._to(BACKING_OFF)
+        elif self.state is BROKEN:
+            self._to(OPEN)
 
     def _commit_retrying(self, committable: Any) -> None:
         """Commit until it succeeds: the Kafka transaction already committed, so the sink must
@@ -359,28 +402,29 @@ class SinkOperator:
 
     def recover(self) -> None:
         raw = self.store.get(STATE_KEY)
-        rec = orjson.loads(raw) if raw else None
-        committable = rec["committable"] if rec else None
-        self.next_seq = int(rec["seq"]) + 1 if rec else 0
+        rec = StoredCommittable.decode(raw) if raw else None
+        committable = rec.committable if rec is not None else None
+        self.next_seq = rec.seq + 1 if rec is not None else 0
         attempt = 0
         while True:
             try:
                 if not self.opened:
                     self.sink.open(self.ctx)
                     self.opened = True
-                if rec is not None and not rec.get("committed"):
+                    self._write = self.sink.write  # a sink may pick its writer in open()
+                if rec is not None and not rec.committed:
                     # The process died after the Kafka commit and before (or while) committing the sink.
                     self.sink.commit(committable)
-                    self.marker = orjson.dumps({**rec, "committed": True})
-                    rec["committed"] = True
-                    self.log.info("sink committed a checkpoint left uncommitted by the previous owner", seq=rec["seq"])
+                    rec = StoredCommittable(rec.seq, committable, committed=True)
+                    self.mark = rec.encode()
+                    self.log.info("sink committed a checkpoint left uncommitted by the previous owner", seq=rec.seq)
                 self.sink.recover(committable)
                 break
             except SinkError as e:
                 self.log.warning("sink recovery failed; retrying", attempt=attempt + 1, error=repr(e))
                 sleep_backoff(attempt)
                 attempt += 1
-        self.recovered = True
+        self._to(BROKEN if self.error is not None else OPEN)
         if self.timers is not None:
             self.timer_at = self.timers.next_due(PROC)
             if self.timer_at is None:
@@ -389,3 +433,7 @@ class SinkOperator:
 
     def close(self) -> None:
         self.sink.close()
+
+
+__all__ = ["TwoPhaseCommitSinkNode", "SinkOperator", "SinkState", "PendingCommit", "StoredCommittable",
+           "STATE_KEY", "COMMITTABLE_VERSION", "MAX_BACKOFF"]

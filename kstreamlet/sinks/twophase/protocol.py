@@ -1,7 +1,7 @@
 """The two-phase-commit sink protocol (Flink's ``TwoPhaseCommitSinkFunction``), driven by the runtime.
 
 A sink never decides *when* to commit. The runtime
-(:class:`kstreamlet.sinks.node.TwoPhaseCommitSinkNode`) gives every task (one partition
+(:class:`kstreamlet.sinks.twophase.operator.SinkOperator`) gives every task (one partition
 of a sub-topology) its own copy of the sink (``copy.copy``, then :meth:`open`) and drives
 it through each checkpoint:
 
@@ -183,14 +183,19 @@ class TwoPhaseCommitSink(Generic[Txn]):
         return False
 
 
+def backoff_delay(attempt: int, initial: float = 0.1, maximum: float = 5.0) -> float:
+    """``min(maximum, initial * 2**attempt)`` seconds: the wait before retry number ``attempt + 1``."""
+    return min(maximum, initial * (2 ** min(attempt, 30)))
+
+
 def sleep_backoff(attempt: int, initial: float = 0.1, maximum: float = 5.0) -> float:
-    """Sleep ``min(maximum, initial * 2**attempt)`` seconds; returns the delay."""
-    d = min(maximum, initial * (2 ** min(attempt, 30)))
+    """Sleep :func:`backoff_delay` seconds; returns the delay."""
+    d = backoff_delay(attempt, initial, maximum)
     time.sleep(d)
     return d
 
 
 __all__ = [
     "TwoPhaseCommitSink", "SinkContext", "RecordMetadata",
-    "SinkError", "SinkUnavailableError", "SinkWriteError", "sleep_backoff",
+    "SinkError", "SinkUnavailableError", "SinkWriteError", "backoff_delay", "sleep_backoff",
 ]
