@@ -1,0 +1,153 @@
+"""The task manager with a fake consumer (runtime/tasks.py): tasks per partition, routes, the
+offsets each task notes for the checkpoint, start positions and stable committed offsets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, TopicPartition
+
+from kstreamlet import App, serdes
+from kstreamlet.runtime.tasks import TaskManager
+from kstreamlet.runtime.task import Task
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None = b"v",
+                 error: KafkaError | None = None) -> None:
+        self._t, self._p, self._o, self._v, self._e = topic, partition, offset, value, error
+
+    def error(self) -> KafkaError | None:
+        return self._e
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return b"k"
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_000 + self._o)
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
+
+class FakeConsumer:
+    """committed() answers from ``committed_offsets``; a partition listed in ``unstable`` answers
+    UNSTABLE_OFFSET_COMMIT (a previous owner's transaction is open) that many times first."""
+
+    def __init__(self, committed_offsets: dict[tuple[str, int], int] | None = None,
+                 unstable: dict[tuple[str, int], int] | None = None) -> None:
+        self.committed_offsets = committed_offsets or {}
+        self.unstable = dict(unstable or {})
+        self.committed_calls = 0
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.committed_calls += 1
+        out = []
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            if self.unstable.get(key, 0) > 0:
+                self.unstable[key] -= 1
+                out.append(_WithError(tp.topic, tp.partition, KafkaError(KafkaError.UNSTABLE_OFFSET_COMMIT)))
+            else:
+                out.append(TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(key, OFFSET_INVALID)))
+        return out
+
+
+class _WithError:
+    def __init__(self, topic: str, partition: int, error: KafkaError) -> None:
+        self.topic, self.partition, self.error = topic, partition, error
+
+
+class Collector:
+    errors = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, int]] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+        if value == b"boom":
+            raise ValueError("a failing record")
+        self.sent.append((topic, value, ts))
+
+    def send_watermark(self, *a: Any) -> None:
+        pass
+
+
+def manager(start: str = "group") -> tuple[TaskManager, Collector]:
+    app = App(application_id="tm", bootstrap_servers="127.0.0.1:1")
+    app.stream("in", start=start).map(lambda v: v).to("out")
+    topology = app.topology()
+    collector = Collector()
+
+    def new_task(st: Any, partition: int) -> Task:
+        return Task(st, partition, collector, lambda t: 3, settings=app.settings)
+
+    return TaskManager(topology, new_task, exactly_once=True, transaction_timeout=1.0), collector
+
+
+def test_assign_makes_one_task_per_partition_and_revoke_closes_tasks_left_without_inputs():
+    tm, _ = manager()
+    a = tm.assign(FakeConsumer(), None, [TopicPartition("in", 0), TopicPartition("in", 2)])  # type: ignore[arg-type]
+    assert sorted(t.id for t in a.created) == ["0_0", "0_2"]
+    assert [(tp.topic, tp.partition, tp.offset) for tp in a.positioned] == [("in", 0, OFFSET_INVALID), ("in", 2, OFFSET_INVALID)]
+    assert not a.paused and tm.assigned == {("in", 0), ("in", 2)}
+    closed = tm.revoke([TopicPartition("in", 0)], None)
+    assert [t.id for t in closed] == ["0_0"] and list(tm.routes) == [("in", 2)]
+
+
+def test_process_routes_records_and_each_task_notes_its_offsets_once_per_run():
+    tm, collector = manager()
+    tm.assign(FakeConsumer(), None, [TopicPartition("in", 0), TopicPartition("in", 1)])  # type: ignore[arg-type]
+    failed: list[tuple[int, str]] = []
+    msgs = [Msg("in", 0, 5), Msg("in", 0, 6), Msg("in", 1, 3), Msg("in", 2, 9), Msg("in", 0, 7), Msg("in", 1, 4, b"boom")]
+    n = tm.process(msgs, lambda m, e: failed.append((m.offset(), str(e))), lambda err: None)
+    assert n == 5, "the record of the unassigned partition 2 is skipped"
+    assert [v for _, v, _ in collector.sent] == [b"v"] * 4
+    assert failed == [(4, "a failing record")], "a failing record goes to the error policy and counts as processed"
+    t0, t1 = tm.task_of("in", 0), tm.task_of("in", 1)
+    assert t0 is not None and t1 is not None
+    assert t0.offsets == {("in", 0): 8} and t0.first == {("in", 0): 5}
+    assert t1.offsets == {("in", 1): 5} and t1.first == {("in", 1): 3}
+
+
+def test_an_error_that_stops_the_batch_marks_every_partition_of_it_for_rewind():
+    tm, _ = manager()
+    tm.assign(FakeConsumer(), None, [TopicPartition("in", 0), TopicPartition("in", 1)])  # type: ignore[arg-type]
+
+    def consumer_error(err: KafkaError) -> None:
+        raise RuntimeError("fatal consumer error")
+
+    msgs = [Msg("in", 0, 5), Msg("in", 0, 6, error=KafkaError(KafkaError._FATAL)), Msg("in", 1, 11)]
+    with pytest.raises(RuntimeError):
+        tm.process(msgs, lambda m, e: None, consumer_error)
+    t0, t1 = tm.task_of("in", 0), tm.task_of("in", 1)
+    assert t0 is not None and t1 is not None
+    assert t0.first == {("in", 0): 5} and t1.first == {("in", 1): 11}, \
+        "partition 1 was never reached, but the consumer's position is past it: it must rewind too"
+
+
+def test_an_explicit_start_position_applies_only_without_a_committed_offset():
+    tm, _ = manager(start="earliest")
+    a = tm.assign(FakeConsumer({("in", 1): 42}), None, [TopicPartition("in", 0), TopicPartition("in", 1)])  # type: ignore[arg-type]
+    assert [(tp.partition, tp.offset) for tp in a.positioned] == [(0, OFFSET_BEGINNING), (1, 42)]
+
+
+def test_committed_offsets_wait_until_the_previous_owners_transaction_is_resolved():
+    tm, _ = manager()
+    consumer = FakeConsumer({("in", 0): 7}, unstable={("in", 0): 2})
+    got = tm.committed_stable(consumer, [TopicPartition("in", 0)])  # type: ignore[arg-type]
+    assert [(c.partition, c.offset) for c in got] == [(0, 7)]
+    assert consumer.committed_calls == 3, "asked again while the offset commit was unstable (KIP-447)"
