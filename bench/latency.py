@@ -153,7 +153,7 @@ def _raw(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any], stop
 def _kstreamlet(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any], stopped: dict[str, str]) -> int:
     from kstreamlet import App
     from kstreamlet.logging import configure_logging
-    from kstreamlet.runtime.member import Member
+    from bench import hooks
 
     w.kstreamlet_facts(facts)
     app = App(application_id=a.group, bootstrap_servers=a.bootstrap, processing_guarantee="exactly_once",
@@ -161,19 +161,15 @@ def _kstreamlet(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any
     app.stream(a.in_topic).map(lambda v: v.upper()).to(a.out_topic)
     configure_logging(app.settings.log_level)
 
-    class BenchMember(Member):
-        def _process(self, msgs: list[Any]) -> None:
-            if probe.t_first is None and msgs:
+    class Probe(hooks.Hooks):
+        def before_batch(self, m: Any, msgs: list[Any]) -> None:
+            if probe.t_first is None:
                 probe.first()
-            Member._process(self, msgs)
 
-        def _commit(self) -> None:
-            dirty = self.ckpt is not None and self.ckpt.dirty
-            Member._commit(self)
-            if dirty:
-                probe.committed()
+        def on_commit(self, m: Any, seconds: float) -> None:
+            probe.committed()
 
-    m = BenchMember(app, "bench-0", install_signal_handlers=True)  # SIGTERM: finish the checkpoint, leave
+    m = hooks.member(app, Probe(), install_signal_handlers=True)  # SIGTERM: finish the checkpoint, leave
 
     def expire() -> None:
         stopped["by"] = "timeout"

@@ -10,7 +10,7 @@ Exactly-once, commit interval 1 s, one process each, the same local broker.
 Timing (the same method for both, in the worker process): the clock starts when the first
 consumed record reaches the processing code and stops when the worker has processed
 ``6 N`` records (N lines + 5 N repartitioned words); start-up, topic creation and the group
-join are excluded. kstreamlet: a per-batch hook in ``Member._process``; Quix: its
+join are excluded. kstreamlet: a per-batch listener hook (bench/hooks.py); Quix: its
 ``on_message_processed`` callback (one call per consumed message). Every run's output is
 read back ``read_committed``; the last value per word must equal the true count of every
 word, else the run is WRONG.
@@ -202,7 +202,7 @@ def _kstreamlet_app(a: argparse.Namespace, facts: dict[str, Any]) -> Any:
 
 
 def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any]) -> None:
-    from kstreamlet.runtime.member import Member
+    from bench import hooks
 
     app = _kstreamlet_app(a, facts)
     target = a.target
@@ -214,35 +214,33 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
 
     control = {"n": 0}
 
-    class BenchMember(Member):
-        """Member with a timing probe: one extra call per batch and per commit.
+    class Probe(hooks.Hooks):
+        """One extra call per batch and per commit.
 
         ``count()`` is a keyed-process operator, so kstreamlet forwards watermark records
         (null value, key ``kstreamlet.watermark``) through the repartition topic at commits;
         ``records_processed`` counts them, so they are subtracted (one ``value() is None``
         test per record) to stop exactly after the last data record."""
 
-        def _process(self, msgs: list[Any]) -> None:
-            if probe.t_first is None and msgs:
+        def before_batch(self, m: Any, msgs: list[Any]) -> None:
+            if probe.t_first is None:
                 probe.first()
                 if prof is not None:
                     prof.enable()
-            Member._process(self, msgs)
-            control["n"] += sum(1 for m in msgs if m.value() is None)
-            data = self.records_processed - control["n"]
+
+        def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
+            control["n"] += sum(1 for r in msgs if r.value() is None)
+            data = m.records_processed - control["n"]
             if data >= target and probe.t_last is None:
                 if prof is not None:
                     prof.disable()
                 probe.last(data)
-                self.stop()
+                m.stop()
 
-        def _commit(self) -> None:
-            dirty = self.ckpt is not None and self.ckpt.dirty
-            Member._commit(self)
-            if dirty:
-                probe.committed()
+        def on_commit(self, m: Any, seconds: float) -> None:
+            probe.committed()
 
-    m = BenchMember(app, "bench-0", install_signal_handlers=False)
+    m = hooks.member(app, Probe())
     timer = threading.Timer(a.timeout, m.stop)
     timer.daemon = True
     timer.start()
@@ -254,29 +252,27 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
 
 
 def _kstreamlet_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[str, Any]:
-    from kstreamlet.runtime.member import Member
+    from bench import hooks
 
     app = _kstreamlet_app(a, facts)
     t: dict[str, float] = {}
 
-    class RestoreMember(Member):
-        def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-            if partitions and "start" not in t:
+    class Probe(hooks.Hooks):
+        def on_assigned(self, m: Any, partitions: list[Any], restoring: list[str]) -> None:
+            if "start" not in t:
                 t["start"] = time.monotonic()
                 t["cpu_start"] = common.cpu_seconds()
-            Member._on_assign(self, consumer, partitions)
-            if partitions and self.restorer is not None and not self.restorer.active and "end" not in t:
+            if m.restorer is not None and not m.restorer.active and "end" not in t:
                 t["end"] = time.monotonic()  # nothing to restore
-                self.stop()
+                m.stop()
 
-        def _restore_step(self) -> None:
-            Member._restore_step(self)
-            if self.restorer is not None and not self.restorer.active and "start" in t and "end" not in t:
+        def on_task_restored(self, m: Any, task_id: str) -> None:
+            if m.restorer is not None and not m.restorer.active and "start" in t and "end" not in t:
                 t["end"] = time.monotonic()
                 t["cpu_end"] = common.cpu_seconds()
-                self.stop()
+                m.stop()
 
-    m = RestoreMember(app, "bench-0", install_signal_handlers=False)
+    m = hooks.member(app, Probe())
     timer = threading.Timer(a.timeout, m.stop)
     timer.daemon = True
     timer.start()
@@ -839,7 +835,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
 - input: {args.records:,} lines, each {WORDS_PER_LINE} words drawn uniformly from a {VOCABULARY}-word vocabulary (seed {args.seed}), {PARTITIONS} partitions, loaded once; both systems read all of it from the beginning
 - topology (both): split lines into words → repartition by word through an internal topic (kstreamlet `key_by(..., name="words")`, Quix `group_by(..., name="words")`) → per-word count in RocksDB state with a changelog topic (kstreamlet `count()`, Quix `apply(count, stateful=True)` with `State.get/set`) → (word → running count, 8-byte big-endian) to a fresh {PARTITIONS}-partition output topic
 - exactly-once (kstreamlet `processing_guarantee="exactly_once"`, Quix `"exactly-once"`), commit interval {COMMIT_INTERVAL} s, one process, fresh consumer group / application id and fresh temp state dir per run; consumer `fetch.queue.backoff.ms=10` for both (kstreamlet's default; Quix via `consumer_extra_config`)
-- **timing, the same method for both:** in the worker, from the first consumed record reaching the processing code to the moment the worker has processed {1 + WORDS_PER_LINE} × N records (N input lines + {WORDS_PER_LINE} N repartitioned words; under exactly-once the words are only readable after the commit that wrote them, so commits are on the critical path); start-up and group join excluded. kstreamlet: a per-batch hook in `Member._process`; Quix: its `on_message_processed` callback. records/s counts both kinds of records; lines/s = records/s ÷ {1 + WORDS_PER_LINE}. "s to final commit" = until the commit that makes the last output visible
+- **timing, the same method for both:** in the worker, from the first consumed record reaching the processing code to the moment the worker has processed {1 + WORDS_PER_LINE} × N records (N input lines + {WORDS_PER_LINE} N repartitioned words; under exactly-once the words are only readable after the commit that wrote them, so commits are on the critical path); start-up and group join excluded. kstreamlet: a per-batch listener hook (bench/hooks.py); Quix: its `on_message_processed` callback. records/s counts both kinds of records; lines/s = records/s ÷ {1 + WORDS_PER_LINE}. "s to final commit" = until the commit that makes the last output visible
 - verification: the output topic read back `read_committed`; the last value of every word must equal its true count (all {VOCABULARY} words); otherwise the run is WRONG and not counted
 - restore: after each measured run the same system is started again on the same application id / consumer group with the state dir wiped, and restores its store from the changelog; timed from partition assignment (kstreamlet `_on_assign`; Quix the start of `do_recovery`) until every store partition is restored. The changelog holds one record per word updated per commit (both systems write the changelog once per key per checkpoint), so its size depends on how many commits the run took
 - CPU µs/record = the worker process's CPU time (all threads) in the timed window per record; box busy = whole-machine CPU utilisation ({info['nproc']} CPUs, broker included) in that window

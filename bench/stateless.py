@@ -265,7 +265,7 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
     import kstreamlet
     from kstreamlet import App
     from kstreamlet.logging import configure_logging
-    from kstreamlet.runtime.member import Member
+    from bench import hooks
 
     # Which code was imported (fingerprinted right after import: the tree may be edited meanwhile).
     pkg = Path(kstreamlet.__file__).parent
@@ -283,30 +283,27 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
 
         prof = cProfile.Profile()
 
-    class BenchMember(Member):
-        """Member with a timing probe: one extra call per batch and per commit, nothing per record.
+    class Probe(hooks.Hooks):
+        """One extra call per batch and per commit, nothing per record. With ``--profile-out``
+        cProfile covers the same window as the timing (steady state)."""
 
-        With ``--profile-out`` cProfile covers the same window as the timing (steady state)."""
-
-        def _process(self, msgs: list[Any]) -> None:
-            if probe.t_first is None and msgs:
+        def before_batch(self, m: Any, msgs: list[Any]) -> None:
+            if probe.t_first is None:
                 probe.first()
                 if prof is not None:
                     prof.enable()
-            Member._process(self, msgs)
-            if self.records_processed >= target and probe.t_last is None:
+
+        def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
+            if m.records_processed >= target and probe.t_last is None:
                 if prof is not None:
                     prof.disable()
-                probe.last(self.records_processed)
-                self.stop()
+                probe.last(m.records_processed)
+                m.stop()
 
-        def _commit(self) -> None:
-            dirty = self.ckpt is not None and self.ckpt.dirty
-            Member._commit(self)
-            if dirty:
-                probe.committed()
+        def on_commit(self, m: Any, seconds: float) -> None:
+            probe.committed()
 
-    BenchMember(app, "bench-0", install_signal_handlers=False).run()
+    hooks.member(app, Probe()).run()
     if prof is not None:
         prof.dump_stats(a.profile_out)
 

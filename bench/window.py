@@ -215,28 +215,26 @@ def kstreamlet_app(a: argparse.Namespace) -> Any:
 def run_kstreamlet_to_target(app: Any, probe: common.Probe, target: int, timeout: float) -> None:
     """Run ``app`` in a Member with a per-batch probe until ``target`` input records are processed."""
     from kstreamlet.logging import configure_logging
-    from kstreamlet.runtime.member import Member
+    from bench import hooks
 
     configure_logging(app.settings.log_level)
 
-    class BenchMember(Member):
+    class Probe(hooks.Hooks):
         """One extra call per batch and per commit (as in bench/stateless.py)."""
 
-        def _process(self, msgs: list[Any]) -> None:
-            if probe.t_first is None and msgs:
+        def before_batch(self, m: Any, msgs: list[Any]) -> None:
+            if probe.t_first is None:
                 probe.first()
-            Member._process(self, msgs)
-            if self.records_processed >= target and probe.t_last is None:
-                probe.last(self.records_processed)
-                self.stop()
 
-        def _commit(self) -> None:
-            dirty = self.ckpt is not None and self.ckpt.dirty
-            Member._commit(self)
-            if dirty:
-                probe.committed()
+        def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
+            if m.records_processed >= target and probe.t_last is None:
+                probe.last(m.records_processed)
+                m.stop()
 
-    m = BenchMember(app, "bench-0", install_signal_handlers=False)
+        def on_commit(self, m: Any, seconds: float) -> None:
+            probe.committed()
+
+    m = hooks.member(app, Probe())
     timer = threading.Timer(timeout, m.stop)
     timer.daemon = True
     timer.start()
@@ -555,7 +553,7 @@ def throughput_report(title: str, cmd: str, description: list[str], systems: lis
 {version_lines(info, systems)}
 - Kafka {info['kafka_version']} ({info['broker_backend']} broker, same machine), Python {info['python']}
 {desc}
-- **timing, the same method for every system:** in the worker, from the first consumed record reaching the processing code until the target number of input records is processed; start-up and the group join excluded. kstreamlet: a per-batch hook in `Member._process`; Quix: its `on_message_processed` callback; Kafka Streams: the jar's own probe (bench/kstreams). "s to final commit" = until the commit that makes the last output visible
+- **timing, the same method for every system:** in the worker, from the first consumed record reaching the processing code until the target number of input records is processed; start-up and the group join excluded. kstreamlet: a per-batch listener hook (bench/hooks.py); Quix: its `on_message_processed` callback; Kafka Streams: the jar's own probe (bench/kstreams). "s to final commit" = until the commit that makes the last output visible
 - CPU µs/record = the worker process's CPU time (all threads) in the timed window per record; box busy = whole-machine CPU utilisation ({info['nproc']} CPUs, broker included) in that window
 - {repeats} repeats per system, order rotated; each run a fresh subprocess, application id / consumer group, state dir and output topic; total wall time {info.get('wall_seconds', 0):.0f} s
 {note_text}

@@ -46,7 +46,6 @@ from kstreamlet.runtime.topics import TopicAdmin, prepare_topics
 from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.factory import StoreFactory
 from kstreamlet.state.recovery import Restorer
-from kstreamlet.state.store import Store
 from kstreamlet.topology.builder import SubTopology, Topology
 
 if TYPE_CHECKING:

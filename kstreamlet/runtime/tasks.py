@@ -22,7 +22,6 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, Consumer, KafkaError, KafkaException, \
     TopicPartition
 
-from kstreamlet import metrics
 from kstreamlet.errors import ProcessingError
 from kstreamlet.runtime.checkpoint import TP, AbortCheckpoint, FatalClientError
 from kstreamlet.runtime.task import Message, Task

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, TopicPartition
 
-from kstreamlet import App, serdes
+from kstreamlet import App
 from kstreamlet.runtime.tasks import TaskManager
 from kstreamlet.runtime.task import Task
 
