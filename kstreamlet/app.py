@@ -1,17 +1,19 @@
-"""The application: configuration, the streams it defines, and how it runs."""
+"""The application: its settings and a :class:`~kstreamlet.topology.builder.TopologyBuilder` the streams are
+defined in, and how it runs."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Iterable, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.config import Settings, load_settings
-from kstreamlet.dsl.stream import Stream
+from kstreamlet.dsl.broadcast import BroadcastStream
+from kstreamlet.dsl.joins import Table
+from kstreamlet.dsl.stream import KeyedStream, Stream
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.serdes import Serde
 from kstreamlet.sources.base import Source
-from kstreamlet.topology.builder import BroadcastSpec, CustomSourceSpec, InternalTopic, Topology, build_topology
+from kstreamlet.topology.builder import BroadcastSpec, CustomSourceSpec, Topology, TopologyBuilder
 from kstreamlet.topology.nodes import SourceNode, StartPosition
 
 
@@ -35,19 +37,25 @@ class App:
 
     def __init__(self, application_id: str | None = None, **settings: Any) -> None:
         self.settings: Settings = load_settings(application_id=application_id, **settings)
-        self._sources: list[SourceNode] = []
-        self._internal_topics: dict[str, InternalTopic] = {}
-        self._custom_sources: list[CustomSourceSpec] = []
-        self._topology: Topology | None = None
-        self._names: set[str] = set()
-        self._broadcasts: dict[str, BroadcastSpec] = {}
+        #: What the streams defined on this app register (sources, internal topics, names, ...).
+        self.builder = TopologyBuilder(self.settings.application_id)
 
     def configure(self, **settings: Any) -> "App":
         """Change settings before running (e.g. bootstrap servers in tests); re-validated."""
         current = self.settings.model_dump(exclude_unset=True)
         current.update({k: v for k, v in settings.items() if v is not None})
         self.settings = load_settings(**current)
+        self.builder.application_id = self.settings.application_id
         return self
+
+    # Kept while the runtime moves to ``topology().broadcasts`` / ``topology().custom_sources``.
+    @property
+    def _broadcasts(self) -> dict[str, BroadcastSpec]:
+        return self.builder.broadcasts
+
+    @property
+    def _custom_sources(self) -> list[CustomSourceSpec]:
+        return self.builder.custom_sources
 
     # --- defining streams ------------------------------------------------------------------------
 
@@ -67,8 +75,8 @@ class App:
         ks = _serdes.resolve(key_serde, _serdes.BYTES)
         vs = _serdes.resolve(value_serde, _serdes.BYTES)
         node = SourceNode(topic, ks, vs, StartPosition.parse(start, override_committed), watermarks=watermarks)
-        self._register_source(node)
-        return Stream(self, node, ks, vs, watermarks=watermarks)
+        self.builder.add_source(node)
+        return Stream(self.builder, node, ks, vs, watermarks=watermarks)
 
     def source(self, source: Source | Callable[[], Iterable[Any]], name: str,
                value_serde: Serde[Any] | str | None = None, key_serde: Serde[Any] | str | None = None,
@@ -79,39 +87,33 @@ class App:
         timestamp given to ``ctx.collect`` (default: the time of collection) as record timestamp;
         ``watermarks`` makes it an event-time input as for :meth:`stream`.
         """
-        self._check_name(name)
+        self.builder.check_name(name)
         ks = _serdes.resolve(key_serde, _serdes.BYTES)
         vs = _serdes.resolve(value_serde, _serdes.JSON)
-        topic = f"{self.settings.application_id}-source-{name}"
-        self._internal_topics[topic] = InternalTopic(topic, partitions)
-        self._custom_sources.append(CustomSourceSpec(name, source, topic, ks, vs))
+        topic = self.builder.add_custom_source(name, source, ks, vs, partitions)
         node = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions,
                           watermarks=watermarks)
-        self._register_source(node)
-        return Stream(self, node, ks, vs, watermarks=watermarks)
+        self.builder.add_source(node)
+        return Stream(self.builder, node, ks, vs, watermarks=watermarks)
 
     def table(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
-              name: str | None = None) -> Any:
+              name: str | None = None) -> Table:
         """A table (latest value per key) materialized from a compacted topic, for ``join_table``.
         The topic must be keyed by the join key and co-partitioned with the joining stream."""
-        from kstreamlet.dsl.stream import KeyedStream
-        from kstreamlet.joins import Table
-
         ks = _serdes.resolve(key_serde, _serdes.BYTES)
         vs = _serdes.resolve(value_serde, _serdes.BYTES)
         node = SourceNode(topic, ks, vs, StartPosition("earliest"))
-        self._register_source(node)
-        return Table(self, topic, KeyedStream(self, node, ks, vs), name or topic.replace("/", "-"))
+        self.builder.add_source(node)
+        return Table(topic, KeyedStream(self.builder, node, ks, vs), name or topic.replace("/", "-"))
 
     def broadcast(self, topic: str | None = None, value_serde: Serde[Any] | str | None = None,
-                  key_serde: Serde[Any] | str | None = None, source: Any = None, name: str | None = None) -> Any:
+                  key_serde: Serde[Any] | str | None = None, source: Any = None,
+                  name: str | None = None) -> BroadcastStream:
         """A broadcast stream: every instance receives every element (Flink's ``broadcast()``).
 
         From a topic, or from a (polling) ``source`` whose records go through the compacted
         internal topic ``<application_id>-broadcast-<name>``. Connect it with ``stream.connect(b)``.
         """
-        from kstreamlet.broadcast import BroadcastStream
-
         ks = _serdes.resolve(key_serde, _serdes.BYTES)
         vs = _serdes.resolve(value_serde, _serdes.JSON if source is not None else _serdes.BYTES)
         if (topic is None) == (source is None):
@@ -119,47 +121,18 @@ class App:
         if source is not None:
             if not name:
                 raise ValueError("a broadcast source needs a name (it names its internal topic)")
-            self._check_name(name)
-            topic = f"{self.settings.application_id}-broadcast-{name}"
-            self._internal_topics[topic] = InternalTopic(topic, 1, {"cleanup.policy": "compact"})
-            self._custom_sources.append(CustomSourceSpec(name, source, topic, ks, vs))
+            self.builder.check_name(name)
+            topic = self.builder.add_broadcast_source(name, source, ks, vs)
         assert topic is not None
         b = BroadcastStream(topic, ks, vs)
-        self._broadcasts[topic] = b
+        self.builder.add_broadcast(b)
         return b
-
-    def _check_name(self, name: str) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-            raise ValueError(f"name {name!r} must be letters, digits, '.', '_' or '-' (it names a topic)")
-        if name in self._names:
-            raise ValueError(f"name {name!r} is used twice in this app")
-        self._names.add(name)
-
-    def _register_source(self, node: SourceNode) -> None:
-        if self._topology is not None:
-            raise RuntimeError("the topology was already built; define all streams before running")
-        self._sources.append(node)
-
-    def _next_op_id(self) -> int:
-        """Deterministic numbering of unnamed stateful operators (names their stores)."""
-        self._op_counter = getattr(self, "_op_counter", -1) + 1
-        return self._op_counter
-
-    def _repartition_topic(self, name: str | None, partitions: int | None) -> str:
-        name = name or f"key_by-{len(self._internal_topics)}"
-        self._check_name(name)
-        topic = f"{self.settings.application_id}-{name}-repartition"
-        self._internal_topics[topic] = InternalTopic(topic, partitions)
-        return topic
 
     # --- running ------------------------------------------------------------------------------------
 
     def topology(self) -> Topology:
         """Build (once) and return the topology; raises TopologyError if it cannot run."""
-        if self._topology is None:
-            self._topology = build_topology(self._sources, self._internal_topics, self._broadcasts,
-                                            self._custom_sources)
-        return self._topology
+        return self.builder.build()
 
     def run(self, workers: int = 1) -> int:
         """Join the group and process until SIGTERM/SIGINT. Returns the exit code."""

@@ -33,13 +33,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kstreamlet.runtime.context import ProcessorContext
+from kstreamlet.state.codec import decode_list, key_prefix
+from kstreamlet.state.keyed import KeyContext, ListState, make_state
 
 if TYPE_CHECKING:
     from kstreamlet.runtime.timers import TimerService
+    from kstreamlet.state.store import Store
     from kstreamlet.state.keyed import (
         AggregatingState,
         AggregatingStateDescriptor,
-        ListState,
         ListStateDescriptor,
         MapState,
         MapStateDescriptor,
@@ -66,11 +68,22 @@ class RuntimeContext:
     def task_id(self) -> str:
         return self._task.id  # type: ignore[no-any-return]
 
-    def _state(self, desc: "StateDescriptor") -> Any:
-        from kstreamlet.state.keyed import make_state
+    def raw_store(self, name: str) -> "Store":
+        """This operator's store ``name`` itself (bytes keys and values; operators lay out their
+        own entries with :mod:`kstreamlet.state.codec`)."""
+        return self._task.store(self._node.store_name(name))  # type: ignore[no-any-return]
 
-        store = self._task.store(self._node.store_name(desc.name))
-        return make_state(desc, store, self._task.keyctx)
+    @property
+    def key_context(self) -> "KeyContext":
+        """The task's current key (``key_bytes``) that keyed state is scoped to."""
+        return self._task.keyctx  # type: ignore[no-any-return]
+
+    def state(self, desc: "StateDescriptor") -> Any:
+        """The keyed state object for any descriptor (``get_state`` & co. are the typed forms)."""
+        return make_state(desc, self.raw_store(desc.name), self._task.keyctx)
+
+    def _state(self, desc: "StateDescriptor") -> Any:
+        return self.state(desc)
 
     def get_state(self, desc: "ValueStateDescriptor") -> "ValueState[Any]":
         return self._state(desc)  # type: ignore[no-any-return]
@@ -89,9 +102,7 @@ class RuntimeContext:
 
     def get_operator_list_state(self, desc: "ListStateDescriptor") -> "OperatorListState":
         """Per-task (not per-key) list state, e.g. for a source's or operator's own bookkeeping."""
-        from kstreamlet.state.keyed import ListState
-
-        store = self._task.store(self._node.store_name(desc.name))
+        store = self.raw_store(desc.name)
         return OperatorListState(ListState(store, self._task.operator_keyctx, desc))
 
 
@@ -99,15 +110,13 @@ class RuntimeContext:
         """Operator list state redistributed as a union (Flink's union list state): right after the
         task opens, ``get()`` returns the concatenation of every partition's list (read from the
         store's changelog); once this task writes, it sees its own list."""
-        from kstreamlet.state.keyed import ListState, _decode_list, key_prefix
-
-        store = self._task.store(self._node.store_name(desc.name))
+        store = self.raw_store(desc.name)
         own = ListState(store, self._task.operator_keyctx, desc)
         union: list[Any] = []
         for part, entries in sorted(self._task.read_all_partitions(store).items()):
             raw = entries.get(key_prefix(b""))
             if raw is not None:
-                union.extend(desc.serde.deserialize(b) for b in _decode_list(raw))
+                union.extend(desc.serde.deserialize(b) for b in decode_list(raw))
         return UnionListState(own, union)
 
 
@@ -156,11 +165,12 @@ class OperatorListState:
 class KeyedContext(ProcessorContext):
     """``ctx`` in ``process_element`` / ``on_timer``: a ProcessorContext plus ``timers``."""
 
-    __slots__ = ("timers", "time_domain")
+    __slots__ = ("timers", "time_domain", "_keyctx")
 
     def __init__(self, task: Any, forward: Any, sides: Any, timers: "TimerService") -> None:
         super().__init__(task, forward, sides)
         self.timers = timers
+        self._keyctx: KeyContext = task.keyctx
         #: In ``on_timer``: ``"event"`` or ``"processing"``; None in ``process_element``.
         self.time_domain: str | None = None
 
@@ -168,6 +178,11 @@ class KeyedContext(ProcessorContext):
     def current_watermark(self) -> int:
         """The task's event-time watermark (ms)."""
         return self._task.watermarks.watermark  # type: ignore[no-any-return]
+
+    @property
+    def key_bytes(self) -> bytes:
+        """The current key as serialized with the stream's key serde (what keyed state is scoped by)."""
+        return self._keyctx.key_bytes
 
     @property
     def is_late(self) -> bool:
@@ -194,3 +209,62 @@ class KeyedProcessFunction:
 
     def close(self) -> None:
         """The task is closing (revoked or shutdown)."""
+
+
+class BroadcastState:
+    """A map every instance holds a full copy of."""
+
+    def __init__(self) -> None:
+        self._data: dict[Any, Any] = {}
+        self.writable = False
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def contains(self, key: Any) -> bool:
+        return key in self._data
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        return iter(list(self._data.items()))
+
+    def keys(self) -> Iterator[Any]:
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _check(self) -> None:
+        if not self.writable:
+            raise PermissionError("broadcast state is read-only in process_element; write it in process_broadcast_element")
+
+    def put(self, key: Any, value: Any) -> None:
+        self._check()
+        self._data[key] = value
+
+    def remove(self, key: Any) -> None:
+        self._check()
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._check()
+        self._data.clear()
+
+
+class BroadcastProcessFunction:
+    """Non-keyed: override ``process_element`` and ``process_broadcast_element``."""
+
+    def open(self, ctx: RuntimeContext) -> None:
+        """Called once per task copy."""
+
+    def process_element(self, value: Any, ctx: ProcessorContext) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_element(value, ctx)")
+
+    def process_broadcast_element(self, value: Any, ctx: Any) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_broadcast_element(value, ctx)")
+
+
+class KeyedBroadcastProcessFunction(KeyedProcessFunction):
+    """Keyed: keyed state and timers as in KeyedProcessFunction, plus the broadcast side."""
+
+    def process_broadcast_element(self, value: Any, ctx: Any) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_broadcast_element(value, ctx)")

@@ -46,8 +46,7 @@ import random
 import time
 from typing import Any
 
-from kstreamlet import App, Source, SourceContext, serdes
-from kstreamlet.broadcast import BroadcastProcessFunction
+from kstreamlet import App, BroadcastProcessFunction, Source, SourceContext, serdes
 from kstreamlet.sources.mysql import MySQLPollingSource
 from services._env import required
 

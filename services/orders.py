@@ -47,9 +47,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from kstreamlet import App, Source, SourceContext, serdes
-from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.windowing import TumblingEventTimeWindows
+from kstreamlet import App, Source, SourceContext, TumblingEventTimeWindows, WatermarkStrategy, serdes
 from services._env import integer, required
 
 #: The seed's catalogue: (goodsId, goodsName, goodsPrice).

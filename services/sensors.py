@@ -14,7 +14,7 @@ Outputs (JSON):
   an idle input stops holding it back after ``SENSORS_IDLENESS_MS``);
 - ``ALERTS_TOPIC``: ``{"id", "since", "at", "from", "to"}`` when a sensor's temperature
   has risen with every reading for ``SENSORS_ALERT_MS`` of event time (default 5 s) — a
-  :class:`~kstreamlet.functions.KeyedProcessFunction` with keyed state and an event-time
+  :class:`~kstreamlet.KeyedProcessFunction` with keyed state and an event-time
   timer, deleted as soon as a reading does not rise (seed 003, ``KeyedProcessFunction``).
 
 Run::
@@ -32,11 +32,18 @@ import random
 import time
 from typing import Any
 
-from kstreamlet import App, Source, SourceContext, serdes
-from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
-from kstreamlet.state.keyed import ValueStateDescriptor
-from kstreamlet.windowing import TumblingEventTimeWindows
+from kstreamlet import (
+    App,
+    KeyedContext,
+    KeyedProcessFunction,
+    RuntimeContext,
+    Source,
+    SourceContext,
+    TumblingEventTimeWindows,
+    ValueStateDescriptor,
+    WatermarkStrategy,
+    serdes,
+)
 from services._env import integer, required
 
 

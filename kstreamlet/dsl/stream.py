@@ -17,10 +17,18 @@ Example::
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from kstreamlet import serdes as _serdes
+from kstreamlet.dsl.broadcast import BroadcastConnectedStream
+from kstreamlet.dsl.joins import IntervalJoinBuilder, JoinBuilder, Table, join_table
+from kstreamlet.dsl.windowed import WindowedStream
+from kstreamlet.eventtime import WatermarkStrategy
+from kstreamlet.functions import KeyedProcessFunction, ProcessorContext
+from kstreamlet.operators.aggregate import Aggregate, Count, Max, Min, RunningAggregate, RunningReduce, Sum, extractor
+from kstreamlet.operators.window import CountWindowOperator
 from kstreamlet.serdes import Serde
+from kstreamlet.topology.builder import BroadcastSpec, TopologyBuilder
 from kstreamlet.topology.nodes import (
     BranchNode,
     FilterNode,
@@ -36,18 +44,18 @@ from kstreamlet.topology.nodes import (
     SourceNode,
     StartPosition,
 )
-
-if TYPE_CHECKING:
-    from kstreamlet.app import App
-    from kstreamlet.runtime.context import ProcessorContext
+from kstreamlet.windowing.assigners import WindowAssigner
 
 
 class Stream:
     """A stream of records (key, value, timestamp)."""
 
-    def __init__(self, app: "App", node: Node, key_serde: Serde[Any], value_serde: Serde[Any],
-                 attach: Callable[[Node], Node] | None = None, watermarks: Any = None) -> None:
-        self._app = app
+    #: False here; True on :class:`KeyedStream`.
+    is_keyed = False
+
+    def __init__(self, builder: TopologyBuilder, node: Node, key_serde: Serde[Any], value_serde: Serde[Any],
+                 attach: Callable[[Node], Node] | None = None, watermarks: WatermarkStrategy | None = None) -> None:
+        self._builder = builder
         self._node = node
         #: The source's watermark strategy, carried through repartitioning.
         self.watermarks = watermarks
@@ -55,12 +63,16 @@ class Stream:
         self.key_serde = key_serde
         self.value_serde = value_serde
         # How a new child hangs off this stream (side outputs and branches attach differently).
-        self._attach = attach or node.add_child
+        self._attach: Callable[[Node], Node] = attach or node.add_child
 
     def _then(self, node: Node, key_serde: Serde[Any] | None = None, value_serde: Serde[Any] | None = None) -> "Stream":
         self._attach(node)
-        return Stream(self._app, node, key_serde or self.key_serde, value_serde or self.value_serde,
+        return Stream(self._builder, node, key_serde or self.key_serde, value_serde or self.value_serde,
                       watermarks=self.watermarks)
+
+    def _derive_keyed(self, node: Node) -> "KeyedStream":
+        """A keyed sibling handle on ``node`` (already attached), with this stream's serdes."""
+        return KeyedStream(self._builder, node, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
     def map(self, fn: Callable[[Any], Any], name: str | None = None) -> "Stream":
         """``value -> new value``; key and timestamp are kept."""
@@ -78,7 +90,7 @@ class Stream:
         """Call ``fn(key, value)`` for its side effect; the record passes unchanged."""
         return self._then(PeekNode(fn, name))
 
-    def process(self, fn: Callable[[Any, "ProcessorContext"], None], name: str | None = None) -> "Stream":
+    def process(self, fn: Callable[[Any, ProcessorContext], None], name: str | None = None) -> "Stream":
         """The low-level operator: ``fn(value, ctx)`` may emit any number of records with
         ``ctx.emit(value, key=..., timestamp=...)`` and divert with ``ctx.side_output(tag, value)``.
         ``ctx`` also gives ``key``, ``timestamp``, ``topic``, ``partition``, ``offset``, ``headers``.
@@ -92,7 +104,7 @@ class Stream:
             raise TypeError("side_output() is only available on the stream returned by process()")
         placeholder = MergeNode(name=f"side-{tag}-{node.id}")
         node.add_side_child(tag, placeholder)
-        return Stream(self._app, placeholder, self.key_serde, self.value_serde, watermarks=self.watermarks)
+        return Stream(self._builder, placeholder, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
     def branch(self, *predicates: Callable[[Any], bool], default: bool = True) -> list["Stream"]:
         """Split by predicates; a record goes to the first branch it matches. With ``default``
@@ -107,7 +119,7 @@ class Stream:
         for i in range(len(preds)):
             head = MergeNode(name=f"branch-{node.id}-{i}")
             node.add_branch_child(i, head)
-            out.append(Stream(self._app, head, self.key_serde, self.value_serde, watermarks=self.watermarks))
+            out.append(Stream(self._builder, head, self.key_serde, self.value_serde, watermarks=self.watermarks))
         return out
 
     def merge(self, *others: "Stream", name: str | None = None) -> "Stream":
@@ -117,7 +129,7 @@ class Stream:
         self._attach(node)
         for o in others:
             o._attach(node)
-        return Stream(self._app, node, self.key_serde, self.value_serde, watermarks=self.watermarks)
+        return Stream(self._builder, node, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
     def key_by(self, fn: Callable[[Any], Any], key_serde: Serde[Any] | str | None = None,
                value_serde: Serde[Any] | str | None = None, partitions: int | None = None,
@@ -129,15 +141,15 @@ class Stream:
         """
         ks = _serdes.resolve(key_serde, _serdes.JSON)
         vs = _serdes.resolve(value_serde, self.value_serde)
-        topic = self._app._repartition_topic(name, partitions)
+        topic = self._builder.repartition_topic(name, partitions)
         self._attach(SinkNode(topic, ks, vs, key_fn=fn, internal=True, name=f"key_by-{topic}"))
         # Event time was assigned upstream (it travels as the record timestamp); records from
         # several upstream tasks interleave, so the same out-of-orderness bound applies.
         wm = replace(self.watermarks, timestamp_assigner=None) if self.watermarks else None
         source = SourceNode(topic, ks, vs, StartPosition("earliest"), internal=True, partitions=partitions,
                             watermarks=wm)
-        self._app._register_source(source)
-        return KeyedStream(self._app, source, ks, vs, watermarks=wm)
+        self._builder.add_source(source)
+        return KeyedStream(self._builder, source, ks, vs, watermarks=wm)
 
     def keyed(self) -> "KeyedStream":
         """Use the record key as is, without repartitioning (Kafka Streams' ``groupByKey``).
@@ -145,26 +157,22 @@ class Stream:
         scoped by the key serialized with the stream's key serde (set it on ``app.stream``)."""
         head = MergeNode(name=f"keyed-{self._node.id}")
         self._attach(head)
-        return KeyedStream(self._app, head, self.key_serde, self.value_serde, watermarks=self.watermarks)
+        return KeyedStream(self._builder, head, self.key_serde, self.value_serde, watermarks=self.watermarks)
 
-    def join(self, other: "Stream", how: str = "inner") -> Any:
-        """Window join with ``other`` (see :mod:`kstreamlet.joins`): ``.where(k).equal_to(k2).window(w).apply(fn)``."""
-        from kstreamlet.joins import JoinBuilder
-
+    def join(self, other: "Stream", how: str = "inner") -> JoinBuilder["Stream"]:
+        """Window join with ``other`` (see :mod:`kstreamlet.dsl.joins`): ``.where(k).equal_to(k2).window(w).apply(fn)``."""
         return JoinBuilder(self, other, how)
 
-    def left_join(self, other: "Stream") -> Any:
+    def left_join(self, other: "Stream") -> JoinBuilder["Stream"]:
         """Window left join: unmatched left elements are emitted with ``None`` when the window fires."""
         return self.join(other, how="left")
 
-    def outer_join(self, other: "Stream") -> Any:
+    def outer_join(self, other: "Stream") -> JoinBuilder["Stream"]:
         """Window full outer join."""
         return self.join(other, how="outer")
 
-    def connect(self, broadcast: Any) -> Any:
+    def connect(self, broadcast: BroadcastSpec) -> BroadcastConnectedStream["Stream"]:
         """Connect a broadcast stream (``app.broadcast(...)``); finish with ``.process(fn)``."""
-        from kstreamlet.broadcast import BroadcastConnectedStream
-
         return BroadcastConnectedStream(self, broadcast)
 
     def sink(self, sink: Any, name: str | None = None) -> None:
@@ -172,7 +180,7 @@ class Stream:
         checkpoint with two-phase commit (see :mod:`kstreamlet.sinks`)."""
         from kstreamlet.sinks.twophase.operator import TwoPhaseCommitSinkNode
 
-        self._attach(TwoPhaseCommitSinkNode(sink, name or f"sink-{self._app._next_op_id()}"))
+        self._attach(TwoPhaseCommitSinkNode(sink, name or f"sink-{self._builder.next_op_id()}"))
 
     def to(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
            partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None) -> None:
@@ -195,89 +203,65 @@ class KeyedStream(Stream):
         counts.to("word-counts", value_serde=serdes.INT64)
     """
 
-    def process(self, fn: Any, name: str | None = None) -> Stream:  # type: ignore[override]
-        from kstreamlet.functions import KeyedProcessFunction
+    is_keyed = True
 
+    def process(self, fn: KeyedProcessFunction | Callable[[Any, ProcessorContext], None],
+                name: str | None = None) -> Stream:
         if isinstance(fn, KeyedProcessFunction):
-            return self._then(KeyedProcessNode(fn, self.key_serde, name or f"process-{self._app._next_op_id()}"))
+            return self._then(KeyedProcessNode(fn, self.key_serde, name or f"process-{self._builder.next_op_id()}"))
         return super().process(fn, name)
 
-    def _aggregate_fn(self, fn: Any, serde: Serde[Any], name: str | None, op: str) -> Stream:
-        node = KeyedProcessNode(fn, self.key_serde, name or f"{op}-{self._app._next_op_id()}")
+    def _aggregate_fn(self, fn: KeyedProcessFunction, serde: Serde[Any], name: str | None, op: str) -> Stream:
+        node = KeyedProcessNode(fn, self.key_serde, name or f"{op}-{self._builder.next_op_id()}")
         return self._then(node, value_serde=serde)
 
     def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | str | None = None,
                name: str | None = None) -> Stream:
         """Running ``fn(accumulated, value)`` per key; emits the new value per record."""
-        from kstreamlet.dsl.aggregations import Reduce
-
         s = _serdes.resolve(serde, _serdes.JSON)
-        return self._aggregate_fn(Reduce(fn, s), s, name, "reduce")
+        return self._aggregate_fn(RunningReduce(fn, s), s, name, "reduce")
 
     def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any],
                   serde: Serde[Any] | str | None = None, name: str | None = None) -> Stream:
         """Running ``adder(value, accumulator)`` per key starting from ``initializer()``."""
-        from kstreamlet.dsl.aggregations import Aggregate
-
         s = _serdes.resolve(serde, _serdes.JSON)
-        return self._aggregate_fn(Aggregate(initializer, adder, s), s, name, "aggregate")
+        return self._aggregate_fn(RunningAggregate(Aggregate(initializer, adder), s), s, name, "aggregate")
 
     def count(self, name: str | None = None) -> Stream:
         """Running count per key (INT64 values)."""
-        from kstreamlet.dsl.aggregations import Aggregate
-
-        return self._aggregate_fn(Aggregate(lambda: 0, lambda v, acc: acc + 1, _serdes.INT64), _serdes.INT64,
-                                  name, "count")
+        return self._aggregate_fn(RunningAggregate(Count(), _serdes.INT64), _serdes.INT64, name, "count")
 
     def sum(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
         """Running sum per key of the value (or ``value[field]`` / ``field(value)``)."""
-        from kstreamlet.dsl.aggregations import Aggregate, extractor
-
-        get = extractor(field)
-        return self._aggregate_fn(Aggregate(lambda: 0, lambda v, acc: acc + get(v), _serdes.JSON), _serdes.JSON,
-                                  name, "sum")
+        return self._aggregate_fn(RunningAggregate(Sum(extractor(field)), _serdes.JSON), _serdes.JSON, name, "sum")
 
     def min(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
         """Running minimum per key (of the value, or ``value[field]`` / ``field(value)``)."""
-        from kstreamlet.dsl.aggregations import Reduce, extractor
-
-        get = extractor(field)
-        return self._aggregate_fn(Reduce(lambda a, b: a if a <= b else b, _serdes.JSON, get), _serdes.JSON,
-                                  name, "min")
+        return self._aggregate_fn(RunningAggregate(Min(extractor(field)), _serdes.JSON), _serdes.JSON, name, "min")
 
     def max(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
         """Running maximum per key (of the value, or ``value[field]`` / ``field(value)``)."""
-        from kstreamlet.dsl.aggregations import Reduce, extractor
+        return self._aggregate_fn(RunningAggregate(Max(extractor(field)), _serdes.JSON), _serdes.JSON, name, "max")
 
-        get = extractor(field)
-        return self._aggregate_fn(Reduce(lambda a, b: a if a >= b else b, _serdes.JSON, get), _serdes.JSON,
-                                  name, "max")
-
-    def interval_join(self, other: "KeyedStream") -> Any:
+    def interval_join(self, other: "KeyedStream") -> IntervalJoinBuilder[Stream]:
         """Interval join with another keyed stream: ``.between(lower_ms, upper_ms).apply(fn)``."""
-        from kstreamlet.joins import IntervalJoinBuilder
-
         if not isinstance(other, KeyedStream):
             raise TypeError("interval_join needs a keyed stream on both sides: other.key_by(...)")
         return IntervalJoinBuilder(self, other)
 
-    def join_table(self, table: Any, fn: Callable[[Any, Any], Any], how: str = "inner",
+    def join_table(self, table: Table, fn: Callable[[Any, Any], Any], how: str = "inner",
                    output_serde: Serde[Any] | None = None, name: str | None = None) -> Stream:
         """Look up each record's key in ``table`` (``app.table(...)``): ``fn(value, table_value)``;
         ``how="left"`` also emits when the key is absent (``table_value`` None)."""
-        from kstreamlet.joins import join_table
-
         return join_table(self, table, fn, how, output_serde, name)
 
     # --- windows ---------------------------------------------------------------------------------
 
-    def window(self, assigner: Any) -> Any:
+    def window(self, assigner: WindowAssigner) -> WindowedStream[Stream]:
         """Group each key's records into windows (see :mod:`kstreamlet.windowing`)::
 
             keyed.window(TumblingEventTimeWindows.of(5000)).aggregate(MyAgg())
         """
-        from kstreamlet.windowing.stream import WindowedStream
-
         return WindowedStream(self, assigner)
 
     def count_window(self, size: int, slide: int | None = None,
@@ -285,6 +269,9 @@ class KeyedStream(Stream):
                      output_serde: Serde[Any] | None = None, name: str | None = None) -> Stream:
         """Count windows: every ``slide`` (default ``size``) elements of a key, ``fn(key, last_size_elements, out)``
         runs (default: emits the element list). Tumbling when ``slide`` is None."""
-        from kstreamlet.windowing.stream import count_window
+        op = CountWindowOperator(size, slide, fn or (lambda key, items, out: out(items)), self.value_serde)
+        node = KeyedProcessNode(op, self.key_serde, name or f"count-window-{self._builder.next_op_id()}")
+        return self._then(node, value_serde=output_serde or _serdes.JSON)
 
-        return count_window(self, size, slide, fn or (lambda key, items, out: out(items)), output_serde, name)
+
+__all__ = ["Stream", "KeyedStream"]

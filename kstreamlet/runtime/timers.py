@@ -16,16 +16,17 @@ import heapq
 import struct
 from typing import Callable
 
+from kstreamlet.state.codec import BIAS, TIMESTAMP
 from kstreamlet.state.store import Store
 
 _TS = struct.Struct(">q")
 EVENT = b"e"
 PROC = b"p"
-_BIAS = 2**63  # stored timestamps are biased so negative ones sort correctly as bytes
+_pack_ts = TIMESTAMP.pack  # biased (state/codec.py), so negative timestamps sort correctly as bytes
 
 
 def _entry(kind: bytes, ts: int, key: bytes) -> bytes:
-    return kind + struct.pack(">Q", ts + _BIAS) + key
+    return kind + _pack_ts(ts + BIAS) + key
 
 
 class TimerService:
@@ -92,7 +93,7 @@ class TimerService:
         self._heaps = {EVENT: [], PROC: []}
         self._live = set()
         for k, _ in self._store.iter_range(b"", None):
-            kind, ts, key = k[:1], struct.unpack(">Q", k[1:9])[0] - _BIAS, k[9:]
+            kind, ts, key = k[:1], TIMESTAMP.unpack_from(k, 1)[0] - BIAS, k[9:]
             if kind in self._heaps:
                 self._live.add((kind, ts, key))
                 self._heaps[kind].append((ts, key))

@@ -25,19 +25,14 @@ from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.serdes import Serde
+from kstreamlet.state.codec import decode_list, encode_list, key_prefix
 from kstreamlet.state.store import Store
 
 T = TypeVar("T")
 ACC = TypeVar("ACC")
 R = TypeVar("R")
 
-_LEN = struct.Struct(">I")
 _EXP = struct.Struct(">q")
-
-
-def key_prefix(key_bytes: bytes) -> bytes:
-    """Length-prefixed key, so that one key's entries never mix with another's in a scan."""
-    return _LEN.pack(len(key_bytes)) + key_bytes
 
 
 @dataclass(frozen=True)
@@ -180,20 +175,6 @@ class ValueState(_KeyedState, Generic[T]):
             self._write(self._key(), self._ser(value))
 
 
-def _encode_list(items: list[bytes]) -> bytes:
-    return b"".join(_LEN.pack(len(i)) + i for i in items)
-
-
-def _decode_list(raw: bytes) -> list[bytes]:
-    out, pos, n = [], 0, len(raw)
-    while pos < n:
-        (ln,) = _LEN.unpack_from(raw, pos)
-        pos += 4
-        out.append(raw[pos:pos + ln])
-        pos += ln
-    return out
-
-
 class ListState(_KeyedState, Generic[T]):
     """A list per key."""
 
@@ -204,21 +185,21 @@ class ListState(_KeyedState, Generic[T]):
 
     def get(self) -> list[T]:
         raw = self._read(self._key())
-        return [] if raw is None else [self._de(b) for b in _decode_list(raw)]
+        return [] if raw is None else [self._de(b) for b in decode_list(raw)]
 
     def add(self, value: T) -> None:
         key = self._key()
         raw = self._read(key) or b""
-        self._write(key, raw + _encode_list([self._ser(value)]))
+        self._write(key, raw + encode_list([self._ser(value)]))
 
     def add_all(self, values: list[T]) -> None:
         key = self._key()
         raw = self._read(key) or b""
-        self._write(key, raw + _encode_list([self._ser(v) for v in values]))
+        self._write(key, raw + encode_list([self._ser(v) for v in values]))
 
     def update(self, values: list[T]) -> None:
         if values:
-            self._write(self._key(), _encode_list([self._ser(v) for v in values]))
+            self._write(self._key(), encode_list([self._ser(v) for v in values]))
         else:
             self.clear()
 

@@ -1,4 +1,9 @@
-"""Splits the DSL's node graph into sub-topologies.
+"""The topology builder the DSL writes into, and how it splits the node graph into sub-topologies.
+
+:class:`TopologyBuilder` (Kafka Streams' ``InternalStreamsBuilder``) owns what the DSL
+registers: names, sources, repartition and other internal topics, operator numbering,
+broadcasts and custom sources. :meth:`TopologyBuilder.build` returns the complete
+:class:`Topology` the runtime runs.
 
 A sub-topology is a connected set of nodes between source topics and sink topics.
 Repartition topics (``key_by``) cut the graph: the upstream part ends in a sink to the
@@ -9,6 +14,7 @@ sub-topology on one partition number; a sub-topology with several source topics
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -150,6 +156,77 @@ def build_topology(sources: list[SourceNode], internal_topics: dict[str, Interna
         raise TopologyError(f"topics {sorted(dup)} are read by several unconnected streams; read each topic once")
     return Topology(subs, internal_topics, broadcasts if broadcasts is not None else {},
                     custom_sources if custom_sources is not None else [])
+
+
+class TopologyBuilder:
+    """What the DSL handles register while the app is defined; :meth:`build` makes the Topology once."""
+
+    def __init__(self, application_id: str) -> None:
+        #: Prefix of the internal topics' names (kept in step with the app's settings).
+        self.application_id = application_id
+        self.sources: list[SourceNode] = []
+        self.internal_topics: dict[str, InternalTopic] = {}
+        self.custom_sources: list[CustomSourceSpec] = []
+        self.broadcasts: dict[str, BroadcastSpec] = {}
+        self._names: set[str] = set()
+        self._op_counter = -1
+        self._topology: Topology | None = None
+
+    def check_name(self, name: str) -> None:
+        """A name that names a topic: valid characters, and used once in the app."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"name {name!r} must be letters, digits, '.', '_' or '-' (it names a topic)")
+        if name in self._names:
+            raise ValueError(f"name {name!r} is used twice in this app")
+        self._names.add(name)
+
+    def add_source(self, node: SourceNode) -> None:
+        if self._topology is not None:
+            raise RuntimeError("the topology was already built; define all streams before running")
+        self.sources.append(node)
+
+    def next_op_id(self) -> int:
+        """Deterministic numbering of unnamed stateful operators (names their stores)."""
+        self._op_counter += 1
+        return self._op_counter
+
+    def repartition_topic(self, name: str | None, partitions: int | None) -> str:
+        """The internal topic ``<application_id>-<name>-repartition`` of a ``key_by``."""
+        name = name or f"key_by-{len(self.internal_topics)}"
+        self.check_name(name)
+        topic = f"{self.application_id}-{name}-repartition"
+        self.internal_topics[topic] = InternalTopic(topic, partitions)
+        return topic
+
+    def add_custom_source(self, name: str, source: Any, key_serde: Serde[Any], value_serde: Serde[Any],
+                          partitions: int) -> str:
+        """A custom source writing the internal topic ``<application_id>-source-<name>`` (returned);
+        ``name`` was checked with :meth:`check_name`."""
+        topic = f"{self.application_id}-source-{name}"
+        self.internal_topics[topic] = InternalTopic(topic, partitions)
+        self.custom_sources.append(CustomSourceSpec(name, source, topic, key_serde, value_serde))
+        return topic
+
+    def add_broadcast_source(self, name: str, source: Any, key_serde: Serde[Any], value_serde: Serde[Any]) -> str:
+        """A broadcast source writing the compacted internal topic ``<application_id>-broadcast-<name>``
+        (returned); ``name`` was checked with :meth:`check_name`."""
+        topic = f"{self.application_id}-broadcast-{name}"
+        self.internal_topics[topic] = InternalTopic(topic, 1, {"cleanup.policy": "compact"})
+        self.custom_sources.append(CustomSourceSpec(name, source, topic, key_serde, value_serde))
+        return topic
+
+    def add_broadcast(self, spec: BroadcastSpec) -> None:
+        self.broadcasts[spec.topic] = spec
+
+    @property
+    def built(self) -> bool:
+        return self._topology is not None
+
+    def build(self) -> Topology:
+        """Build (once) and return the topology; raises TopologyError if it cannot run."""
+        if self._topology is None:
+            self._topology = build_topology(self.sources, self.internal_topics, self.broadcasts, self.custom_sources)
+        return self._topology
 
 
 def plan_internal_partitions(topology: Topology, existing: Callable[[str], int | None]) -> dict[str, int]:

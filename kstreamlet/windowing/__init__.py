@@ -1,4 +1,7 @@
-"""Windows on keyed streams (Flink's DataStream windows): assigners, triggers, window functions.
+"""Windows on keyed streams (Flink's DataStream windows): the public value types, assigners and triggers.
+
+How you ask for a window is :mod:`kstreamlet.dsl.windowed` (``keyed.window(assigner)``); how a
+window runs is :mod:`kstreamlet.operators.window`.
 
     from kstreamlet.windowing import TumblingEventTimeWindows, SlidingEventTimeWindows, EventTimeSessionWindows
 """
@@ -12,7 +15,7 @@ from kstreamlet.windowing.assigners import (
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
 )
-from kstreamlet.windowing.operator import ContinuousEventTimeTrigger, CountTrigger, Trigger
+from kstreamlet.windowing.triggers import ContinuousEventTimeTrigger, CountTrigger, Trigger
 
 __all__ = [
     "TumblingEventTimeWindows", "TumblingProcessingTimeWindows", "SlidingEventTimeWindows",

@@ -9,7 +9,7 @@ import os
 
 from kstreamlet import App, serdes
 from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.functions import KeyedProcessFunction
+from kstreamlet import KeyedProcessFunction
 
 FAIL_KEY = os.environ.get("FAIL_TIMER_KEY")
 

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from kstreamlet.runtime.topics import create_topics
-from kstreamlet.state.keyed import key_prefix
+from kstreamlet.state.codec import key_prefix
 from tests.integration.members import Feeder, Members
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

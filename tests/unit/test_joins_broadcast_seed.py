@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from kstreamlet import App, serdes
-from kstreamlet.broadcast import BroadcastProcessFunction, KeyedBroadcastProcessFunction
+from kstreamlet import BroadcastProcessFunction, KeyedBroadcastProcessFunction
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.state.keyed import ValueStateDescriptor
 from kstreamlet.testing import TopologyTestDriver

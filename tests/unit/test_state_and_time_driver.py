@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kstreamlet import App, serdes
 from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.functions import KeyedProcessFunction
+from kstreamlet import KeyedProcessFunction
 from kstreamlet.state.keyed import (
     AggregatingStateDescriptor,
     ListStateDescriptor,

@@ -13,7 +13,7 @@ import pytest
 
 from kstreamlet import App, ProcessingError, serdes
 from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.functions import KeyedProcessFunction
+from kstreamlet import KeyedProcessFunction
 from kstreamlet.state.keyed import ValueStateDescriptor
 from kstreamlet.testing import TopologyTestDriver
 from kstreamlet.windowing import TumblingEventTimeWindows

@@ -1,4 +1,4 @@
-"""The window operator: windows as keyed state plus timers (Flink's ``WindowOperator``).
+"""The window operators: windows as keyed state plus timers (Flink's ``WindowOperator``), and count windows.
 
 Per key, each live window's contents are one state entry
 ``key | start | end -> count | accumulator``. Contents are an accumulator of a
@@ -14,51 +14,22 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import structlog
 
 from kstreamlet import metrics
+from kstreamlet import serdes as _serdes
 from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
-from kstreamlet.state.keyed import key_prefix
+from kstreamlet.serdes import Serde
+from kstreamlet.state.codec import decode_window, key_prefix, list_codec, window_key
+from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
+from kstreamlet.windowing.triggers import Trigger
 
 _log = structlog.get_logger(__name__)
 
-_BIAS = 2**63
-_WIN = struct.Struct(">QQ")
 _CNT = struct.Struct(">q")
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """When a window emits.
-
-    ``kind``: ``time`` (default: at the window's end), ``count`` (every ``count`` elements,
-    instead of time), ``continuous`` (at the end and early every ``interval_ms``).
-    """
-
-    kind: str = "time"
-    count: int = 0
-    interval_ms: int = 0
-
-
-class CountTrigger:
-    @staticmethod
-    def of(n: int) -> Trigger:
-        if n <= 0:
-            raise ValueError("count must be > 0")
-        return Trigger("count", count=n)
-
-
-class ContinuousEventTimeTrigger:
-    """Early firings every ``interval_ms`` of event time, plus the final one."""
-
-    @staticmethod
-    def of(interval_ms: int) -> Trigger:
-        if interval_ms <= 0:
-            raise ValueError("interval must be > 0 ms")
-        return Trigger("continuous", interval_ms=interval_ms)
 
 
 @dataclass
@@ -76,17 +47,60 @@ class WindowFunction:
     deserialize: Callable[[bytes], Any]
 
 
+WindowEmit = Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None]
+
+
 def _win_key(prefix: bytes, w: TimeWindow) -> bytes:
-    return prefix + _WIN.pack(w.start + _BIAS, w.end + _BIAS)
+    return window_key(prefix, w.start, w.end)
 
 
 def _decode_window(raw: bytes, n: int) -> TimeWindow:
-    s, e = _WIN.unpack_from(raw, n)
-    return TimeWindow(s - _BIAS, e - _BIAS)
+    return TimeWindow(*decode_window(raw, n))
+
+
+def emit_result(key: Any, w: TimeWindow, acc: Any, out: Callable[[Any], None]) -> None:
+    """The default window emit: the result itself."""
+    out(acc)
+
+
+def reduce_function(fn: Callable[[Any, Any], Any], serde: Serde[Any], emit: WindowEmit | None = None) -> WindowFunction:
+    """Incremental ``fn(acc, value)``; an empty accumulator is stored as ``b""``, a value as ``0x01 | value``."""
+    ser, de = serde.serialize, serde.deserialize
+    return WindowFunction(
+        create=lambda: None,
+        add=lambda v, acc: v if acc is None else fn(acc, v),
+        merge=lambda a, b: b if a is None else a if b is None else fn(a, b),
+        emit=emit or emit_result,
+        serialize=lambda acc: b"" if acc is None else b"\x01" + ser(acc),
+        deserialize=lambda raw: None if not raw else de(raw[1:]),
+    )
+
+
+def aggregate_function(agg: AggregateFunction[Any, Any, Any], accumulator_serde: Serde[Any] | None = None,
+                       emit: WindowEmit | None = None) -> WindowFunction:
+    """An :class:`~kstreamlet.state.keyed.AggregateFunction`; emits ``get_result`` (through ``emit`` if given)."""
+    s = accumulator_serde or _serdes.JSON
+    out = emit or emit_result
+    return WindowFunction(
+        create=agg.create_accumulator,
+        add=agg.add,
+        merge=agg.merge,
+        emit=lambda key, w, acc, o: out(key, w, agg.get_result(acc), o),
+        serialize=s.serialize,
+        deserialize=s.deserialize,
+    )
+
+
+def elements_function(value_serde: Serde[Any], emit: Callable[[Any, TimeWindow, list[Any], Callable[[Any], None]], None]
+                      ) -> WindowFunction:
+    """Full-window function: the element list is kept in state; ``emit(key, window, elements, out)``."""
+    ser, de = list_codec(value_serde)
+    return WindowFunction(create=list, add=lambda v, acc: acc + [v], merge=lambda a, b: a + b,
+                          emit=emit, serialize=ser, deserialize=de)
 
 
 class WindowOperator(KeyedProcessFunction):
-    """Runs one windowed computation on a keyed stream (built by :class:`WindowedStream`)."""
+    """Runs one windowed computation on a keyed stream (built by :class:`~kstreamlet.dsl.windowed.WindowedStream`)."""
 
     def __init__(self, assigner: WindowAssigner, fn: WindowFunction, trigger: Trigger,
                  allowed_lateness_ms: int, late_tag: str | None, emit_updates: bool) -> None:
@@ -98,7 +112,7 @@ class WindowOperator(KeyedProcessFunction):
         self.emit_updates = emit_updates
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.store = ctx._task.store(ctx._node.store_name("windows"))
+        self.store = ctx.raw_store("windows")
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -133,7 +147,7 @@ class WindowOperator(KeyedProcessFunction):
         ts = ctx.timestamp if self.assigner.event_time else ctx.timers.current_processing_time()
         now = self._now(ctx)
         windows = self.assigner.assign(ts)
-        prefix = key_prefix(self._key_bytes(ctx))
+        prefix = key_prefix(ctx.key_bytes)
         accepted = False
         for w in windows:
             if w.max_timestamp + self.lateness <= now and self.assigner.event_time:
@@ -157,9 +171,6 @@ class WindowOperator(KeyedProcessFunction):
                        watermark=ctx.current_watermark, side_output=self.late_tag is not None)
             if self.late_tag is not None:
                 ctx.side_output(self.late_tag, value)
-
-    def _key_bytes(self, ctx: KeyedContext) -> bytes:
-        return ctx._task.keyctx.key_bytes  # type: ignore[no-any-return]
 
     def _register_window_timers(self, ctx: KeyedContext, w: TimeWindow, now: int) -> None:
         # As Flink's EventTimeTrigger: a window already past the watermark fires on the element
@@ -196,7 +207,7 @@ class WindowOperator(KeyedProcessFunction):
             if other.intersects(merged) or other.intersects(w):
                 absorbed.append((k, other))
         for k, other in absorbed:
-            c, a = self._load(self.store.get(k))  # type: ignore[arg-type]
+            c, a = self._load(cast(bytes, self.store.get(k)))  # listed by the scan above
             acc = self.fn.merge(a, acc)
             count += c
             merged = merged.cover(other)
@@ -215,7 +226,7 @@ class WindowOperator(KeyedProcessFunction):
     # --- timers ---------------------------------------------------------------------------------------
 
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
-        prefix = key_prefix(self._key_bytes(ctx))
+        prefix = key_prefix(ctx.key_bytes)
         n = len(prefix)
         for k, raw in list(self.store.iter_prefix(prefix)):
             w = _decode_window(k, n)
@@ -230,3 +241,38 @@ class WindowOperator(KeyedProcessFunction):
                     self._register(ctx, nxt)
             if ts >= w.max_timestamp + self.lateness:
                 self.store.delete(k)  # past the allowed lateness: the window is gone
+
+
+class CountWindowOperator(KeyedProcessFunction):
+    """Count windows (Flink's ``countWindow``): tumbling (``size``) or sliding (``size``, ``slide``)."""
+
+    def __init__(self, size: int, slide: int | None, fn: Callable[[Any, list[Any], Callable[[Any], None]], None],
+                 value_serde: Serde[Any]) -> None:
+        if size <= 0 or (slide is not None and slide <= 0):
+            raise ValueError("count window size and slide must be > 0")
+        self.size = size
+        self.slide = slide or size
+        self.fn = fn
+        self.value_serde = value_serde
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.items = ctx.get_list_state(ListStateDescriptor("elements", self.value_serde))
+        self.seen = ctx.get_state(ValueStateDescriptor("seen", _serdes.INT64, default=0))
+
+    def process_element(self, value: Any, ctx: KeyedContext) -> None:
+        items = self.items.get()
+        items.append(value)
+        seen = self.seen.value() + 1
+        if len(items) > self.size:
+            items = items[-self.size:]
+        fire = seen % self.slide == 0
+        if fire:
+            self.fn(ctx.key, list(items), ctx.emit)
+        if fire and self.slide == self.size:
+            items = []  # tumbling: purge
+        self.items.update(items)
+        self.seen.update(seen)
+
+
+__all__ = ["WindowFunction", "WindowOperator", "CountWindowOperator", "reduce_function", "aggregate_function",
+           "elements_function", "emit_result"]

@@ -1,0 +1,149 @@
+"""Stream joins: window joins, interval joins, stream–table joins.
+
+Window join — all pairs of a key's elements that share a window (inner by default;
+``how="left"``/``"outer"`` emit unmatched elements with ``None``, when the window fires)::
+
+    orange.join(green).where(lambda o: o["k"]).equal_to(lambda g: g["k"]) \\
+        .window(TumblingEventTimeWindows.of(2)).apply(lambda o, g: f"{o['v']},{g['v']}")
+
+Interval join — ``left.ts + lower <= right.ts <= left.ts + upper`` (inclusive unless made
+exclusive); output timestamp is the larger of the two; state is cleaned by the watermark::
+
+    orange.key_by(k1).interval_join(green.key_by(k2)).between(-2, 1).apply(lambda o, g: (o, g))
+
+Stream–table join — each stream record looks up the table's current value for its key::
+
+    users = app.table("users", key_serde=serdes.STR, value_serde=serdes.JSON)
+    clicks.key_by(lambda c: c["user"], key_serde=serdes.STR).join_table(users, lambda c, u: {**c, **u})
+
+Both sides are repartitioned (or must be co-partitioned) so a key's records meet in one
+task; their internal topics get the same partition count. The operators are in
+:mod:`kstreamlet.operators.joins`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic
+
+from kstreamlet import serdes as _serdes
+from kstreamlet.dsl.handle import Handle, S
+from kstreamlet.operators.joins import LEFT, RIGHT, IntervalJoinOperator, TableJoinOperator, window_join_function
+from kstreamlet.operators.window import WindowOperator
+from kstreamlet.serdes import Serde
+from kstreamlet.topology.nodes import KeyedProcessNode, MapNode, MergeNode
+from kstreamlet.windowing.assigners import WindowAssigner
+from kstreamlet.windowing.triggers import Trigger
+
+
+def _tagged_union(left: Handle[S], right: Handle[Any], name: str) -> Handle[S]:
+    """One keyed stream of ``(side, value)`` from two co-partitioned keyed streams."""
+    merged = MergeNode(name=f"{name}-union")
+    for side, s in ((LEFT, left), (RIGHT, right)):
+        tag = MapNode(lambda v, side=side: (side, v), name=f"{name}-tag{side}")
+        s._attach(tag)
+        tag.add_child(merged)
+    return left._derive_keyed(merged)
+
+
+class JoinBuilder(Generic[S]):
+    """``a.join(b)``: then ``.where(key_a).equal_to(key_b).window(assigner).apply(fn)``."""
+
+    def __init__(self, left: Handle[S], right: Handle[Any], how: str) -> None:
+        if how not in ("inner", "left", "outer"):
+            raise ValueError("how must be 'inner', 'left' or 'outer'")
+        self._left, self._right, self._how = left, right, how
+        self._key_left: Callable[[Any], Any] | None = None
+        self._key_right: Callable[[Any], Any] | None = None
+        self._key_serde: Serde[Any] = _serdes.JSON
+        self._assigner: WindowAssigner | None = None
+        self._lateness = 0
+
+    def where(self, key_fn: Callable[[Any], Any], key_serde: Serde[Any] | None = None) -> "JoinBuilder[S]":
+        self._key_left = key_fn
+        if key_serde is not None:
+            self._key_serde = key_serde
+        return self
+
+    def equal_to(self, key_fn: Callable[[Any], Any]) -> "JoinBuilder[S]":
+        self._key_right = key_fn
+        return self
+
+    def window(self, assigner: WindowAssigner) -> "JoinBuilder[S]":
+        self._assigner = assigner
+        return self
+
+    def allowed_lateness(self, ms: int) -> "JoinBuilder[S]":
+        self._lateness = ms
+        return self
+
+    def apply(self, fn: Callable[[Any, Any], Any], output_serde: Serde[Any] | None = None,
+              name: str | None = None) -> S:
+        """``fn(left, right)`` per pair (``None`` on the missing side for left/outer joins);
+        a ``None`` result emits nothing."""
+        if self._key_left is None or self._key_right is None or self._assigner is None:
+            raise ValueError("a window join needs .where(...), .equal_to(...) and .window(...) before .apply(...)")
+        name = name or f"join-{self._left._builder.next_op_id()}"
+        lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
+        rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
+        union = _tagged_union(lk, rk, name)
+        wf = window_join_function(fn, self._how, lk.value_serde, rk.value_serde)
+        op = WindowOperator(self._assigner, wf, Trigger(), self._lateness, None, False)
+        return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+
+
+class IntervalJoinBuilder(Generic[S]):
+    """``left.interval_join(right).between(lower, upper)[.lower_bound_exclusive()...].apply(fn)``."""
+
+    def __init__(self, left: Handle[S], right: Handle[Any]) -> None:
+        self._left, self._right = left, right
+        self._lower: int | None = None
+        self._upper: int | None = None
+        self._lower_inclusive = True
+        self._upper_inclusive = True
+
+    def between(self, lower_ms: int, upper_ms: int) -> "IntervalJoinBuilder[S]":
+        if lower_ms > upper_ms:
+            raise ValueError(f"lower bound {lower_ms} must be <= upper bound {upper_ms}")
+        self._lower, self._upper = lower_ms, upper_ms
+        return self
+
+    def lower_bound_exclusive(self) -> "IntervalJoinBuilder[S]":
+        self._lower_inclusive = False
+        return self
+
+    def upper_bound_exclusive(self) -> "IntervalJoinBuilder[S]":
+        self._upper_inclusive = False
+        return self
+
+    def apply(self, fn: Callable[[Any, Any], Any], output_serde: Serde[Any] | None = None,
+              name: str | None = None) -> S:
+        """``fn(left, right)`` per matching pair; a ``None`` result emits nothing."""
+        if self._lower is None or self._upper is None:
+            raise ValueError("an interval join needs .between(lower, upper)")
+        name = name or f"interval-join-{self._left._builder.next_op_id()}"
+        union = _tagged_union(self._left, self._right, name)
+        lower = self._lower + (0 if self._lower_inclusive else 1)
+        upper = self._upper - (0 if self._upper_inclusive else 1)
+        op = IntervalJoinOperator(lower, upper, fn, self._left.value_serde, self._right.value_serde)
+        return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+
+
+class Table:
+    """A table materialized from a (compacted) topic: latest value per key; ``None`` deletes."""
+
+    def __init__(self, topic: str, source: Handle[Any], name: str) -> None:
+        self.topic, self.source, self.name = topic, source, name
+
+
+def join_table(stream: Handle[S], table: Table, fn: Callable[[Any, Any], Any], how: str,
+               output_serde: Serde[Any] | None, name: str | None) -> S:
+    """``keyed.join_table(table, fn)``: each record looks up its key's current table value."""
+    if how not in ("inner", "left"):
+        raise ValueError("a stream-table join is 'inner' or 'left'")
+    name = name or f"table-join-{table.name}-{stream._builder.next_op_id()}"
+    union = _tagged_union(stream, table.source, name)
+    op = TableJoinOperator(fn, how, table.source.value_serde)
+    return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+
+
+__all__ = ["JoinBuilder", "IntervalJoinBuilder", "Table", "join_table"]

@@ -1,0 +1,121 @@
+"""Windowed streams: ``keyed.window(assigner)`` and ``keyed.count_window(size, slide)``.
+
+Example (per-sensor max temperature every 5 s of event time)::
+
+    (readings.key_by(lambda r: r["id"], key_serde=serdes.STR)
+        .window(TumblingEventTimeWindows.of(5000))
+        .allowed_lateness(1000)
+        .side_output_late_data("late")
+        .max("temperature")
+        .to("max-temperature"))
+
+Outputs carry the key and, as timestamp, the window's ``max_timestamp``. Full-window
+``process(fn)`` calls ``fn(key, window, elements, out)``; ``aggregate(agg, window_fn=f)``
+combines incremental aggregation with ``f(key, window, result, out)``. How a window runs:
+:mod:`kstreamlet.operators.window`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic
+
+from kstreamlet import serdes as _serdes
+from kstreamlet.dsl.handle import Handle, S
+from kstreamlet.operators.aggregate import Count, Max, Min, Sum, extractor
+from kstreamlet.operators.window import (
+    WindowFunction,
+    WindowOperator,
+    aggregate_function,
+    elements_function,
+    reduce_function,
+)
+from kstreamlet.serdes import Serde
+from kstreamlet.state.keyed import AggregateFunction
+from kstreamlet.topology.nodes import KeyedProcessNode
+from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
+from kstreamlet.windowing.triggers import Trigger
+
+
+class WindowedStream(Generic[S]):
+    """Configure a window, then finish with a window function."""
+
+    def __init__(self, keyed: Handle[S], assigner: WindowAssigner) -> None:
+        self._keyed = keyed
+        self._assigner = assigner
+        self._trigger = Trigger()
+        self._lateness = 0
+        self._late_tag: str | None = None
+        self._emit_updates = False
+
+    def trigger(self, trigger: Trigger) -> "WindowedStream[S]":
+        """Replace the default time trigger (``CountTrigger.of(n)``, ``ContinuousEventTimeTrigger.of(ms)``)."""
+        self._trigger = trigger
+        return self
+
+    def allowed_lateness(self, ms: int) -> "WindowedStream[S]":
+        """Keep window state ``ms`` past the window end; late elements in that time re-fire it."""
+        if ms < 0:
+            raise ValueError("allowed lateness must be >= 0 ms")
+        self._lateness = ms
+        return self
+
+    def side_output_late_data(self, tag: str) -> "WindowedStream[S]":
+        """Elements too late for every window go to ``.side_output(tag)`` of the result stream."""
+        self._late_tag = tag
+        return self
+
+    def emit_updates(self) -> "WindowedStream[S]":
+        """Emit the updated result on every element (Kafka Streams style), not only when the window fires."""
+        self._emit_updates = True
+        return self
+
+    def _build(self, fn: WindowFunction, out_serde: Serde[Any], name: str | None, op: str) -> S:
+        operator = WindowOperator(self._assigner, fn, self._trigger, self._lateness, self._late_tag, self._emit_updates)
+        keyed = self._keyed
+        node = KeyedProcessNode(operator, keyed.key_serde, name or f"window-{op}-{keyed._builder.next_op_id()}")
+        return keyed._then(node, value_serde=out_serde)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | None = None, name: str | None = None,
+               window_fn: Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None] | None = None) -> S:
+        """Incremental ``fn(acc, value)``; emits the reduced value (or ``window_fn``'s outputs)."""
+        vs = serde or self._keyed.value_serde
+        return self._build(reduce_function(fn, vs, window_fn), vs, name, "reduce")
+
+    def aggregate(self, agg: AggregateFunction[Any, Any, Any], accumulator_serde: Serde[Any] | None = None,
+                  output_serde: Serde[Any] | None = None, name: str | None = None,
+                  window_fn: Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None] | None = None) -> S:
+        """Incremental :class:`~kstreamlet.state.keyed.AggregateFunction`; emits ``get_result``
+        (or, with ``window_fn``, whatever ``window_fn(key, window, result, out)`` emits)."""
+        wf = aggregate_function(agg, accumulator_serde, window_fn)
+        return self._build(wf, output_serde or _serdes.JSON, name, "aggregate")
+
+    def process(self, fn: Callable[[Any, TimeWindow, list[Any], Callable[[Any], None]], None],
+                output_serde: Serde[Any] | None = None, name: str | None = None) -> S:
+        """Full-window function ``fn(key, window, elements, out)`` (elements kept in state)."""
+        wf = elements_function(self._keyed.value_serde, fn)
+        return self._build(wf, output_serde or _serdes.JSON, name, "process")
+
+    def apply(self, fn: Callable[[Any, TimeWindow, list[Any]], Any], output_serde: Serde[Any] | None = None,
+              name: str | None = None) -> S:
+        """Like ``process`` but ``fn(key, window, elements)`` returns one output (None: nothing)."""
+        def emit(key: Any, w: TimeWindow, items: list[Any], out: Callable[[Any], None]) -> None:
+            r = fn(key, w, items)
+            if r is not None:
+                out(r)
+
+        return self.process(emit, output_serde, name)
+
+    def count(self, name: str | None = None) -> S:
+        return self.aggregate(Count(), output_serde=_serdes.INT64, name=name)
+
+    def sum(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> S:
+        return self.aggregate(Sum(extractor(field)), name=name)
+
+    def min(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> S:
+        return self.aggregate(Min(extractor(field)), name=name)
+
+    def max(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> S:
+        return self.aggregate(Max(extractor(field)), name=name)
+
+
+__all__ = ["WindowedStream"]
