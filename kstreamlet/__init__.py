@@ -18,7 +18,8 @@ from kstreamlet.dsl.broadcast import BroadcastStream
 from kstreamlet.dsl.stream import KeyedStream, Stream
 from kstreamlet.errors import ConfigError, KStreamletError, ProcessingError, TopologyError
 from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.functions import (
+from kstreamlet.api import (
+    BroadcastContext,
     BroadcastProcessFunction,
     BroadcastState,
     KeyedBroadcastProcessFunction,
@@ -54,7 +55,7 @@ from kstreamlet.windowing import (
 __all__ = [
     "App", "Settings", "Stream", "KeyedStream", "StartPosition", "Source", "SourceContext", "serdes",
     "ProcessorContext", "KeyedContext", "RuntimeContext", "KeyedProcessFunction",
-    "BroadcastStream", "BroadcastState", "BroadcastProcessFunction", "KeyedBroadcastProcessFunction",
+    "BroadcastStream", "BroadcastState", "BroadcastContext", "BroadcastProcessFunction", "KeyedBroadcastProcessFunction",
     "ValueStateDescriptor", "ListStateDescriptor", "MapStateDescriptor", "ReducingStateDescriptor",
     "AggregatingStateDescriptor", "AggregateFunction", "StateTtlConfig",
     "WatermarkStrategy",

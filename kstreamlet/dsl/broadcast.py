@@ -5,7 +5,7 @@
 
 ``process_element(value, ctx)`` sees ``ctx.broadcast_state`` read-only;
 ``process_broadcast_element(value, ctx)`` may write it. Keyed variant
-(:class:`~kstreamlet.functions.KeyedBroadcastProcessFunction`, on a keyed stream) also has keyed
+(:class:`~kstreamlet.api.functions.KeyedBroadcastProcessFunction`, on a keyed stream) also has keyed
 state and ``ctx.apply_to_keyed_state(descriptor, fn)`` on the broadcast side. How it runs:
 :mod:`kstreamlet.topology.broadcast`.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Generic
 
 from kstreamlet.dsl.handle import Handle, S
-from kstreamlet.functions import BroadcastProcessFunction, KeyedBroadcastProcessFunction
+from kstreamlet.api.functions import BroadcastProcessFunction, KeyedBroadcastProcessFunction
 from kstreamlet.serdes import Serde
 from kstreamlet.topology.broadcast import BroadcastProcessNode
 from kstreamlet.topology.builder import BroadcastSpec

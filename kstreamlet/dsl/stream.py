@@ -24,7 +24,8 @@ from kstreamlet.dsl.broadcast import BroadcastConnectedStream
 from kstreamlet.dsl.joins import IntervalJoinBuilder, JoinBuilder, Table, join_table
 from kstreamlet.dsl.windowed import WindowedStream
 from kstreamlet.eventtime import WatermarkStrategy
-from kstreamlet.functions import KeyedProcessFunction, ProcessorContext
+from kstreamlet.api.context import ProcessorContext
+from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.operators.aggregate import Aggregate, Count, Max, Min, RunningAggregate, RunningReduce, Sum, extractor
 from kstreamlet.operators.window import CountWindowOperator
 from kstreamlet.serdes import Serde
@@ -194,7 +195,7 @@ class Stream:
 class KeyedStream(Stream):
     """A stream partitioned by key: keyed state, timers and running aggregations.
 
-    ``process`` accepts a :class:`~kstreamlet.functions.KeyedProcessFunction` (state via
+    ``process`` accepts a :class:`~kstreamlet.api.functions.KeyedProcessFunction` (state via
     descriptors in ``open``, timers via ``ctx.timers``) or a plain ``fn(value, ctx)``.
     The aggregations emit the updated result for the record's key on every record (a
     changelog stream, like a Kafka Streams KTable's ``toStream()``)::

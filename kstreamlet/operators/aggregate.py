@@ -14,7 +14,8 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable
 
-from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
+from kstreamlet.api.context import KeyedContext, RuntimeContext
+from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
 from kstreamlet.state.keyed import ValueStateDescriptor
 

@@ -1,7 +1,7 @@
 """The broadcast side of a connected stream: its context and how a broadcast element is handled.
 
 The data side runs as a plain process function or, for a
-:class:`~kstreamlet.functions.KeyedBroadcastProcessFunction`, as a keyed process function
+:class:`~kstreamlet.api.functions.KeyedBroadcastProcessFunction`, as a keyed process function
 (see :class:`kstreamlet.topology.broadcast.BroadcastProcessNode`). Broadcast elements arrive
 through the task's broadcast handlers, with the broadcast state writable only during
 ``process_broadcast_element``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from kstreamlet.functions import BroadcastState, RuntimeContext
+from kstreamlet.api.context import BroadcastState, RuntimeContext
 from kstreamlet.serdes import Serde
 from kstreamlet.state.codec import key_of
 from kstreamlet.state.keyed import StateDescriptor

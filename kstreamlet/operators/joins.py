@@ -11,7 +11,8 @@ from typing import Any, Callable
 import structlog
 
 from kstreamlet import metrics
-from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
+from kstreamlet.api.context import KeyedContext, RuntimeContext
+from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.operators.window import WindowFunction
 from kstreamlet.serdes import Serde
 from kstreamlet.state.codec import BIAS, TIMESTAMP, decode_list, encode_list, key_prefix

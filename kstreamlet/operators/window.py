@@ -20,7 +20,8 @@ import structlog
 
 from kstreamlet import metrics
 from kstreamlet import serdes as _serdes
-from kstreamlet.functions import KeyedContext, KeyedProcessFunction, RuntimeContext
+from kstreamlet.api.context import KeyedContext, RuntimeContext
+from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
 from kstreamlet.state.codec import decode_window, key_prefix, list_codec, window_key
 from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor

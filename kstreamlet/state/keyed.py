@@ -1,6 +1,6 @@
 """Keyed state (Flink's ValueState, ListState, MapState, ReducingState, AggregatingState).
 
-State is declared with a descriptor in ``open()`` of a :class:`~kstreamlet.functions.KeyedProcessFunction`
+State is declared with a descriptor in ``open()`` of a :class:`~kstreamlet.api.functions.KeyedProcessFunction`
 and is always scoped to the key of the record (or timer) being processed::
 
     class Count(KeyedProcessFunction):

@@ -13,14 +13,15 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from kstreamlet.functions import BroadcastState, KeyedBroadcastProcessFunction, ProcessorContext, RuntimeContext
+from kstreamlet.api.context import BroadcastState, ProcessorContext, RuntimeContext
+from kstreamlet.api.functions import KeyedBroadcastProcessFunction
 from kstreamlet.operators.broadcast import BroadcastSideContext, broadcast_handler
 from kstreamlet.serdes import Serde
 from kstreamlet.topology.builder import BroadcastSpec
 from kstreamlet.topology.nodes import KeyedProcessNode, Node, Push
 
 if TYPE_CHECKING:
-    from kstreamlet.runtime.task import Task
+    from kstreamlet.api.task import TaskServices
 
 
 class BroadcastProcessNode(Node):
@@ -38,7 +39,7 @@ class BroadcastProcessNode(Node):
     def store_name(self, state_name: str) -> str:
         return f"{self.name}-{state_name}"
 
-    def compile(self, task: "Task") -> Push:
+    def compile(self, task: "TaskServices") -> Push:
         fn = copy.copy(self.fn)
         child = self.compile_children(task)
         state = BroadcastState()

@@ -234,7 +234,7 @@ class ProcessNode(SideOutputNode):
         self.fn = fn
 
     def compile(self, task: "Task") -> Push:
-        from kstreamlet.runtime.context import ProcessorContext
+        from kstreamlet.api.context import ProcessorContext
 
         fn = self.fn
         child = self.compile_children(task)
@@ -340,20 +340,17 @@ class KeyedProcessNode(SideOutputNode):
         super().__init__(name)
         self.fn = fn
         self.key_serde = key_serde
+        # Watermarks are tracked (and forwarded through repartition topics) only for operators that
+        # can use them: those with timers, or functions declaring ``uses_event_time = True`` (e.g. to
+        # read ``ctx.is_late``). A plain running count does not pay for event time.
+        declared = getattr(fn, "uses_event_time", None)
+        self.uses_event_time = bool(declared) if declared is not None else self._has_timers()
 
     def store_name(self, state_name: str) -> str:
         return f"{self.name}-{state_name}"
 
-    @property
-    def uses_event_time(self) -> bool:
-        """Watermarks are tracked (and forwarded through repartition topics) only for operators that
-        can use them: those with timers, or functions declaring ``uses_event_time = True`` (e.g. to
-        read ``ctx.is_late``). A plain running count does not pay for event time."""
-        declared = getattr(self.fn, "uses_event_time", None)
-        return bool(declared) if declared is not None else self._has_timers()
-
     def _has_timers(self) -> bool:
-        from kstreamlet.functions import KeyedProcessFunction
+        from kstreamlet.api.functions import KeyedProcessFunction
 
         return type(self.fn).on_timer is not KeyedProcessFunction.on_timer
 
@@ -364,7 +361,7 @@ class KeyedProcessNode(SideOutputNode):
 
     def compile_fn(self, task: "Task", fn: Any) -> tuple[Push, Any]:
         """Compile around an already copied function; returns (push, its KeyedContext)."""
-        from kstreamlet.functions import KeyedContext, RuntimeContext
+        from kstreamlet.api.context import KeyedContext, RuntimeContext
 
         child = self.compile_children(task)
         sides = {tag: fan_out([task.compiled(c) for c in cs]) for tag, cs in self.side_children.items()}
