@@ -420,7 +420,7 @@ def _ks_member(a: argparse.Namespace, probe: Any, facts: dict[str, Any]) -> None
     from bench import common
     from kstreamlet import App, serdes
     from kstreamlet.logging import configure_logging
-    from kstreamlet.runtime.member import Member
+    from bench import hooks
 
     pkg = Path(kstreamlet.__file__).parent
     facts.update(kstreamlet_dir=str(pkg), kstreamlet_fingerprint=common.source_fingerprint(pkg))
@@ -445,29 +445,27 @@ def _ks_member(a: argparse.Namespace, probe: Any, facts: dict[str, Any]) -> None
 
         prof = cProfile.Profile()
 
-    class BenchMember(Member):
-        """Member with a timing probe (one call per batch and per commit). With ``--profile-out``
+    class Probe(hooks.Hooks):
+        """A timing probe (one call per batch and per commit). With ``--profile-out``
         cProfile covers the timed window: first batch to the final commit."""
 
-        def _process(self, msgs: list[Any]) -> None:
-            if probe.t_first is None and msgs:
+        def before_batch(self, m: Any, msgs: list[Any]) -> None:
+            if probe.t_first is None:
                 probe.first()
                 if prof is not None:
                     prof.enable()
-            Member._process(self, msgs)
-            if self.records_processed >= target and probe.t_last is None:
-                probe.last(self.records_processed)
-                self.stop()  # the loop ends; _shutdown makes the final commit
 
-        def _commit(self) -> None:
-            dirty = self.ckpt is not None and self.ckpt.dirty
-            Member._commit(self)
-            if dirty:
-                probe.committed()
-                if prof is not None and probe.t_last is not None:
-                    prof.disable()
+        def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
+            if m.records_processed >= target and probe.t_last is None:
+                probe.last(m.records_processed)
+                m.stop()  # the loop ends; the shutdown makes the final commit
 
-    BenchMember(app, "bench-0", install_signal_handlers=False).run()
+        def on_commit(self, m: Any, seconds: float) -> None:
+            probe.committed()
+            if prof is not None and probe.t_last is not None:
+                prof.disable()
+
+    hooks.member(app, Probe()).run()
     if prof is not None:
         prof.disable()
         prof.dump_stats(a.profile_out)

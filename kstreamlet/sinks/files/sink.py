@@ -212,7 +212,6 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
         # updated_ms only feeds time-based rolling, and bulk parts never stay in progress).
         bulk_plain = (self.bulk and self._fixed_bucket is not None and self._check_ms is None
                       and type(policy) is OnCheckpointRollingPolicy)
-        self._bucket_of = self._date_bucket if self._date_buckets is not None else self._assigned_bucket
         self.write = (self._write_bulk_plain if bulk_plain  # type: ignore[method-assign]
                       else self._write_bulk if self.bulk else self._write_rows)
         self._log = log.bind(sink=ctx.sink_name, partition=ctx.partition)
@@ -273,7 +272,12 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
         now = self._clock()
         bucket = self._fixed_bucket
         if bucket is None:
-            bucket = self._bucket_of(value, key, timestamp, now)
+            if self._date_buckets is not None:  # the default assigner: its name changes rarely
+                ms = timestamp if self._date_event_time else now
+                last = self._date_last
+                bucket = last[1] if ms // self._date_unit == last[0] else self._date_bucket(ms)
+            else:
+                bucket = self._assigned_bucket(value, key, timestamp, now)
         part = self._parts.get(bucket)
         if part is None:
             part = self._open_part(bucket, now)
@@ -297,7 +301,12 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
         now = self._clock()
         bucket = self._fixed_bucket
         if bucket is None:
-            bucket = self._bucket_of(value, key, timestamp, now)
+            if self._date_buckets is not None:  # the default assigner: its name changes rarely
+                ms = timestamp if self._date_event_time else now
+                last = self._date_last
+                bucket = last[1] if ms // self._date_unit == last[0] else self._date_bucket(ms)
+            else:
+                bucket = self._assigned_bucket(value, key, timestamp, now)
         data = self._encode(value)
         part = self._parts.get(bucket)
         if part is None:
@@ -313,18 +322,14 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
         if self._check_ms is not None and now - self._last_check >= self._check_ms:
             self._check_time(now)
 
-    def _date_bucket(self, value: Any, key: Any, timestamp: int, now: int) -> str:
-        """The default assigner, without a BucketContext per record: its name changes once per
-        second (or ms) at most, so the last (unit, checked name) is remembered here."""
-        ms = timestamp if self._date_event_time else now
-        unit = ms // self._date_unit
-        last = self._date_last
-        if unit == last[0]:
-            return last[1]
+    def _date_bucket(self, ms: int) -> str:
+        """The default assigner's bucket at ``ms`` once its name may have changed (once per second,
+        or ms, at most): the writers use the last ``(unit, checked name)`` until then, without
+        a BucketContext per record."""
         raw = self._date_buckets.name_at(ms)  # type: ignore[union-attr]
         ok = self._buckets_ok.get(raw)
         bucket = ok if ok is not None else self._bucket_ok(raw)
-        self._date_last = (unit, bucket)
+        self._date_last = (ms // self._date_unit, bucket)
         return bucket
 
     def _assigned_bucket(self, value: Any, key: Any, timestamp: int, now: int) -> str:

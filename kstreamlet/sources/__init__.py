@@ -1,0 +1,1 @@
+"""Custom sources (see :mod:`kstreamlet.sources.base`)."""
