@@ -36,8 +36,8 @@ _RESERVED = {
 
 
 def _default_instance_id() -> str:
-    # The pod name is stable across restarts of a StatefulSet pod; add the pid so that
-    # several processes on one host (tests, `--workers`) never share a transactional.id.
+    # The pod name is stable across restarts of a StatefulSet pod. Several processes on one
+    # host must set distinct instance ids (tests do; `--workers` appends -w<index>).
     return os.environ.get("HOSTNAME") or socket.gethostname()
 
 

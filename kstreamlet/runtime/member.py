@@ -34,9 +34,10 @@ from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
+from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
 from kstreamlet.runtime.collector import RecordCollector
 from kstreamlet.runtime.deadline import CallTimedOut, call_with_deadline
-from kstreamlet.runtime.dlq import ErrorHandler
+from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.listener import RuntimeListener
 from kstreamlet.runtime.production import OutputLimits, rejected_output
 from kstreamlet.runtime.readiness import Readiness
@@ -52,26 +53,6 @@ if TYPE_CHECKING:
     from kstreamlet.app import App
 
 log = structlog.get_logger("kstreamlet.member")
-
-
-def client_config(settings: Settings, logger: Any = None) -> dict[str, Any]:
-    """Settings every Kafka client of the app shares (bootstrap + security passthrough), and the
-    ``logging.Logger`` librdkafka's own log lines go to (see kstreamlet.logging.librdkafka_logger)."""
-    extra = {} if logger is None else {"logger": logger}
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config, **extra}
-
-
-class KafkaClients:
-    """Makes the member's Kafka clients (confluent-kafka). Injectable: a test can pass fakes."""
-
-    def consumer(self, config: dict[str, Any]) -> Consumer:
-        return Consumer(config)
-
-    def producer(self, config: dict[str, Any]) -> Producer:
-        return Producer(config)
-
-    def admin(self, config: dict[str, Any]) -> AdminClient:
-        return AdminClient(config)
 
 
 class Member:
@@ -232,48 +213,10 @@ class Member:
     def _create_clients(self) -> None:
         s = self.settings
         base = self._kafka_config()
-        cc: dict[str, Any] = {
-            **base,
-            "group.id": s.application_id,
-            "client.id": f"{s.application_id}-{self.instance_id}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": s.auto_offset_reset,
-            "enable.partition.eof": False,
-            "group.protocol": s.group_protocol,
-            "error_cb": self._client_error,
-            # librdkafka waits 1 s (fetch.queue.backoff.ms) once its local queue is full, which caps a
-            # catch-up read far below what processing can do; a short backoff keeps fetching.
-            "fetch.queue.backoff.ms": s.kafka_config.get("fetch.queue.backoff.ms", 10),
-        }
-        if s.group_protocol == "classic":
-            # Co-partitioned inputs need partition p of each topic in one member: only the range
-            # assignor guarantees that (eager); otherwise cooperative-sticky (incremental).
-            cc["partition.assignment.strategy"] = "range" if self.topology.has_copartitioned_inputs else "cooperative-sticky"
-            cc["session.timeout.ms"] = int(s.session_timeout * 1000)
-            cc["heartbeat.interval.ms"] = max(500, int(s.session_timeout * 1000 / 4))
-        elif self.topology.has_copartitioned_inputs:
-            cc["group.remote.assignor"] = "range"
         collector: list[RecordCollector] = []  # the producer's delivery callback reaches its own collector
-        pc: dict[str, Any] = {
-            **base,
-            "client.id": f"{s.application_id}-{self.instance_id}-producer",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            # Same partition for the same key bytes as Kafka's Java clients and Kafka Streams.
-            "partitioner": "murmur2_random",
-            "error_cb": self._client_error,
-        }
-        if self.eos:
-            pc["transactional.id"] = f"{s.application_id}-{self.instance_id}"
-            pc["transaction.timeout.ms"] = int(s.transaction_timeout * 1000)
-        else:
-            pc["delivery.report.only.error"] = True
-            pc["on_delivery"] = lambda err, msg: collector[0].on_delivery(err, msg)
-        batch = self.limits.batch_size()
-        if batch is not None:  # librdkafka never splits a batch a topic rejects (runtime/production.py)
-            pc["batch.size"] = batch
+        cc = consumer_config(s, self.topology, base, self.instance_id, self._client_error)
+        pc = producer_config(s, base, self.instance_id, self._client_error, self.limits.batch_size(),
+                             on_delivery=lambda err, msg: collector[0].on_delivery(err, msg))
         producer = self.clients.producer(pc)
         if self._generation:  # a rebuilt producer: the old one may have failed on a rejected output
             self._refresh_limits_soon()

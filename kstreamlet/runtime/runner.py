@@ -78,11 +78,11 @@ def _run_workers(app: "App", workers: int) -> int:
             break
         except InterruptedError:
             continue
-        i = children.pop(pid, None)
+        index = children.pop(pid, None)
         rc = os.waitstatus_to_exitcode(status)
         if rc != 0 and not stopping:
             # A worker died: take the pod down so the orchestrator restarts it cleanly.
-            log.error("worker exited; stopping the others", worker=i, exit_code=rc)
+            log.error("worker exited; stopping the others", worker=index, exit_code=rc)
             code = rc if rc > 0 else 1
             forward(signal.SIGTERM, None)
         elif rc != 0:

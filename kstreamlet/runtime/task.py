@@ -9,6 +9,7 @@ record with the smallest timestamp first.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from typing import Any, Callable, Protocol
@@ -51,7 +52,7 @@ class RecordCollector(Protocol):
     """Where a task's outputs go: the member's :class:`~kstreamlet.runtime.collector.RecordCollector`
     over the Kafka producer, or the test driver's.
 
-    ``errors`` is the error-policy handler (:class:`~kstreamlet.runtime.dlq.ErrorHandler`, or
+    ``errors`` is the error-policy handler (:class:`~kstreamlet.runtime.error_policy.ErrorHandler`, or
     None to let errors propagate): failing timer calls are handed to it."""
 
     errors: Any
@@ -76,6 +77,14 @@ def wall_clock_ms() -> int:
 _log = structlog.get_logger("kstreamlet.task")
 
 _NOT_SENT = (MIN_WATERMARK, False)
+
+
+def _append_tagged(out: list[tuple[str | None, Any, Any, int]], tag: str, k: Any, v: Any, ts: int) -> None:
+    out.append((tag, k, v, ts))
+
+
+def _fire_in(fire: Callable[[int, bytes, str], None], domain: str, ts: int, key: bytes) -> None:
+    fire(ts, key, domain)
 
 
 class _TimerGuard:
@@ -119,7 +128,7 @@ class _TimerGuard:
         fwd, sides = ctx._forward, ctx._sides
         if set(self._buffer_sides) != set(sides):
             out = self.out
-            self._buffer_sides = {tag: (lambda k, v, ts, tag=tag: out.append((tag, k, v, ts))) for tag in sides}
+            self._buffer_sides = {tag: functools.partial(_append_tagged, out, tag) for tag in sides}
         stores = list(self.task.stores.values())
         for s in stores:
             s.track_writes(self.undo)
@@ -356,7 +365,7 @@ class Task:
                 if due is not None and due <= up_to:
                     guard.run(timers, kind, up_to, domain)
             else:
-                timers.fire(kind, up_to, lambda ts, key, f=fire: f(ts, key, domain))
+                timers.fire(kind, up_to, functools.partial(_fire_in, fire, domain))
 
     def time_due(self, now: int) -> bool:
         """Whether :meth:`tick` would fire something (idle-advanced watermark, due processing timers),

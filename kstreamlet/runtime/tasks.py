@@ -14,6 +14,7 @@ per run of records of the same partition, then the task's compiled node chain.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -168,8 +169,8 @@ class TaskManager:
         ask = [TopicPartition(tp.topic, tp.partition) for tp in explicit if not start_of(tp.topic).override_committed]
         committed: dict[TP, int] = {}
         if ask:
-            for c in self.committed_stable(consumer, ask):
-                committed[(c.topic, c.partition)] = c.offset
+            for got in self.committed_stable(consumer, ask):
+                committed[(got.topic, got.partition)] = got.offset
         by_ts: list[TopicPartition] = []
         for tp in explicit:
             start = start_of(tp.topic)
@@ -328,11 +329,12 @@ class TaskManager:
                         owner.first.setdefault((m.topic(), m.partition()), m.offset())
             raise
         for task in self.multi_input:
-            task.drain(lambda m, task=task: self._process_buffered(task, m, handle))
+            task.drain(functools.partial(self._process_buffered, task, handle=handle))
         return n
 
     @staticmethod
     def _process_buffered(task: Task, m: Message, handle: Callable[[Any, Exception], None]) -> None:
+        """A record a multi-input task buffered, processed in timestamp order."""
         try:
             task.on_message[m.topic()](m)
         except (KafkaException, ProcessingError, FatalClientError, AbortCheckpoint):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -119,8 +119,8 @@ class Restorer:
             tp = (m.topic(), m.partition())
             if tp not in self.active:
                 continue
-            batches.setdefault(tp, []).append((m.key(), m.value()))
-            last[tp] = m.offset()
+            batches.setdefault(tp, []).append((cast(bytes, m.key()), m.value()))
+            last[tp] = cast(int, m.offset())
         now = time.monotonic()
         for tp, recs in batches.items():
             r = self.active[tp]

@@ -87,9 +87,6 @@ class RocksDBBackend:
             it.next()
         return False
 
-    def flush(self) -> None:
-        self._db.flush()
-
     def close(self) -> None:
         try:
             self._db.flush()

@@ -48,7 +48,7 @@ from typing import Any, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
-from kstreamlet.runtime.dlq import ErrorHandler
+from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
 from kstreamlet.state.backend import MemoryBackend

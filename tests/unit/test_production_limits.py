@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from kstreamlet.errors import ProcessingError, RecordProductionError
 from kstreamlet.logging import librdkafka_logger
-from kstreamlet.runtime.dlq import ErrorHandler
+from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.production import OVERHEAD, OutputLimits, TopicLimit, record_size
 from kstreamlet.state.backend import MemoryBackend
 from kstreamlet.state.store import Store

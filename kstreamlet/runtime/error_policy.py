@@ -54,13 +54,11 @@ class ErrorHandler:
         self.dlq_topic = dlq_topic
         self.application_id = application_id
         self.send_raw = send_raw
-        self.count = 0
 
     def handle(self, m: Message, exc: BaseException) -> None:
-        self.count += 1
         metrics.DLQ_RECORDS.labels(self.policy).inc()
         stage = "deserialize" if isinstance(exc, DeserializationError) else "process"
-        where = dict(topic=m.topic(), partition=m.partition(), offset=m.offset())
+        where: dict[str, Any] = dict(topic=m.topic(), partition=m.partition(), offset=m.offset())
         extra = _production_headers(exc, self.policy)
         if extra:
             stage = "produce"
@@ -88,7 +86,6 @@ class ErrorHandler:
     def handle_timer(self, operator: str, task: str, key: bytes, domain: str, ts: int, exc: BaseException,
                      now: int | None = None) -> None:
         """A timer call of ``operator`` raised (its outputs and state writes are already undone)."""
-        self.count += 1
         metrics.DLQ_RECORDS.labels(self.policy).inc()
         where = f"timer {domain}@{ts} key={key!r} of {operator} in task {task}"
         if self.policy == "fail":
