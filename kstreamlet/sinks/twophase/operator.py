@@ -4,11 +4,11 @@
 partition of the sub-topology) compiles it into a :class:`SinkOperator` holding its own
 copy of the sink, and registers that operator as a participant of the task's checkpoints:
 
-``prepare_commit``  ``sink.pre_commit(txn)`` → committable, stored (JSON, a versioned
+``prepare_commit``  ``sink.pre_commit(txn)`` → committable, stored as JSON (a versioned
                     :class:`StoredCommittable`) in the task's state store ``<name>-2pc``
-                    under one key. The store's changelog is
-                    written inside the checkpoint's Kafka transaction, so the committable
-                    commits atomically with the consumed offsets.
+                    under one key. The store's changelog is written inside the
+                    checkpoint's Kafka transaction, so the committable commits atomically
+                    with the consumed offsets.
 ``committed``       ``sink.commit(committable)``, retried with backoff until it succeeds
                     (the Kafka side is final, so giving up is not an option); then the
                     record is marked ``committed`` (buffered into the next checkpoint).
