@@ -11,6 +11,7 @@ demo: setup
 	$(PY) -m services.demo
 
 test: setup
+	$(PY) -m mypy kstreamlet
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 unit: setup

@@ -238,7 +238,7 @@ class RuntimeContext:
         task opens, ``get()`` returns the concatenation of every partition's list (read from the
         store's changelog); once this task writes, it sees its own list."""
         store = self.raw_store(desc.name)
-        own = ListState(store, self._task.operator_keyctx, desc)
+        own: ListState[Any] = ListState(store, self._task.operator_keyctx, desc)
         union: list[Any] = []
         for part, entries in sorted(self._task.read_all_partitions(store).items()):
             raw = entries.get(key_prefix(b""))

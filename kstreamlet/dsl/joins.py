@@ -35,11 +35,15 @@ from kstreamlet.windowing.assigners import WindowAssigner
 from kstreamlet.windowing.triggers import Trigger
 
 
+def _tagger(side: int) -> Callable[[Any], tuple[int, Any]]:
+    return lambda v: (side, v)
+
+
 def _tagged_union(left: Handle[S], right: Handle[Any], name: str) -> Handle[S]:
     """One keyed stream of ``(side, value)`` from two co-partitioned keyed streams."""
     merged = MergeNode(name=f"{name}-union")
     for side, s in ((LEFT, left), (RIGHT, right)):
-        tag = MapNode(lambda v, side=side: (side, v), name=f"{name}-tag{side}")
+        tag = MapNode(_tagger(side), name=f"{name}-tag{side}")
         s._attach(tag)
         tag.add_child(merged)
     return left._derive_keyed(merged)

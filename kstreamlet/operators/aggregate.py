@@ -108,19 +108,21 @@ class Max(RunningAggregation):
         return _merge(a, b, max)
 
 
-class Aggregate(RunningAggregation):
-    """``adder(value, accumulator)`` from ``initializer()`` (a keyed ``aggregate``; no merge)."""
+class Aggregate:
+    """``adder(value, accumulator)`` from ``initializer()`` (a keyed ``aggregate``; its result is the
+    accumulator; no merge, keyed aggregations never merge)."""
 
     def __init__(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any]) -> None:
-        # Instance attributes: RunningAggregate calls the user's functions directly.
-        self.create_accumulator = initializer  # type: ignore[method-assign]
-        self.add = adder  # type: ignore[method-assign]
+        # Attributes, not methods: RunningAggregate calls the user's functions directly.
+        self.create_accumulator: Callable[[], Any] = initializer
+        self.add: Callable[[Any, Any], Any] = adder
 
 
 class RunningAggregate(KeyedProcessFunction):
-    """Runs a :class:`RunningAggregation` per key with one ValueState; emits the new accumulator per record."""
+    """Runs a :class:`RunningAggregation` (or :class:`Aggregate`) per key with one ValueState; emits the
+    new accumulator per record."""
 
-    def __init__(self, agg: RunningAggregation, serde: Serde[Any]) -> None:
+    def __init__(self, agg: RunningAggregation | Aggregate, serde: Serde[Any]) -> None:
         self.agg = agg
         self.serde = serde
 

@@ -31,6 +31,8 @@ from kstreamlet.state.store import Store
 T = TypeVar("T")
 ACC = TypeVar("ACC")
 R = TypeVar("R")
+IN_contra = TypeVar("IN_contra", contravariant=True)
+OUT_co = TypeVar("OUT_co", covariant=True)
 
 _EXP = struct.Struct(">q")
 
@@ -51,12 +53,12 @@ class StateTtlConfig:
         return int(self.ttl_seconds * 1000)
 
 
-class AggregateFunction(Protocol[T, ACC, R]):
+class AggregateFunction(Protocol[IN_contra, ACC, OUT_co]):
     """Incremental aggregation (Flink's ``AggregateFunction``)."""
 
     def create_accumulator(self) -> ACC: ...
-    def add(self, value: T, accumulator: ACC) -> ACC: ...
-    def get_result(self, accumulator: ACC) -> R: ...
+    def add(self, value: IN_contra, accumulator: ACC) -> ACC: ...
+    def get_result(self, accumulator: ACC) -> OUT_co: ...
     def merge(self, a: ACC, b: ACC) -> ACC: ...
 
 
@@ -166,7 +168,7 @@ class ValueState(_KeyedState, Generic[T]):
 
     def value(self) -> T:
         raw = self._read(self._key())
-        return self._default if raw is None else self._de(raw)  # type: ignore[no-any-return]
+        return self._default if raw is None else self._de(raw)
 
     def update(self, value: T) -> None:
         if value is None:
@@ -267,7 +269,7 @@ class ReducingState(_KeyedState, Generic[T]):
 
     def get(self) -> T | None:
         raw = self._read(self._key())
-        return None if raw is None else self._de(raw)  # type: ignore[no-any-return]
+        return None if raw is None else self._de(raw)
 
     def add(self, value: T) -> None:
         key = self._key()
@@ -289,7 +291,7 @@ class AggregatingState(_KeyedState, Generic[T, R]):
 
     def get(self) -> R | None:
         raw = self._read(self._key())
-        return None if raw is None else self._fn.get_result(self._de(raw))  # type: ignore[no-any-return]
+        return None if raw is None else self._fn.get_result(self._de(raw))
 
     def add(self, value: T) -> None:
         key = self._key()
