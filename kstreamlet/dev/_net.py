@@ -27,7 +27,8 @@ def docker_available(timeout: float = 2.0) -> bool:
     try:
         import docker  # type: ignore[import-untyped]
 
-        client = docker.from_env(timeout=timeout)
+        # (mypy: without stubs it would take the repository's docker/ directory for this module)
+        client = docker.from_env(timeout=timeout)  # type: ignore[attr-defined,unused-ignore]
         try:
             return bool(client.ping())
         finally:

@@ -203,7 +203,8 @@ class FileSink(TwoPhaseCommitSink[FileTxn]):
             self._date_event_time = self._date_buckets.use_event_time
             self._date_unit = self._date_buckets._cache_unit
         self._date_last: tuple[int, str] = (-1, "")
-        self._encode = None if self.bulk else self.format.encode  # type: ignore[union-attr]
+        if not self.bulk:
+            self._encode: Callable[[Any], bytes] = self.format.encode  # type: ignore[union-attr]
         policy = self.rolling_policy
         # OnCheckpointRollingPolicy never rolls on an event: skip the call per record.
         self._roll_on_event = (None if type(policy).should_roll_on_event is OnCheckpointRollingPolicy.should_roll_on_event

@@ -56,7 +56,7 @@ from kstreamlet.sinks.twophase.protocol import RecordMetadata, SinkContext, Sink
 from kstreamlet.topology.nodes import Node, Push
 
 if TYPE_CHECKING:
-    from kstreamlet.runtime.task import Task
+    from kstreamlet.api.task import TaskServices
 
 log = structlog.get_logger("kstreamlet.sinks")
 
@@ -105,13 +105,13 @@ class TwoPhaseCommitSinkNode(Node):
     def add_child(self, child: Node) -> Node:
         raise TopologyError(f"{self.name} is a sink; nothing can be attached downstream of it")
 
-    def compile(self, task: "Task") -> Push:
+    def compile(self, task: "TaskServices") -> Push:
         op = SinkOperator(self, task)
         task.add_participant(op)
         return op.push
 
 
-def _settings_of(task: "Task") -> Any:
+def _settings_of(task: "TaskServices") -> Any:
     """The app settings (every task carries them: TaskServices.settings)."""
     if task.settings is None:
         raise RuntimeError("a sink task needs the app settings (Task(settings=...))")
@@ -174,7 +174,7 @@ class PendingCommit:
 class SinkOperator:
     """One task's copy of a sink, driven through the task's checkpoints (see module docs)."""
 
-    def __init__(self, node: TwoPhaseCommitSinkNode, task: "Task") -> None:
+    def __init__(self, node: TwoPhaseCommitSinkNode, task: "TaskServices") -> None:
         self.node = node
         self.task = task
         self.name = node.name
@@ -215,7 +215,7 @@ class SinkOperator:
         self.timer_at: int | None = None
         if node.check_interval_ms is not None:
             self.timers = TimerService(task.store(node.timer_store_name), lambda: b"",
-                                       lambda: task.watermarks.watermark, task.clock)
+                                       lambda: task.watermark, task.clock)
             task.register_timers(self.timers, self._on_timer)
         self._write = self.sink.write
 
