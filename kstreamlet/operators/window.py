@@ -23,7 +23,7 @@ from kstreamlet import serdes as _serdes
 from kstreamlet.api.context import KeyedContext, RuntimeContext
 from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
-from kstreamlet.state.codec import decode_window, key_prefix, list_codec, window_key
+from kstreamlet.state.codec import BIAS, WINDOW, key_prefix, list_codec
 from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
 from kstreamlet.windowing.triggers import Trigger
@@ -51,12 +51,18 @@ class WindowFunction:
 WindowEmit = Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None]
 
 
+_pack_window = WINDOW.pack
+_unpack_window = WINDOW.unpack_from
+
+
 def _win_key(prefix: bytes, w: TimeWindow) -> bytes:
-    return window_key(prefix, w.start, w.end)
+    """:func:`kstreamlet.state.codec.window_key`, inlined for the record path."""
+    return prefix + _pack_window(w.start + BIAS, w.end + BIAS)
 
 
 def _decode_window(raw: bytes, n: int) -> TimeWindow:
-    return TimeWindow(*decode_window(raw, n))
+    s, e = _unpack_window(raw, n)
+    return TimeWindow(s - BIAS, e - BIAS)
 
 
 def emit_result(key: Any, w: TimeWindow, acc: Any, out: Callable[[Any], None]) -> None:

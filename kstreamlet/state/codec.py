@@ -26,7 +26,8 @@ _LEN = struct.Struct(">I")
 BIAS = 2**63
 #: One biased timestamp (use with ``ts + BIAS``; :func:`encode_timestamp` does both).
 TIMESTAMP = struct.Struct(">Q")
-_WINDOW = struct.Struct(">QQ")
+#: A window's biased ``(start, end)`` after its key prefix (:func:`window_key` does the biasing).
+WINDOW = struct.Struct(">QQ")
 
 
 def key_prefix(key_bytes: bytes) -> bytes:
@@ -72,16 +73,16 @@ def decode_timestamp(raw: bytes, offset: int = 0) -> int:
 
 def window_key(prefix: bytes, start: int, end: int) -> bytes:
     """``prefix`` (a :func:`key_prefix`) followed by the window's sortable start and end."""
-    return prefix + _WINDOW.pack(start + BIAS, end + BIAS)
+    return prefix + WINDOW.pack(start + BIAS, end + BIAS)
 
 
 def decode_window(raw: bytes, offset: int) -> tuple[int, int]:
     """``(start, end)`` of a :func:`window_key` whose prefix is ``offset`` bytes long."""
-    s, e = _WINDOW.unpack_from(raw, offset)
+    s, e = WINDOW.unpack_from(raw, offset)
     return s - BIAS, e - BIAS
 
 
 __all__ = [
-    "BIAS", "TIMESTAMP", "key_prefix", "key_of", "encode_list", "decode_list", "list_codec",
+    "BIAS", "TIMESTAMP", "WINDOW", "key_prefix", "key_of", "encode_list", "decode_list", "list_codec",
     "encode_timestamp", "decode_timestamp", "window_key", "decode_window",
 ]

@@ -104,3 +104,14 @@ def test_one_set_of_running_aggregations_for_keyed_and_windowed_streams():
     # Session windows merge accumulators; an empty side (None) keeps the other.
     assert Min(get).merge(None, 2) == 2 and Max(get).merge(4, None) == 4 and Sum(get).merge(1, 2) == 3
     assert Count().merge(2, 3) == 5
+
+
+@given(st.binary(max_size=10), TS, TS)
+def test_the_window_operator_lays_out_windows_as_the_codec_does(key, start, end):
+    from kstreamlet.operators.window import _decode_window, _win_key
+    from kstreamlet.windowing import TimeWindow
+
+    prefix = codec.key_prefix(key)
+    k = _win_key(prefix, TimeWindow(start, end))
+    assert k == codec.window_key(prefix, start, end)
+    assert _decode_window(k, len(prefix)) == TimeWindow(start, end)
