@@ -40,6 +40,18 @@ def read_counts(bootstrap: str, topic: str, expect: int, timeout: float = 180, s
     return out
 
 
+def _wait_for_state_task(members: Members, name: str, timeout: float) -> None:
+    """Until the latest incarnation of ``name`` logged an assignment with a counting task (``1_*``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = sorted(members.log_dir.glob(f"{name}-*.log"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+        text = logs[-1].read_text(errors="replace") if logs else ""
+        if any('"partitions assigned"' in line and '"1_' in line for line in text.splitlines()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} got no counting task within {timeout}s\n{members.log_tail()}")
+
+
 def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kafka_topic, tmp_path):
     inp = kafka_topic(partitions=6, name="lines")
     out = kafka_topic(partitions=6, name="counts")
@@ -50,7 +62,7 @@ def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kaf
     start = lambda n: members.start(n, {"KSTREAMLET_STATE_DIR": str(state[n])})  # noqa: E731
     rnd = random.Random(7)
     vocab = [f"w{i}" for i in range(400)]
-    lines = [" ".join(rnd.choice(vocab) for _ in range(5)) for _ in range(30_000)]
+    lines = [" ".join(rnd.choice(vocab) for _ in range(5)) for _ in range(45_000)]
     truth = collections.Counter(w for line in lines for w in line.split())
     try:
         for n in ("m1", "m2", "m3"):
@@ -63,6 +75,10 @@ def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kaf
         time.sleep(1)
         start("m2")
         time.sleep(4)
+        # The second kill must hit state m2 has committed: wait until this incarnation owns a
+        # counting task (sub-topology 1, the state), then a little longer than a commit interval.
+        _wait_for_state_task(members, "m2", timeout=30)
+        time.sleep(1)
         assert feeder.is_alive(), "input finished before the second kill"
         members.kill9("m2")
         shutil.rmtree(state["m2"], ignore_errors=True)  # a new pod: state restored from the changelog
