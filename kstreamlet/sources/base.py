@@ -1,7 +1,7 @@
 """Custom sources (Flink's ``SourceFunction``): code that generates records.
 
-A source is either an object with ``run(ctx)`` and ``cancel()`` (like the seed's
-``SensorSource``) or a callable returning an iterable (a generator function). It runs
+A source is either an object with ``run(ctx)`` and ``cancel()`` (like ``SensorSource``
+below) or a callable returning an iterable (a generator function). It runs
 in a thread of every member process and calls ``ctx.collect(value, key=None,
 timestamp=None)``.
 

@@ -1,7 +1,7 @@
-"""A polling MySQL source: re-reads a query every N seconds (the seed's broadcast-state example).
+"""A polling MySQL source: re-reads a query every N seconds, e.g. to feed a broadcast state.
 
-The seed enriches a user-event stream with ``user_info(userID, userName, userAge)`` read
-from MySQL every 5 seconds and broadcast to every parallel instance. In kstreamlet::
+Example: enrich a user-event stream with ``user_info(userID, userName, userAge)`` read
+from MySQL every 5 seconds and broadcast to every parallel instance::
 
     users = MySQLPollingSource(os.environ["MYSQL_URL"],
                                "SELECT userID, userName, userAge FROM user_info", interval=5.0)

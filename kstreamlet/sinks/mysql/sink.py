@@ -39,7 +39,7 @@ Failures: connection loss, timeouts, deadlocks and a server that does not answer
 are replayed after a backoff, and the connection is re-opened. ``connect_timeout``,
 ``read_timeout`` and ``write_timeout`` bound how long a hung server can block the task.
 
-Example (the seed's ``t_test(id AUTO_INCREMENT, value, insert_time)``)::
+Example (a table ``t_test(id AUTO_INCREMENT, value, insert_time)``)::
 
     from datetime import datetime
     sink = MySQLSink(os.environ["MYSQL_URL"], "t_test", ["value", "insert_time"],

@@ -138,7 +138,10 @@ class TwoPhaseCommitSink(Generic[Txn]):
     ctx: SinkContext
 
     def open(self, ctx: SinkContext) -> None:
-        """Per-task initialisation (connections, buffers). Called once, before :meth:`recover`."""
+        """Per-task initialisation (connections, buffers). Called once, before :meth:`recover`.
+
+        It may replace ``self.write`` with a bound method specialised for this task (the
+        runtime looks ``write`` up after ``open``), as :class:`~kstreamlet.sinks.FileSink` does."""
         self.ctx = ctx
 
     def begin_transaction(self) -> Txn:
