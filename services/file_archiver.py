@@ -37,7 +37,7 @@ import os
 from typing import Callable
 
 from kstreamlet import App, serdes
-from kstreamlet.sinks.files import (
+from kstreamlet.sinks import (
     BasePathBucketAssigner,
     BulkFormat,
     CsvEncoder,

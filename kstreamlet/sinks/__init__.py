@@ -20,7 +20,9 @@ stay the same across deployments.
 
 from kstreamlet.sinks.files import (
     BasePathBucketAssigner,
+    BucketAssigner,
     BucketContext,
+    BulkFormat,
     CsvEncoder,
     DateTimeBucketAssigner,
     DefaultRollingPolicy,
@@ -29,6 +31,8 @@ from kstreamlet.sinks.files import (
     OnCheckpointRollingPolicy,
     OutputFileConfig,
     ParquetFormat,
+    RollingPolicy,
+    RowEncoder,
     TextEncoder,
 )
 from kstreamlet.sinks.mysql import MySQLSink, MySQLSinkError
@@ -43,7 +47,7 @@ from kstreamlet.sinks.twophase import (
 
 __all__ = [
     "TwoPhaseCommitSink", "SinkContext", "RecordMetadata", "SinkError", "SinkUnavailableError", "SinkWriteError",
-    "FileSink", "OutputFileConfig", "BucketContext", "DateTimeBucketAssigner", "BasePathBucketAssigner",
-    "DefaultRollingPolicy", "OnCheckpointRollingPolicy", "TextEncoder", "JsonLinesEncoder", "CsvEncoder",
-    "ParquetFormat", "MySQLSink", "MySQLSinkError",
+    "FileSink", "OutputFileConfig", "BucketContext", "BucketAssigner", "DateTimeBucketAssigner",
+    "BasePathBucketAssigner", "RollingPolicy", "DefaultRollingPolicy", "OnCheckpointRollingPolicy", "RowEncoder",
+    "TextEncoder", "JsonLinesEncoder", "CsvEncoder", "BulkFormat", "ParquetFormat", "MySQLSink", "MySQLSinkError",
 ]
