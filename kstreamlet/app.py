@@ -13,7 +13,7 @@ from kstreamlet.dsl.stream import KeyedStream, Stream
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.serdes import Serde
 from kstreamlet.sources.base import Source
-from kstreamlet.topology.builder import BroadcastSpec, CustomSourceSpec, Topology, TopologyBuilder
+from kstreamlet.topology.builder import Topology, TopologyBuilder
 from kstreamlet.topology.nodes import SourceNode, StartPosition
 
 
@@ -47,15 +47,6 @@ class App:
         self.settings = load_settings(**current)
         self.builder.application_id = self.settings.application_id
         return self
-
-    # Kept while the runtime moves to ``topology().broadcasts`` / ``topology().custom_sources``.
-    @property
-    def _broadcasts(self) -> dict[str, BroadcastSpec]:
-        return self.builder.broadcasts
-
-    @property
-    def _custom_sources(self) -> list[CustomSourceSpec]:
-        return self.builder.custom_sources
 
     # --- defining streams ------------------------------------------------------------------------
 

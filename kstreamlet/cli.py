@@ -53,9 +53,9 @@ def _cmd_dev_kafka(args: argparse.Namespace) -> int:
         elif args.action == "down":
             print("stopped" if kafka.dev_down() else "not running")
         else:
-            state = kafka.dev_status()
-            print(json.dumps(state) if state else "not running")
-            return 0 if state else 1
+            status = kafka.dev_status()
+            print(json.dumps(status) if status else "not running")
+            return 0 if status else 1
     except kafka.KafkaStartError as e:
         print(f"kstreamlet: {e}", file=sys.stderr)
         return 2

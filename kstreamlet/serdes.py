@@ -105,7 +105,7 @@ def resolve(serde: "Serde[Any] | str | None", default: "Serde[Any]") -> "Serde[A
         return default
     if isinstance(serde, Serde):
         return serde
-    named = {"bytes": BYTES, "str": STR, "json": JSON, "int64": INT64}
+    named: dict[str, Serde[Any]] = {"bytes": BYTES, "str": STR, "json": JSON, "int64": INT64}
     if isinstance(serde, str) and serde in named:
         return named[serde]
     if isinstance(serde, type) and hasattr(serde, "model_validate_json"):

@@ -109,7 +109,8 @@ class ObservabilityServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host = self.server_address[0]
+        addr = self.server_address[0]
+        host = addr.decode() if isinstance(addr, bytes) else str(addr)
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"

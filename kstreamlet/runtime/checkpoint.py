@@ -18,16 +18,13 @@ again in a new transaction.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from kstreamlet import metrics
 from kstreamlet.runtime.deadline import CallTimedOut, call_with_deadline
-
-if TYPE_CHECKING:
-    from kstreamlet.runtime.collector import RecordCollector
 
 log = structlog.get_logger("kstreamlet.checkpoint")
 
@@ -36,6 +33,14 @@ TP = tuple[str, int]
 #: Seconds a transactional call may run past its own librdkafka timeout before it is
 #: abandoned (librdkafka normally returns ``_TIMED_OUT`` first; see runtime/deadline.py).
 CALL_SLACK = 5.0
+
+
+class Collector(Protocol):
+    """What the checkpoint needs of the record collector (runtime/collector.py)."""
+
+    producer: Producer
+    #: At-least-once: the first delivery error since the last commit.
+    delivery_failed: KafkaError | None
 
 
 class CheckpointTask(Protocol):
@@ -73,7 +78,7 @@ def classify(e: KafkaException) -> str:
 class Checkpointer:
     """Commits or aborts the current checkpoint of a member's tasks."""
 
-    def __init__(self, consumer: Consumer, collector: "RecordCollector", exactly_once: bool,
+    def __init__(self, consumer: Consumer, collector: Collector, exactly_once: bool,
                  timeout: float = 60.0) -> None:
         self.consumer = consumer
         self.collector = collector

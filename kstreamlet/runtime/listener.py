@@ -6,26 +6,26 @@ They run on the member's loop thread, inside the loop: keep them short, and neve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from kstreamlet.runtime.member import Member
+#: The member calling (runtime/member.py ``Member``; not imported here: the member imports this).
+Member = Any
 
 
 class RuntimeListener:
     """Called by :class:`~kstreamlet.runtime.member.Member` as it runs."""
 
-    def before_batch(self, member: "Member", records: list[Any]) -> None:
+    def before_batch(self, member: Member, records: list[Any]) -> None:
         """A non-empty batch was polled and is about to be processed."""
 
-    def on_batch(self, member: "Member", records: list[Any], processed: int) -> None:
+    def on_batch(self, member: Member, records: list[Any], processed: int) -> None:
         """A batch was processed (``processed``: data records routed to tasks)."""
 
-    def on_commit(self, member: "Member", seconds: float) -> None:
+    def on_commit(self, member: Member, seconds: float) -> None:
         """A checkpoint committed (it took ``seconds``)."""
 
-    def on_assigned(self, member: "Member", partitions: list[Any], restoring: list[str]) -> None:
+    def on_assigned(self, member: Member, partitions: list[Any], restoring: list[str]) -> None:
         """Partitions were assigned; ``restoring``: ids of the new tasks restoring their state."""
 
-    def on_task_restored(self, member: "Member", task_id: str) -> None:
+    def on_task_restored(self, member: Member, task_id: str) -> None:
         """A task's stores are restored; it processes from now on."""

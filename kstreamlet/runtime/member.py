@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -49,8 +49,15 @@ from kstreamlet.state.factory import StoreFactory
 from kstreamlet.state.recovery import Restorer
 from kstreamlet.topology.builder import SubTopology, Topology
 
-if TYPE_CHECKING:
-    from kstreamlet.app import App
+
+
+class AppLike(Protocol):
+    """What the runtime needs of an :class:`~kstreamlet.App`: its settings and built topology
+    (the runtime never imports ``App``: the app layer sits above it)."""
+
+    settings: Settings
+
+    def topology(self) -> Topology: ...
 
 log = structlog.get_logger("kstreamlet.member")
 
@@ -61,7 +68,7 @@ class Member:
     ``Member(app, instance_id)`` runs ``app.topology()`` with ``app.settings``;
     ``Member(topology, instance_id, settings=...)`` runs a built topology."""
 
-    def __init__(self, app: "App | Topology", instance_id: str, install_signal_handlers: bool = True, *,
+    def __init__(self, app: AppLike | Topology, instance_id: str, install_signal_handlers: bool = True, *,
                  settings: Settings | None = None, clients: KafkaClients | None = None,
                  listeners: Iterable[RuntimeListener] = ()) -> None:
         if isinstance(app, Topology):

@@ -6,22 +6,17 @@ import os
 import signal
 import sys
 
-from typing import TYPE_CHECKING
-
 import structlog
 
 from kstreamlet.config import WORKER_INDEX_ENV
 from kstreamlet.logging import configure_logging
 from kstreamlet.runtime import deadline
-from kstreamlet.runtime.member import Member
-
-if TYPE_CHECKING:
-    from kstreamlet.app import App
+from kstreamlet.runtime.member import AppLike, Member
 
 log = structlog.get_logger("kstreamlet.runner")
 
 
-def run_app(app: "App", workers: int = 1) -> int:
+def run_app(app: AppLike, workers: int = 1) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     configure_logging(app.settings.log_level)
     app.topology()  # fail fast on topology errors, before forking
@@ -37,7 +32,7 @@ def run_app(app: "App", workers: int = 1) -> int:
     return _run_workers(app, workers)
 
 
-def _run_workers(app: "App", workers: int) -> int:
+def _run_workers(app: AppLike, workers: int) -> int:
     # Fork before any Kafka client exists (librdkafka threads do not survive fork).
     base_id = app.settings.instance_id or app.settings.effective_instance_id
     children: dict[int, int] = {}

@@ -49,7 +49,7 @@ class RocksDBBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), _options(block_cache_mb))
         self._wopts = WriteOptions()
-        self._wopts.disable_wal = True
+        self._wopts.disable_wal = True  # type: ignore[method-assign, assignment]  # a property in rocksdict; its stub says method
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)  # type: ignore[no-any-return]

@@ -71,8 +71,8 @@ def test_built_topology_carries_broadcasts_and_custom_sources():
     assert all(isinstance(s, CustomSourceSpec) for s in topo.custom_sources)
     assert topo.internal_topics["enrich-broadcast-users"].config == {"cleanup.policy": "compact"}
     assert topo.internal_topics["enrich-source-ticks"].partitions == 2
-    # Still readable through the App while the runtime moves to the topology.
-    assert app._broadcasts is topo.broadcasts and app._custom_sources is topo.custom_sources
+    # The same objects the builder kept: the runtime reads them from the topology, never the App.
+    assert topo.broadcasts is app.builder.broadcasts and topo.custom_sources is app.builder.custom_sources
     with pytest.raises(RuntimeError, match="already built"):
         app.stream("late")
 
