@@ -328,7 +328,7 @@ class SinkNode(Node):
 
 
 class KeyedProcessNode(SideOutputNode):
-    """Runs a :class:`~kstreamlet.functions.KeyedProcessFunction` with keyed state and timers.
+    """Runs a :class:`~kstreamlet.api.functions.KeyedProcessFunction` with keyed state and timers.
 
     Each task gets a shallow copy of the function, opened with the task's runtime context.
     Store names are ``<node name>-<descriptor name>`` (name the node for stable names).
