@@ -32,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
 
@@ -144,7 +144,7 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, timeout: float = 900.0) -> P
     return libs
 
 
-def _wait_for_metadata(bootstrap: str, deadline: float, alive: "callable[[], bool]") -> None:  # type: ignore[valid-type]
+def _wait_for_metadata(bootstrap: str, deadline: float, alive: Callable[[], bool]) -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000, "log_level": 0})
