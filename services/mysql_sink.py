@@ -45,8 +45,7 @@ from typing import Any
 import orjson
 
 from kstreamlet import App, serdes
-from kstreamlet.sinks import SinkContext
-from kstreamlet.sinks.mysql import DEFAULT_SOURCE_COLUMNS, MySQLSink, quote_ident
+from kstreamlet.sinks import DEFAULT_SOURCE_COLUMNS, MySQLSink, SinkContext, quote_ident
 from services._env import required
 
 

@@ -35,7 +35,7 @@ from kstreamlet.sinks.files import (
     RowEncoder,
     TextEncoder,
 )
-from kstreamlet.sinks.mysql import MySQLSink, MySQLSinkError
+from kstreamlet.sinks.mysql import DEFAULT_SOURCE_COLUMNS, MySQLSink, MySQLSinkError, quote_ident
 from kstreamlet.sinks.twophase import (
     RecordMetadata,
     SinkContext,
@@ -50,4 +50,5 @@ __all__ = [
     "FileSink", "OutputFileConfig", "BucketContext", "BucketAssigner", "DateTimeBucketAssigner",
     "BasePathBucketAssigner", "RollingPolicy", "DefaultRollingPolicy", "OnCheckpointRollingPolicy", "RowEncoder",
     "TextEncoder", "JsonLinesEncoder", "CsvEncoder", "BulkFormat", "ParquetFormat", "MySQLSink", "MySQLSinkError",
+    "DEFAULT_SOURCE_COLUMNS", "quote_ident",
 ]
