@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import structlog
 from confluent_kafka import KafkaException
 
 from kstreamlet import metrics
+from kstreamlet.api.task import Collector, InputRecord
 from kstreamlet.errors import ProcessingError
 from kstreamlet.eventtime import MIN_WATERMARK, WatermarkStrategy
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, FatalClientError
@@ -36,31 +37,11 @@ from kstreamlet.topology.builder import SubTopology
 from kstreamlet.topology.nodes import Node, Push, SourceNode
 
 
-class Message(Protocol):
-    """The subset of ``confluent_kafka.Message`` a task reads (the test driver provides its own)."""
-
-    def topic(self) -> str: ...
-    def partition(self) -> int: ...
-    def offset(self) -> int: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
-
-
-class RecordCollector(Protocol):
-    """Where a task's outputs go: the member's :class:`~kstreamlet.runtime.collector.RecordCollector`
-    over the Kafka producer, or the test driver's.
-
-    ``errors`` is the error-policy handler (:class:`~kstreamlet.runtime.error_policy.ErrorHandler`, or
-    None to let errors propagate): failing timer calls are handed to it."""
-
-    errors: Any
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int, partition: int) -> None: ...
-
-    def send_watermark(self, topic: str, partition: int, key: bytes, ts: int,
-                       headers: list[tuple[str, bytes]]) -> None: ...
+#: The subset of ``confluent_kafka.Message`` a task reads (the test driver provides its own).
+Message = InputRecord
+#: Where a task's outputs go: the member's :class:`~kstreamlet.runtime.collector.RecordCollector`
+#: over the Kafka producer, or the test driver's (its ``errors`` gets failing timer calls).
+RecordCollector = Collector
 
 
 class DeserializationError(SerdeError):

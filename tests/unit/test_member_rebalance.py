@@ -13,35 +13,7 @@ from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPar
 from kstreamlet import App
 from kstreamlet.runtime.checkpoint import AbortCheckpoint
 from kstreamlet.runtime.member import Member
-
-
-class Msg:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes = b"v") -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_000)
-
-    def headers(self) -> None:
-        return None
+from tests.unit.fakes import Msg
 
 
 class FakeProducer:

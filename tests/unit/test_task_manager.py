@@ -11,36 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, TopicP
 from kstreamlet import App
 from kstreamlet.runtime.tasks import TaskManager
 from kstreamlet.runtime.task import Task
-
-
-class Msg:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None = b"v",
-                 error: KafkaError | None = None) -> None:
-        self._t, self._p, self._o, self._v, self._e = topic, partition, offset, value, error
-
-    def error(self) -> KafkaError | None:
-        return self._e
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return b"k"
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_000 + self._o)
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
+from tests.unit.fakes import Msg
 
 
 class FakeConsumer:
