@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             results["stateful"] = {k: [] for k in trees}
             for rep in range(a.repeats):
                 for k in (("ref", "new") if rep % 2 == 0 else ("new", "ref")):
-                    results["stateful"][k].append(wsuites[k].one_run("kstreamlet", rep + 1, restore=False))
+                    results["stateful"][k].append(wsuites[k].one_run("kstreamlet", f"{k}-{rep + 1}", restore=False))
     md = _report(a, labels, results, time.monotonic() - t0)
     md_path, json_path = common.write_results(a.out, md, {"scenario": "refcompare", "labels": labels,
                                                          "args": vars(a), "results": results})

@@ -149,6 +149,17 @@ class _TimerGuard:
 class Task:
     """Runs one sub-topology for one partition."""
 
+    # Slots: the record path reads and writes a task's attributes per record (``task.msg``,
+    # ``task.clock``); with more attributes than CPython's shared-key limit (30) an instance dict
+    # loses its fast specialised access.
+    __slots__ = (
+        "subtopology", "settings", "partition", "id", "collector", "partitions_of", "clock", "_store_factory",
+        "_read_all", "msg", "keyctx", "operator_keyctx", "stores", "_timers", "_closers", "participants",
+        "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
+        "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
+        "_queues", "offsets", "first", "_committed_wm", "_committed_sent",
+    )
+
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
                  partitions_of: Callable[[str], int], store_factory: StoreFactory | None = None,
                  clock: Callable[[], int] = wall_clock_ms,

@@ -1,0 +1,194 @@
+"""``python -m bench.micro_path --ref <git revision>``: the member's per-record Python path, broker-free,
+for the working tree and an earlier revision, interleaved in fresh processes.
+
+What is timed (CPU time of the process, ``time.process_time``): ``Member._process`` over batches of
+1,000 in-memory messages for the stateless pipeline ``map(bytes.upper).to(out)`` (6 partitions,
+exactly-once), with a checkpoint commit every 20 batches, against fake clients whose
+``produce`` only counts. librdkafka is not involved, so machine noise from its threads and the
+broker is out; what remains is kstreamlet's own cost per record (route, task, nodes, record
+collector) and per commit. For refactorings that must not cost speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench import common
+
+BATCHES = 300
+BATCH = 1000
+COMMIT_EVERY = 20
+
+
+class Msg:
+    __slots__ = ("_p", "_o", "_v")
+
+    def __init__(self, p: int, o: int, v: bytes) -> None:
+        self._p, self._o, self._v = p, o, v
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_000)
+
+    def headers(self) -> None:
+        return None
+
+
+class FakeProducer:
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        self.n = 0
+
+    def produce(self, *a: Any, **kw: Any) -> None:
+        self.n += 1
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+    def init_transactions(self, *a: Any) -> None:
+        pass
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, *a: Any) -> None:
+        pass
+
+    def commit_transaction(self, *a: Any) -> None:
+        pass
+
+    def abort_transaction(self, *a: Any) -> None:
+        pass
+
+
+class FakeConsumer:
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        self.cb: dict[str, Any] = {}
+
+    def subscribe(self, topics: Any, on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
+        self.cb = {"assign": on_assign}
+
+    def incremental_assign(self, tps: Any) -> None:
+        pass
+
+    def consumer_group_metadata(self) -> str:
+        return "g"
+
+    def committed(self, tps: Any, timeout: float = 0) -> list[Any]:
+        return list(tps)
+
+
+class FakeClients:
+    def consumer(self, config: dict[str, Any]) -> FakeConsumer:
+        return FakeConsumer()
+
+    def producer(self, config: dict[str, Any]) -> FakeProducer:
+        return FakeProducer()
+
+    def admin(self, config: dict[str, Any]) -> Any:
+        raise AssertionError("no admin calls")
+
+
+def measure() -> dict[str, Any]:
+    """In this process: build a member on fakes (either API generation) and time the path."""
+    import inspect
+
+    from confluent_kafka import TopicPartition
+
+    from kstreamlet import App
+    import kstreamlet.runtime.member as member_mod
+
+    app = App(application_id="micro", bootstrap_servers="127.0.0.1:1", processing_guarantee="exactly_once",
+              instance_id="m", commit_interval=0.1)
+    app.stream("in").map(lambda v: v.upper()).to("out")
+    Member = member_mod.Member
+    if "clients" in inspect.signature(Member.__init__).parameters:
+        m = Member(app, "m", install_signal_handlers=False, clients=FakeClients())
+        m.topics.partition_counts.update({"in": 6, "out": 6})
+    else:  # a revision whose member builds confluent-kafka clients itself
+        member_mod.Producer = FakeProducer  # type: ignore[attr-defined]
+        member_mod.Consumer = FakeConsumer  # type: ignore[attr-defined]
+        m = Member(app, "m", install_signal_handlers=False)
+        m.partition_counts = {"in": 6, "out": 6}
+    m._create_clients()
+    consumer = m.consumer
+    on_assign = consumer.cb["assign"]  # type: ignore[union-attr]
+    on_assign(consumer, [TopicPartition("in", p) for p in range(6)])
+    value = b"x" * 100
+    per = BATCH // 6  # a fetched batch holds runs of records of one partition, as librdkafka returns them
+    batches = [[Msg(p, b * per + i, value) for p in range(6) for i in range(per)] for b in range(BATCHES)]
+    for b in batches[:20]:  # warm-up
+        m._process(b)
+    m._commit()
+    t0 = time.process_time()
+    for i, b in enumerate(batches):
+        m._process(b)
+        if i % COMMIT_EVERY == COMMIT_EVERY - 1:
+            m._commit()
+    m._commit()
+    cpu = time.process_time() - t0
+    n = BATCHES * BATCH
+    return {"records": n, "cpu_seconds": cpu, "cpu_us_per_record": cpu / n * 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.micro_path", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ref", help="git revision to compare the working tree with")
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--_measure", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._measure:
+        print(json.dumps(measure()))
+        return 0
+    trees = {"new": common.kstreamlet_root(None)[0]}
+    if a.ref:
+        trees["ref"] = common.kstreamlet_root(a.ref)[0]
+    res: dict[str, list[float]] = {k: [] for k in trees}
+    for rep in range(a.repeats):
+        for k in (list(trees) if rep % 2 == 0 else list(reversed(list(trees)))):
+            out = subprocess.run([sys.executable, "-m", "bench.micro_path", "--_measure"], cwd=trees[k],
+                                 env=common.worker_env(), capture_output=True, text=True, timeout=300)
+            if out.returncode != 0:
+                print(out.stderr[-2000:], file=sys.stderr)
+                return 1
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            res[k].append(r["cpu_us_per_record"])
+            print(f"  {k} run {rep + 1}: {r['cpu_us_per_record']:.3f} µs/record", flush=True)
+    print()
+    for k, vals in res.items():
+        print(f"{k}: median {statistics.median(vals):.3f} µs/record (min {min(vals):.3f}, runs {len(vals)})")
+    if "ref" in res:
+        print(f"new ÷ ref (median): {statistics.median(res['new']) / statistics.median(res['ref']):.3f}; "
+              f"(min): {min(res['new']) / min(res['ref']):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KSTREAMLET_LOG_LEVEL", "warning")
+    raise SystemExit(main())
