@@ -22,7 +22,9 @@ from kstreamlet.api import (
     BroadcastContext,
     BroadcastProcessFunction,
     BroadcastState,
+    CoProcessFunction,
     KeyedBroadcastProcessFunction,
+    KeyedCoProcessFunction,
     KeyedContext,
     KeyedProcessFunction,
     ProcessorContext,
@@ -55,6 +57,7 @@ from kstreamlet.windowing import (
 __all__ = [
     "App", "Settings", "Stream", "KeyedStream", "StartPosition", "Source", "SourceContext", "serdes",
     "ProcessorContext", "KeyedContext", "RuntimeContext", "KeyedProcessFunction",
+    "CoProcessFunction", "KeyedCoProcessFunction",
     "BroadcastStream", "BroadcastState", "BroadcastContext", "BroadcastProcessFunction", "KeyedBroadcastProcessFunction",
     "ValueStateDescriptor", "ListStateDescriptor", "MapStateDescriptor", "ReducingStateDescriptor",
     "AggregatingStateDescriptor", "AggregateFunction", "StateTtlConfig",

@@ -14,11 +14,13 @@ from kstreamlet.api.context import (
 from kstreamlet.api.functions import (
     BroadcastContext,
     BroadcastProcessFunction,
+    CoProcessFunction,
     KeyedBroadcastProcessFunction,
+    KeyedCoProcessFunction,
     KeyedProcessFunction,
 )
 
 __all__ = [
     "ProcessorContext", "KeyedContext", "RuntimeContext", "BroadcastState", "UnionListState", "OperatorListState",
-    "KeyedProcessFunction", "BroadcastProcessFunction", "KeyedBroadcastProcessFunction", "BroadcastContext",
+    "KeyedProcessFunction", "CoProcessFunction", "KeyedCoProcessFunction", "BroadcastProcessFunction", "KeyedBroadcastProcessFunction", "BroadcastContext",
 ]

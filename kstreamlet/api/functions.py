@@ -70,6 +70,42 @@ class KeyedProcessFunction:
         """The task is closing (revoked or shutdown)."""
 
 
+class CoProcessFunction:
+    """Two connected (non-keyed) streams, one function: ``a.connect(b).process(fn)`` calls
+    ``process_element1`` for ``a``'s records and ``process_element2`` for ``b``'s (Flink's
+    ``CoProcessFunction``). Both see a :class:`ProcessorContext` (``emit``, ``side_output``,
+    the record's key, timestamp and source). No state or timers — connect keyed streams for
+    those (:class:`KeyedCoProcessFunction`) — and one instance serves every task of a member,
+    so keep no per-partition attributes on it."""
+
+    def process_element1(self, value: Any, ctx: ProcessorContext) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_element1(value, ctx)")
+
+    def process_element2(self, value: Any, ctx: ProcessorContext) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_element2(value, ctx)")
+
+
+class KeyedCoProcessFunction(KeyedProcessFunction):
+    """Two connected keyed streams, one function with keyed state and timers shared by both
+    inputs (Flink's ``KeyedCoProcessFunction``; the seed's "connect" example, e.g. matching
+    orders with payments per order id): ``a.key_by(k).connect(b.key_by(k)).process(fn)``.
+
+    Override ``process_element1`` (``a``'s records), ``process_element2`` (``b``'s), and
+    optionally ``open`` (declare state), ``on_timer`` and ``close``. The state a function
+    declares in ``open`` is one per key, whichever input the record came from; the watermark
+    is the minimum of both inputs'. Both inputs must be partitioned alike (``key_by`` on both
+    sides does that)."""
+
+    def process_element1(self, value: Any, ctx: KeyedContext) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_element1(value, ctx)")
+
+    def process_element2(self, value: Any, ctx: KeyedContext) -> None:
+        raise TypeError(f"{type(self).__name__} must implement process_element2(value, ctx)")
+
+    def process_element(self, value: Any, ctx: KeyedContext) -> None:  # pragma: no cover - dispatched per side
+        raise TypeError("a KeyedCoProcessFunction receives process_element1/process_element2 calls")
+
+
 class BroadcastProcessFunction:
     """Non-keyed: override ``process_element`` and ``process_broadcast_element``."""
 
@@ -90,4 +126,5 @@ class KeyedBroadcastProcessFunction(KeyedProcessFunction):
         raise TypeError(f"{type(self).__name__} must implement process_broadcast_element(value, ctx)")
 
 
-__all__ = ["KeyedProcessFunction", "BroadcastProcessFunction", "KeyedBroadcastProcessFunction", "BroadcastContext"]
+__all__ = ["KeyedProcessFunction", "CoProcessFunction", "KeyedCoProcessFunction", "BroadcastProcessFunction",
+           "KeyedBroadcastProcessFunction", "BroadcastContext"]

@@ -17,10 +17,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, overload
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.broadcast import BroadcastConnectedStream
+from kstreamlet.dsl.connected import ConnectedStreams
 from kstreamlet.dsl.joins import IntervalJoinBuilder, JoinBuilder, Table, join_table
 from kstreamlet.dsl.windowed import WindowedStream
 from kstreamlet.eventtime import WatermarkStrategy
@@ -172,9 +173,21 @@ class Stream:
         """Window full outer join."""
         return self.join(other, how="outer")
 
-    def connect(self, broadcast: BroadcastSpec) -> BroadcastConnectedStream["Stream"]:
-        """Connect a broadcast stream (``app.broadcast(...)``); finish with ``.process(fn)``."""
-        return BroadcastConnectedStream(self, broadcast)
+    @overload
+    def connect(self, other: BroadcastSpec) -> BroadcastConnectedStream["Stream"]: ...
+
+    @overload
+    def connect(self, other: "Stream") -> ConnectedStreams["Stream"]: ...
+
+    def connect(self, other: "BroadcastSpec | Stream") -> "BroadcastConnectedStream[Stream] | ConnectedStreams[Stream]":
+        """Connect a broadcast stream (``app.broadcast(...)``), or another stream (Flink's
+        ``connect``); finish with ``.process(fn)``: a (Keyed)BroadcastProcessFunction for a
+        broadcast, a :class:`~kstreamlet.api.functions.KeyedCoProcessFunction` for two keyed
+        streams (state and timers shared by both), a
+        :class:`~kstreamlet.api.functions.CoProcessFunction` for two unkeyed ones."""
+        if isinstance(other, Stream):
+            return ConnectedStreams(self, other)
+        return BroadcastConnectedStream(self, other)
 
     def sink(self, sink: Any, name: str | None = None) -> None:
         """Write to a side sink with the app's guarantee; under exactly-once the sink joins each
