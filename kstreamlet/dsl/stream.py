@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Iterable, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, overload
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.broadcast import BroadcastConnectedStream
@@ -49,11 +49,28 @@ from kstreamlet.topology.nodes import (
 from kstreamlet.windowing.assigners import WindowAssigner
 
 
+#: KeyedStream methods, and what to write instead when they are called on an unkeyed stream.
+_KEYED_ONLY = {
+    "window": "windows", "count_window": "count windows", "reduce": "reductions", "aggregate": "aggregations",
+    "count": "counts", "sum": "sums", "min": "minimums", "max": "maximums", "interval_join": "interval joins",
+    "join_table": "table joins",
+}
+
+
 class Stream:
     """A stream of records (key, value, timestamp)."""
 
     #: False here; True on :class:`KeyedStream`.
     is_keyed = False
+
+    if not TYPE_CHECKING:  # at run time only: the type checker still flags a typo on a Stream
+        def __getattr__(self, name: str) -> Any:
+            what = _KEYED_ONLY.get(name)
+            if what is not None:
+                raise TypeError(
+                    f".{name}() needs a keyed stream ({what} are per key): key the stream first, e.g. "
+                    f".key_by(lambda v: v['id']).{name}(...), or .keyed().{name}(...) to use the record key as is")
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __init__(self, builder: TopologyBuilder, node: Node, key_serde: Serde[Any], value_serde: Serde[Any],
                  attach: Callable[[Node], Node] | None = None, watermarks: WatermarkStrategy | None = None) -> None:

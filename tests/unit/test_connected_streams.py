@@ -112,3 +112,13 @@ def test_connect_rejects_mixed_keyedness_and_the_wrong_function_with_a_clear_err
         a.key_by(lambda v: v, name="ka").connect(b.key_by(lambda v: v, name="kb")).process(Tagger())
     with pytest.raises(TypeError, match="CoProcessFunction"):
         app.stream("c").connect(app.stream("d")).process(MatchOrderAndPayment())
+
+
+@pytest.mark.parametrize("method", ["window", "count", "reduce", "aggregate", "sum", "interval_join", "count_window"])
+def test_keyed_only_operations_on_an_unkeyed_stream_name_the_fix(method):
+    app = App(application_id="unkeyed", bootstrap_servers="127.0.0.1:1")
+    s = app.stream("in")
+    with pytest.raises(TypeError, match=rf"\.{method}\(\) needs a keyed stream.*key_by\(.*\)\.{method}\(\.\.\.\)"):
+        getattr(s, method)
+    with pytest.raises(AttributeError):
+        s.no_such_method  # noqa: B018
