@@ -31,6 +31,7 @@ from kstreamlet.windowing.triggers import Trigger
 _log = structlog.get_logger(__name__)
 
 _CNT = struct.Struct(">q")
+_NO_FIRE = 2**63 - 1  # continuous trigger state: no early firing pending (Flink: empty fire-time state)
 
 
 @dataclass
@@ -107,7 +108,13 @@ def elements_function(value_serde: Serde[Any], emit: Callable[[Any, TimeWindow, 
 
 
 class WindowOperator(KeyedProcessFunction):
-    """Runs one windowed computation on a keyed stream (built by :class:`~kstreamlet.dsl.windowed.WindowedStream`)."""
+    """Runs one windowed computation on a keyed stream (built by :class:`~kstreamlet.dsl.windowed.WindowedStream`).
+
+    The 8-byte head of a window's state entry is the trigger's state: the element count for the
+    time trigger, the count since the last firing for ``count``, the next early firing for
+    ``continuous`` (:data:`_NO_FIRE` when none). Timers are per key and timestamp (shared by the
+    key's windows), so :meth:`on_timer` checks every window of the key.
+    """
 
     def __init__(self, assigner: WindowAssigner, fn: WindowFunction, trigger: Trigger,
                  allowed_lateness_ms: int, late_tag: str | None, emit_updates: bool) -> None:
@@ -117,6 +124,8 @@ class WindowOperator(KeyedProcessFunction):
         self.lateness = allowed_lateness_ms if assigner.event_time else 0
         self.late_tag = late_tag
         self.emit_updates = emit_updates
+        self._kind = trigger.kind
+        self._event_time = assigner.event_time
 
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("windows")
@@ -124,16 +133,16 @@ class WindowOperator(KeyedProcessFunction):
     # --- helpers ---------------------------------------------------------------------------------
 
     def _now(self, ctx: KeyedContext) -> int:
-        return ctx.current_watermark if self.assigner.event_time else ctx.timers.current_processing_time()
+        return ctx.current_watermark if self._event_time else ctx.timers.current_processing_time()
 
     def _register(self, ctx: KeyedContext, ts: int) -> None:
-        if self.assigner.event_time:
+        if self._event_time:
             ctx.timers.register_event_time(ts)
         else:
             ctx.timers.register_processing_time(ts)
 
     def _delete_timer(self, ctx: KeyedContext, ts: int) -> None:
-        if self.assigner.event_time:
+        if self._event_time:
             ctx.timers.delete_event_time(ts)
         else:
             ctx.timers.delete_processing_time(ts)
@@ -148,105 +157,181 @@ class WindowOperator(KeyedProcessFunction):
         ctx.timestamp = w.max_timestamp
         self.fn.emit(ctx.key, w, acc, ctx.emit)
 
+    def _late(self, value: Any, ctx: KeyedContext) -> None:
+        metrics.LATE_RECORDS.labels("window").inc()
+        _log.debug("late record dropped", operator="window", timestamp=ctx.timestamp,
+                   watermark=ctx.current_watermark, side_output=self.late_tag is not None)
+        if self.late_tag is not None:
+            ctx.side_output(self.late_tag, value)
+
+    def _first_fire(self, ts: int, w: TimeWindow) -> int:
+        """ContinuousEventTimeTrigger's first firing, anchored on the window's first element."""
+        iv = self.trigger.interval_ms
+        return min(ts - ts % iv + iv, w.max_timestamp)
+
     # --- elements ---------------------------------------------------------------------------------
 
     def process_element(self, value: Any, ctx: KeyedContext) -> None:
-        ts = ctx.timestamp if self.assigner.event_time else ctx.timers.current_processing_time()
-        now = self._now(ctx)
-        windows = self.assigner.assign(ts)
+        if self.assigner.merging:
+            self._process_merging(value, ctx)
+            return
+        event_time = self._event_time
+        ts = ctx.timestamp if event_time else ctx.timers.current_processing_time()
+        now = ctx.current_watermark if event_time else ctx.timers.current_processing_time()
         prefix = key_prefix(ctx.key_bytes)
+        lateness = self.lateness
         accepted = False
-        for w in windows:
-            if w.max_timestamp + self.lateness <= now and self.assigner.event_time:
+        for w in self.assigner.assign(ts):
+            if w.max_timestamp + lateness <= now and event_time:
                 continue  # late for this window (it may still fit another sliding window)
             accepted = True
-            if self.assigner.merging:
-                w = self._merge_sessions(ctx, prefix, w, value)
-                continue
             k = _win_key(prefix, w)
             raw = self.store.get(k)
             count, acc = self._load(raw) if raw is not None else (0, self.fn.create())
             acc = self.fn.add(value, acc)
-            count += 1
-            self._save(k, count, acc)
+            if self._kind == "time":
+                self._save(k, count + 1, acc)
+                if raw is None:
+                    self._register_window_timers(ctx, w, now)
+                if w.max_timestamp <= now or self.emit_updates:
+                    self._fire(ctx, w, acc)  # a late element within the allowed lateness: fire again
+                continue
             if raw is None:
                 self._register_window_timers(ctx, w, now)
-            self._after_add(ctx, w, count, acc, now)
+                count = _NO_FIRE if self._kind == "continuous" else 0
+            self._save(k, self._on_element(ctx, w, count, acc, ts, now), acc)
         if not accepted:
-            metrics.LATE_RECORDS.labels("window").inc()
-            _log.debug("late record dropped", operator="window", timestamp=ctx.timestamp,
-                       watermark=ctx.current_watermark, side_output=self.late_tag is not None)
-            if self.late_tag is not None:
-                ctx.side_output(self.late_tag, value)
+            self._late(value, ctx)
 
     def _register_window_timers(self, ctx: KeyedContext, w: TimeWindow, now: int) -> None:
         # As Flink's EventTimeTrigger: a window already past the watermark fires on the element
-        # itself (in _after_add), not again from a timer.
-        if self.trigger.kind != "count" and w.max_timestamp > now:
+        # itself, not again from a timer. The cleanup timer (Flink's registerCleanupTimer) is at
+        # max_timestamp + allowed lateness (with no lateness, the firing timer is the cleanup one).
+        if self._kind != "count" and w.max_timestamp > now:
             self._register(ctx, w.max_timestamp)
-        if self.lateness:
+        if self.lateness or self._kind == "count":
             self._register(ctx, w.max_timestamp + self.lateness)
-        if self.trigger.kind == "count":
-            self._register(ctx, w.max_timestamp + self.lateness)  # cleanup only
-        if self.trigger.kind == "continuous":
-            first = w.start - (w.start % self.trigger.interval_ms) + self.trigger.interval_ms - 1
-            if first < w.max_timestamp:
-                self._register(ctx, first)
 
-    def _after_add(self, ctx: KeyedContext, w: TimeWindow, count: int, acc: Any, now: int) -> None:
-        if self.trigger.kind == "count":
-            if count % self.trigger.count == 0:
+    def _on_element(self, ctx: KeyedContext, w: TimeWindow, state: int, acc: Any, ts: int, now: int) -> int:
+        """Trigger.onElement for ``count`` and ``continuous`` (the element is in ``acc``); returns the new state."""
+        if self._kind == "count":
+            state += 1
+            if state >= self.trigger.count:  # CountTrigger: FIRE (contents kept) and clear the count
                 self._fire(ctx, w, acc)
-            return
+                return 0
+            return state
         if w.max_timestamp <= now:
-            self._fire(ctx, w, acc)  # a late element within the allowed lateness: fire again
-        elif self.emit_updates:
+            self._fire(ctx, w, acc)  # past the window end (within the allowed lateness): fire at once
+            return state
+        if state == _NO_FIRE:
+            state = self._first_fire(ts, w)
+            self._register(ctx, state)
+        if self.emit_updates:
             self._fire(ctx, w, acc)
+        return state
 
-    def _merge_sessions(self, ctx: KeyedContext, prefix: bytes, w: TimeWindow, value: Any) -> TimeWindow:
+    def _process_merging(self, value: Any, ctx: KeyedContext) -> None:
+        """Session windows (Flink's MergingWindowSet + WindowOperator): merge first, then judge
+        lateness on the merged window."""
+        event_time = self._event_time
+        ts = ctx.timestamp if event_time else ctx.timers.current_processing_time()
+        now = self._now(ctx)
+        prefix = key_prefix(ctx.key_bytes)
         n = len(prefix)
-        merged = w
-        acc = self.fn.add(value, self.fn.create())
-        count = 1
-        absorbed = []
-        for k, raw in list(self.store.iter_prefix(prefix)):
-            other = _decode_window(k, n)
-            if other.intersects(merged) or other.intersects(w):
-                absorbed.append((k, other))
-        for k, other in absorbed:
-            c, a = self._load(cast(bytes, self.store.get(k)))  # listed by the scan above
-            acc = self.fn.merge(a, acc)
-            count += c
-            merged = merged.cover(other)
-            self.store.delete(k)
-            self._delete_timer(ctx, other.max_timestamp)
-            if self.lateness:
-                self._delete_timer(ctx, other.max_timestamp + self.lateness)
-        self._save(_win_key(prefix, merged), count, acc)
-        if merged.max_timestamp > self._now(ctx):
-            self._register(ctx, merged.max_timestamp)
-        if self.lateness:
-            self._register(ctx, merged.max_timestamp + self.lateness)
-        self._after_add(ctx, merged, count, acc, self._now(ctx))
-        return merged
+        kind = self._kind
+        lateness = self.lateness
+        accepted = False
+        for w in self.assigner.assign(ts):
+            existing = sorted((_decode_window(k, n), k, raw) for k, raw in self.store.iter_prefix(prefix))
+            # MergingWindowSet.addWindow: sort by start, merge runs of intersecting windows; the
+            # run holding the new window is its merged window.
+            merged = w
+            absorbed: list[tuple[TimeWindow, bytes, bytes]] = []
+            changed = True
+            while changed:
+                changed = False
+                for e in existing:
+                    if e not in absorbed and e[0].intersects(merged):
+                        absorbed.append(e)
+                        merged = merged.cover(e[0])
+                        changed = True
+            if event_time and merged.max_timestamp + lateness <= now:
+                continue  # WindowOperator.isWindowLate(actualWindow): the merged window is late
+            accepted = True
+            absorbed.sort()
+            acc = self.fn.create()
+            state = 0 if kind != "continuous" else _NO_FIRE
+            for other, k, raw in absorbed:
+                c, a = self._load(raw)
+                acc = self.fn.merge(acc, a)
+                # CountTrigger.onMerge sums the counts; ContinuousEventTimeTrigger takes the minimum.
+                state = min(state, c) if kind == "continuous" else state + c
+                self.store.delete(k)
+            acc = self.fn.add(value, acc)
+            mk = _win_key(prefix, merged)
+            # Timers of the merged window: onMerge, onElement and the cleanup timer.
+            timers = set()
+            if kind != "count" and merged.max_timestamp > now:
+                timers.add(merged.max_timestamp)
+            timers.add(merged.max_timestamp + lateness)
+            if kind == "continuous" and state != _NO_FIRE:
+                timers.add(state)  # ContinuousEventTimeTrigger.onMerge registers the earliest firing
+            for t in timers:
+                self._register(ctx, t)
+            if kind == "time":
+                self._save(mk, state + 1, acc)
+                if merged.max_timestamp <= now or self.emit_updates:
+                    self._fire(ctx, merged, acc)  # EventTimeTrigger.onElement: past the end, FIRE
+            else:
+                state = self._on_element(ctx, merged, state, acc, ts, now)  # registers a first firing
+                if kind == "continuous" and state != _NO_FIRE:
+                    timers.add(state)
+                self._save(mk, state, acc)
+            if absorbed:
+                self._drop_timers(ctx, absorbed, [e for e in existing if e not in absorbed], timers)
+        if not accepted:
+            self._late(value, ctx)
+
+    def _drop_timers(self, ctx: KeyedContext, absorbed: list[tuple[TimeWindow, bytes, bytes]],
+                     kept: list[tuple[TimeWindow, bytes, bytes]], merged_timers: set[int]) -> None:
+        """Delete the merged-away windows' timers (Flink's trigger clear + deleteCleanupTimer) that
+        no other window of the key still needs: timers are per key and timestamp, not per window."""
+        lateness = self.lateness
+        continuous = self._kind == "continuous"
+
+        def timers_of(e: tuple[TimeWindow, bytes, bytes]) -> set[int]:
+            ts = {e[0].max_timestamp, e[0].max_timestamp + lateness}
+            if continuous:
+                ts.add(_CNT.unpack_from(e[2])[0])
+            return ts
+
+        needed = set(merged_timers)
+        for e in kept:
+            needed |= timers_of(e)
+        for e in absorbed:
+            for t in timers_of(e) - needed:
+                if t != _NO_FIRE:
+                    self._delete_timer(ctx, t)
 
     # --- timers ---------------------------------------------------------------------------------------
 
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
         prefix = key_prefix(ctx.key_bytes)
         n = len(prefix)
+        kind = self._kind
         for k, raw in list(self.store.iter_prefix(prefix)):
             w = _decode_window(k, n)
-            count, acc = self._load(raw)
-            if ts == w.max_timestamp and self.trigger.kind != "count":
-                self._fire(ctx, w, acc)
-            elif (self.trigger.kind == "continuous" and w.start <= ts < w.max_timestamp
-                  and (ts + 1) % self.trigger.interval_ms == 0):
-                self._fire(ctx, w, acc)
-                nxt = ts + self.trigger.interval_ms
-                if nxt < w.max_timestamp:
+            mt = w.max_timestamp
+            if ts == mt and kind != "count":
+                self._fire(ctx, w, self._load(raw)[1])
+            elif kind == "continuous" and ts < mt:
+                nxt, acc = self._load(raw)
+                if nxt <= ts:  # ContinuousEventTimeTrigger.onEventTime: the fire timestamp is due
+                    self._fire(ctx, w, acc)
+                    nxt = min(ts + self.trigger.interval_ms, mt)
+                    self._save(k, nxt, acc)
                     self._register(ctx, nxt)
-            if ts >= w.max_timestamp + self.lateness:
+            if ts >= mt + self.lateness:
                 self.store.delete(k)  # past the allowed lateness: the window is gone
 
 

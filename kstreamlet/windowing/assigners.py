@@ -44,6 +44,13 @@ class TumblingWindows(WindowAssigner):
     size: int = 0
     offset: int = 0
 
+    def __post_init__(self) -> None:
+        # As Flink's TumblingEventTimeWindows: size > 0 and abs(offset) < size.
+        _positive("size", self.size)
+        if abs(self.offset) >= self.size:
+            raise ValueError(f"tumbling window offset must satisfy |offset| < size ({self.size} ms), "
+                             f"i.e. -{self.size} < offset < {self.size}; got offset {self.offset}")
+
     def assign(self, ts: int) -> list[TimeWindow]:
         start = _window_start(ts, self.offset, self.size)
         return [TimeWindow(start, start + self.size)]
@@ -54,6 +61,14 @@ class SlidingWindows(WindowAssigner):
     size: int = 0
     slide: int = 0
     offset: int = 0
+
+    def __post_init__(self) -> None:
+        # As Flink's SlidingEventTimeWindows: size > 0, slide > 0 and abs(offset) < slide.
+        _positive("size", self.size)
+        _positive("slide", self.slide)
+        if abs(self.offset) >= self.slide:
+            raise ValueError(f"sliding window offset must satisfy |offset| < slide ({self.slide} ms), "
+                             f"i.e. -{self.slide} < offset < {self.slide}; got offset {self.offset}")
 
     def assign(self, ts: int) -> list[TimeWindow]:
         out = []
@@ -69,13 +84,16 @@ class SlidingWindows(WindowAssigner):
 class SessionWindows(WindowAssigner):
     gap: int = 0
 
+    def __post_init__(self) -> None:
+        _positive("gap", self.gap)
+
     def assign(self, ts: int) -> list[TimeWindow]:
         return [TimeWindow(ts, ts + self.gap)]
 
 
 def _positive(name: str, v: int) -> int:
     if v <= 0:
-        raise ValueError(f"{name} must be > 0 ms, got {v}")
+        raise ValueError(f"window {name} must be > 0 ms, got {v}")
     return int(v)
 
 
