@@ -2,9 +2,9 @@
 
 Example::
 
-    strategy = (WatermarkStrategy.for_bounded_out_of_orderness(ms=2000)
+    strategy = (WatermarkStrategy.for_bounded_out_of_orderness(timedelta(seconds=2))
                 .with_timestamp_assigner(lambda order: order["ts"])
-                .with_idleness(ms=5000))
+                .with_idleness(5000))   # milliseconds or a datetime.timedelta, everywhere
     orders = app.stream("orders", value_serde=serdes.JSON, watermarks=strategy)
 
 A task's watermark is the minimum over its inputs (the partitions of its co-partitioned
@@ -24,10 +24,25 @@ record older than an earlier one is late.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from datetime import timedelta
+from typing import Any, Callable, Union
 
 #: Watermark before any record was seen.
 MIN_WATERMARK = -(2**63)
+
+#: A duration: milliseconds (int) or a :class:`datetime.timedelta`, accepted wherever the API
+#: takes a number of milliseconds (window sizes, gaps, lateness, join bounds, idleness, TTL).
+Duration = Union[int, timedelta]
+
+
+def to_millis(d: Duration, what: str = "duration") -> int:
+    """Milliseconds of ``d`` (an int is taken as milliseconds; a timedelta is converted, rounding
+    sub-millisecond parts down). Anything else is a TypeError naming ``what``."""
+    if isinstance(d, timedelta):
+        return d // timedelta(milliseconds=1)
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(f"{what} must be milliseconds (int) or a datetime.timedelta, not {type(d).__name__} {d!r}")
+    return d
 
 
 @dataclass(frozen=True)
@@ -39,10 +54,11 @@ class WatermarkStrategy:
     idleness_ms: int | None = None
 
     @classmethod
-    def for_bounded_out_of_orderness(cls, ms: int) -> "WatermarkStrategy":
-        if ms < 0:
+    def for_bounded_out_of_orderness(cls, ms: Duration) -> "WatermarkStrategy":
+        n = to_millis(ms, "out-of-orderness")
+        if n < 0:
             raise ValueError("out-of-orderness must be >= 0 ms")
-        return cls(out_of_orderness_ms=ms)
+        return cls(out_of_orderness_ms=n)
 
     @classmethod
     def for_monotonous_timestamps(cls) -> "WatermarkStrategy":
@@ -52,9 +68,10 @@ class WatermarkStrategy:
         """``fn(value) -> epoch ms`` replaces the Kafka record timestamp as event time."""
         return replace(self, timestamp_assigner=fn)
 
-    def with_idleness(self, ms: int) -> "WatermarkStrategy":
+    def with_idleness(self, ms: Duration) -> "WatermarkStrategy":
         """An input silent for ``ms`` of processing time (or without any record for ``ms`` after its
         task started) stops holding the watermark back, also downstream of repartition topics."""
-        if ms <= 0:
+        n = to_millis(ms, "idleness")
+        if n <= 0:
             raise ValueError("idleness must be > 0 ms")
-        return replace(self, idleness_ms=ms)
+        return replace(self, idleness_ms=n)
