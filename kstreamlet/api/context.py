@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-from kstreamlet.state.codec import decode_list, key_prefix
+from kstreamlet.state.codec import key_prefix
 from kstreamlet.state.keyed import (
     AggregatingState,
     KeyContext,
@@ -243,7 +243,7 @@ class RuntimeContext:
         for part, entries in sorted(self._task.read_all_partitions(store).items()):
             raw = entries.get(key_prefix(b""))
             if raw is not None:
-                union.extend(desc.serde.deserialize(b) for b in decode_list(raw))
+                union.extend(own.decode_stored(raw))  # the list's layout (with TTL: per element)
         return UnionListState(own, union)
 
 

@@ -77,6 +77,10 @@ class JoinBuilder(Generic[S]):
         return self
 
     def allowed_lateness(self, ms: int) -> "JoinBuilder[S]":
+        """As ``WindowedStream.allowed_lateness``: a window is late once ``max timestamp + ms <=
+        watermark`` (saturated to int64)."""
+        if ms < 0:
+            raise ValueError("allowed lateness must be >= 0 ms")
         self._lateness = ms
         return self
 

@@ -15,7 +15,7 @@ from kstreamlet.api.context import KeyedContext, RuntimeContext
 from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.operators.window import WindowFunction
 from kstreamlet.serdes import Serde
-from kstreamlet.state.codec import BIAS, TIMESTAMP, decode_list, encode_list, key_prefix
+from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, MIN_TIMESTAMP, TIMESTAMP, decode_list, encode_list, key_prefix
 from kstreamlet.state.keyed import ValueStateDescriptor
 from kstreamlet.windowing.assigners import TimeWindow
 
@@ -71,12 +71,22 @@ def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Se
 
 
 class IntervalJoinOperator(KeyedProcessFunction):
-    """Buffers both sides per key by timestamp; joins on arrival; the watermark cleans up."""
+    """Buffers both sides per key by timestamp; joins on arrival; the watermark cleans up.
+
+    Buffers are kept until no element that is not late can match them any more: a left element
+    ``l`` matches right elements ``r <= l + upper``, and one that is not late has ``r >=
+    watermark``, so ``l`` is dropped once the watermark passes ``l + upper`` (its timer at ``l +
+    upper + 1``); a right element ``r`` once it passes ``r - lower``. Timer times saturate to
+    int64 (:mod:`kstreamlet.runtime.timers`).
+    """
 
     def __init__(self, lower: int, upper: int, fn: Callable[[Any, Any], Any], left_serde: Serde[Any],
                  right_serde: Serde[Any]) -> None:
         self.lower, self.upper, self.fn = lower, upper, fn
         self.serdes = (left_serde, right_serde)
+        # A buffered element's cleanup timer is at its timestamp + these.
+        self._left_cleanup = upper + 1
+        self._right_cleanup = 1 - lower
 
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("buffers")
@@ -84,11 +94,20 @@ class IntervalJoinOperator(KeyedProcessFunction):
     def _entry(self, prefix: bytes, side: int, ts: int) -> bytes:
         return prefix + bytes((side,)) + _pack_ts(ts + BIAS)
 
+    def _bound(self, prefix: bytes, side: int, ts: int) -> bytes:
+        """The store key where ``side``'s entries at ``ts`` start, for ``ts`` past int64 too: before
+        every entry of the side below ``MIN_TIMESTAMP``, after every one above ``MAX_TIMESTAMP``."""
+        if ts > MAX_TIMESTAMP:
+            return prefix + bytes((side + 1,))
+        if ts < MIN_TIMESTAMP:
+            return prefix + bytes((side,))
+        return prefix + bytes((side,)) + _pack_ts(ts + BIAS)
+
     def _scan(self, prefix: bytes, side: int, lo: int, hi: int) -> list[tuple[int, list[Any]]]:
         de = self.serdes[side].deserialize
         n = len(prefix) + 1
         out = []
-        for k, raw in self.store.iter_range(self._entry(prefix, side, lo), self._entry(prefix, side, hi + 1)):
+        for k, raw in self.store.iter_range(self._bound(prefix, side, lo), self._bound(prefix, side, hi + 1)):
             out.append((_unpack_ts(k, n)[0] - BIAS, [de(b) for b in decode_list(raw)]))
         return out
 
@@ -111,13 +130,13 @@ class IntervalJoinOperator(KeyedProcessFunction):
             for rts, rights in matches:
                 for rv in rights:
                     self._out(ctx, v, rv, max(ts, rts))
-            ctx.timers.register_event_time(ts + self.upper)  # no right element can match after this
+            ctx.timers.register_event_time(ts + self._left_cleanup)  # no on-time right element matches after
         else:
             matches = self._scan(prefix, LEFT, ts - self.upper, ts - self.lower)
             for lts, lefts in matches:
                 for lv in lefts:
                     self._out(ctx, lv, v, max(ts, lts))
-            ctx.timers.register_event_time(ts - self.lower)
+            ctx.timers.register_event_time(ts + self._right_cleanup)
         ctx.timestamp = ts
 
     def _out(self, ctx: KeyedContext, lv: Any, rv: Any, ts: int) -> None:
@@ -127,10 +146,23 @@ class IntervalJoinOperator(KeyedProcessFunction):
 
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
         prefix = key_prefix(ctx.key_bytes)
-        for k, _ in list(self.store.iter_range(self._entry(prefix, LEFT, -(2**62)), self._entry(prefix, LEFT, ts - self.upper + 1))):
-            self.store.delete(k)
-        for k, _ in list(self.store.iter_range(self._entry(prefix, RIGHT, -(2**62)), self._entry(prefix, RIGHT, ts + self.lower + 1))):
-            self.store.delete(k)
+        store = self.store
+        if ts >= MAX_TIMESTAMP:
+            # The end of time (also where saturated timers land): nothing is left to match.
+            for k, _ in list(store.iter_prefix(prefix)):
+                store.delete(k)
+            return
+        # Left l is needed while watermark <= l + upper, right r while watermark <= r - lower.
+        left_end, right_end = ts - self.upper, ts + self.lower
+        for side, end in ((LEFT, left_end), (RIGHT, right_end)):
+            for k, _ in list(store.iter_range(prefix + bytes((side,)), self._bound(prefix, side, end))):
+                store.delete(k)
+        # Buffers written before this rule had their timer 1 ms earlier (at l + upper, r - lower):
+        # such a timer finds its own entry still needed, so clean it up 1 ms later.
+        if ((MIN_TIMESTAMP <= left_end <= MAX_TIMESTAMP and store.get(self._entry(prefix, LEFT, left_end)) is not None)
+                or (MIN_TIMESTAMP <= right_end <= MAX_TIMESTAMP
+                    and store.get(self._entry(prefix, RIGHT, right_end)) is not None)):
+            ctx.timers.register_event_time(ts + 1)
 
 
 class TableJoinOperator(KeyedProcessFunction):

@@ -8,6 +8,11 @@ under exactly-once each timer fires exactly once. The deletion happens before th
 ``on_timer`` fails, the task's timer guard undoes only the call's own writes, so under the
 ``dlq``/``skip`` policies the timer counts as fired, and under ``fail`` the aborted checkpoint
 takes the deletion with it (the timer fires again after a restart).
+
+Timer timestamps are int64 ms: one outside that range (``max_timestamp + lateness``, ``now +
+delay`` near the end of time) saturates to ``MIN_TIMESTAMP`` / ``MAX_TIMESTAMP``
+(:func:`kstreamlet.state.codec.saturate`), so ``on_timer`` gets the saturated time; deleting
+with the same out-of-range time deletes that timer.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import heapq
 import struct
 from typing import Callable
 
-from kstreamlet.state.codec import BIAS, TIMESTAMP
+from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, MIN_TIMESTAMP, TIMESTAMP
 from kstreamlet.state.store import Store
 
 _TS = struct.Struct(">q")
@@ -68,6 +73,8 @@ class TimerService:
     # --- runtime ----------------------------------------------------------------------------------
 
     def _register(self, kind: bytes, ts: int) -> None:
+        if ts > MAX_TIMESTAMP or ts < MIN_TIMESTAMP:
+            ts = MAX_TIMESTAMP if ts > MAX_TIMESTAMP else MIN_TIMESTAMP  # saturate (codec.saturate, inlined)
         self._ensure_loaded()
         key = self._current_key()
         t = (kind, ts, key)
@@ -78,6 +85,8 @@ class TimerService:
         self._store.put(_entry(kind, ts, key), b"")
 
     def _delete(self, kind: bytes, ts: int, key: bytes) -> None:
+        if ts > MAX_TIMESTAMP or ts < MIN_TIMESTAMP:
+            ts = MAX_TIMESTAMP if ts > MAX_TIMESTAMP else MIN_TIMESTAMP
         self._ensure_loaded()
         t = (kind, ts, key)
         if t in self._live:

@@ -11,6 +11,12 @@ entries with these helpers, so a store written by one version reads the same in 
   ``decode_timestamp``), so negative timestamps sort before positive ones as bytes.
 - a window key: ``key_prefix | start | end``, both sortable timestamps (``window_key`` /
   ``decode_window``).
+
+Timestamps are int64 milliseconds (Kafka's and Flink's ``long``). Arithmetic on them saturates
+(``saturating_add``: ``window max timestamp + allowed lateness``, ``now + ttl``, timer times) as
+Flink does (``WindowOperator.cleanupTime``, ``TtlUtils.getExpirationTimestamp``), so a sum past
+``MAX_TIMESTAMP`` means "never" instead of failing to pack. The sortable codecs clamp out-of-range
+timestamps the same way (only on the slow path: in-range values cost nothing extra).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ _LEN = struct.Struct(">I")
 BIAS = 2**63
 #: One biased timestamp (use with ``ts + BIAS``; :func:`encode_timestamp` does both).
 TIMESTAMP = struct.Struct(">Q")
+#: The int64 range of timestamps (ms): Java's ``Long.MIN_VALUE`` / ``Long.MAX_VALUE``.
+MIN_TIMESTAMP = -(2**63)
+MAX_TIMESTAMP = 2**63 - 1
 #: A window's biased ``(start, end)`` after its key prefix (:func:`window_key` does the biasing).
 WINDOW = struct.Struct(">QQ")
 
@@ -62,9 +71,25 @@ def list_codec(value_serde: Serde[Any]) -> tuple[Callable[[list[Any]], bytes], C
             lambda raw: [de(b) for b in decode_list(raw)])
 
 
+def saturate(ts: int) -> int:
+    """``ts`` clamped to the int64 range ``[MIN_TIMESTAMP, MAX_TIMESTAMP]``."""
+    return MAX_TIMESTAMP if ts > MAX_TIMESTAMP else MIN_TIMESTAMP if ts < MIN_TIMESTAMP else ts
+
+
+def saturating_add(ts: int, delta: int) -> int:
+    """``ts + delta`` saturated to the int64 range (Flink's overflow-safe ``maxTimestamp +
+    allowedLateness`` and TTL expiration): a cleanup or expiry past ``MAX_TIMESTAMP`` is
+    ``MAX_TIMESTAMP``, i.e. the end of time."""
+    s = ts + delta
+    return MAX_TIMESTAMP if s > MAX_TIMESTAMP else MIN_TIMESTAMP if s < MIN_TIMESTAMP else s
+
+
 def encode_timestamp(ts: int) -> bytes:
-    """A timestamp (ms, may be negative) as 8 bytes that sort like the numbers."""
-    return TIMESTAMP.pack(ts + BIAS)
+    """A timestamp (ms, may be negative) as 8 bytes that sort like the numbers (saturated to int64)."""
+    try:
+        return TIMESTAMP.pack(ts + BIAS)
+    except struct.error:
+        return TIMESTAMP.pack(saturate(ts) + BIAS)
 
 
 def decode_timestamp(raw: bytes, offset: int = 0) -> int:
@@ -72,8 +97,12 @@ def decode_timestamp(raw: bytes, offset: int = 0) -> int:
 
 
 def window_key(prefix: bytes, start: int, end: int) -> bytes:
-    """``prefix`` (a :func:`key_prefix`) followed by the window's sortable start and end."""
-    return prefix + WINDOW.pack(start + BIAS, end + BIAS)
+    """``prefix`` (a :func:`key_prefix`) followed by the window's sortable start and end (each
+    saturated to int64: a window ending past ``MAX_TIMESTAMP`` is stored as ending there)."""
+    try:
+        return prefix + WINDOW.pack(start + BIAS, end + BIAS)
+    except struct.error:
+        return prefix + WINDOW.pack(saturate(start) + BIAS, saturate(end) + BIAS)
 
 
 def decode_window(raw: bytes, offset: int) -> tuple[int, int]:
@@ -83,6 +112,6 @@ def decode_window(raw: bytes, offset: int) -> tuple[int, int]:
 
 
 __all__ = [
-    "BIAS", "TIMESTAMP", "WINDOW", "key_prefix", "key_of", "encode_list", "decode_list", "list_codec",
+    "BIAS", "TIMESTAMP", "WINDOW", "MIN_TIMESTAMP", "MAX_TIMESTAMP", "saturate", "saturating_add", "key_prefix", "key_of", "encode_list", "decode_list", "list_codec",
     "encode_timestamp", "decode_timestamp", "window_key", "decode_window",
 ]

@@ -15,6 +15,27 @@ Each descriptor is one state store (one RocksDB per partition, one compacted cha
 topic ``<application_id>-<name>-changelog``). With a :class:`StateTtlConfig` entries
 expire (processing time) and expired values are never returned (Flink's
 ``NeverReturnExpired``; update on create and write, optionally on read).
+
+TTL is per value for value, reducing and aggregating state, per *element* for list state and per
+*entry* for map state (Flink's ``TtlListState`` / ``TtlMapState``): ``add`` stamps only the
+elements it adds, ``update`` the elements it writes, and with ``update_on_read`` a read refreshes
+the elements (entries) it returns. Expiry is ``now + ttl`` saturated to int64
+(:func:`~kstreamlet.state.codec.saturating_add`): a huge TTL means "never".
+
+Stored values (the changelog's format, see :mod:`kstreamlet.state.codec`):
+
+- without TTL: the serialized value; a list is ``encode_list(items)``; a map entry's key is
+  ``key_prefix | user key``;
+- with TTL, value/reducing/aggregating state and map entries: ``expiry(8, signed) | value``;
+- with TTL, list state: ``0x80 | encode_list([expiry(8) | item, ...])`` (each element its own
+  expiry). Lists written before per-element TTL (``expiry(8) | encode_list(items)``, one expiry
+  for the list) still load: every element gets the list's expiry, and the next write stores the
+  new layout. The two are told apart by the first byte: an old value starts with its signed
+  big-endian expiry, whose first byte is 0x80 only for an expiry before -2**63 + 2**56 ms (some
+  285 million years BC), which ``now + ttl`` never is.
+
+Turning TTL on or off for an existing state is not supported (Flink rejects it with a
+``StateMigrationException``): the stored values would be read in the wrong layout.
 """
 
 from __future__ import annotations
@@ -25,7 +46,7 @@ from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.serdes import Serde
-from kstreamlet.state.codec import decode_list, encode_list, key_prefix
+from kstreamlet.state.codec import MAX_TIMESTAMP, MIN_TIMESTAMP, decode_list, encode_list, key_prefix
 from kstreamlet.state.store import Store
 
 T = TypeVar("T")
@@ -35,6 +56,11 @@ IN_contra = TypeVar("IN_contra", contravariant=True)
 OUT_co = TypeVar("OUT_co", covariant=True)
 
 _EXP = struct.Struct(">q")
+_pack_exp = _EXP.pack
+_unpack_exp = _EXP.unpack_from
+#: First byte of a list stored with per-element TTL (see the module docstring).
+_TTL_LIST = b"\x80"
+_TTL_LIST_BYTE = 0x80
 
 
 @dataclass(frozen=True)
@@ -43,14 +69,22 @@ class StateTtlConfig:
 
     ``update_on_read``: reading refreshes the expiry (Flink's ``OnReadAndWrite``); default
     only creation and writes do (``OnCreateAndWrite``). Expired entries are never returned.
+    ``ttl_seconds`` must be positive (as in Flink); a TTL past the int64 range of milliseconds
+    (also ``math.inf``) saturates: such entries never expire.
     """
 
     ttl_seconds: float
     update_on_read: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.ttl_seconds > 0:  # also NaN
+            raise ValueError(f"state TTL must be positive, got {self.ttl_seconds!r} s")
+
     @property
     def ttl_ms(self) -> int:
-        return int(self.ttl_seconds * 1000)
+        """The TTL in ms (at least 1, at most ``MAX_TIMESTAMP``)."""
+        ms = self.ttl_seconds * 1000
+        return MAX_TIMESTAMP if ms >= MAX_TIMESTAMP else max(1, int(ms))
 
 
 class AggregateFunction(Protocol[IN_contra, ACC, OUT_co]):
@@ -117,10 +151,15 @@ class _TtlCodec:
         self.update_on_read = ttl.update_on_read if ttl else False
         self.clock = clock
 
+    def expiry(self) -> int:
+        """``now + ttl``, saturated to int64 (Flink's ``TtlUtils.getExpirationTimestamp``)."""
+        exp = self.clock() + self.ttl_ms
+        return MAX_TIMESTAMP if exp > MAX_TIMESTAMP else MIN_TIMESTAMP if exp < MIN_TIMESTAMP else exp
+
     def wrap(self, raw: bytes) -> bytes:
         if not self.ttl_ms:
             return raw
-        return _EXP.pack(self.clock() + self.ttl_ms) + raw
+        return _pack_exp(self.expiry()) + raw
 
     def unwrap(self, stored: bytes | None) -> bytes | None:
         """The payload, or None when absent or expired."""
@@ -178,32 +217,104 @@ class ValueState(_KeyedState, Generic[T]):
 
 
 class ListState(_KeyedState, Generic[T]):
-    """A list per key."""
+    """A list per key (with TTL: each element expires on its own, see the module docstring)."""
 
     def __init__(self, store: Store, keyctx: KeyContext, desc: ListStateDescriptor) -> None:
         super().__init__(store, keyctx, desc.ttl)
         self._ser = desc.serde.serialize
         self._de = desc.serde.deserialize
+        self._ttl_ms = self._ttl.ttl_ms
 
     def get(self) -> list[T]:
-        raw = self._read(self._key())
+        if self._ttl_ms:
+            return self._ttl_get()
+        raw = self._store.get(self._key())
         return [] if raw is None else [self._de(b) for b in decode_list(raw)]
 
     def add(self, value: T) -> None:
+        if self._ttl_ms:
+            self._ttl_append([self._ser(value)])
+            return
         key = self._key()
-        raw = self._read(key) or b""
-        self._write(key, raw + encode_list([self._ser(value)]))
+        raw = self._store.get(key) or b""
+        self._store.put(key, raw + encode_list([self._ser(value)]))
 
     def add_all(self, values: list[T]) -> None:
+        if not values:
+            return
+        if self._ttl_ms:
+            self._ttl_append([self._ser(v) for v in values])
+            return
         key = self._key()
-        raw = self._read(key) or b""
-        self._write(key, raw + encode_list([self._ser(v) for v in values]))
+        raw = self._store.get(key) or b""
+        self._store.put(key, raw + encode_list([self._ser(v) for v in values]))
 
     def update(self, values: list[T]) -> None:
-        if values:
-            self._write(self._key(), encode_list([self._ser(v) for v in values]))
-        else:
+        if not values:
             self.clear()
+        elif self._ttl_ms:
+            exp = _pack_exp(self._ttl.expiry())
+            self._store.put(self._key(), _TTL_LIST + encode_list([exp + self._ser(v) for v in values]))
+        else:
+            self._store.put(self._key(), encode_list([self._ser(v) for v in values]))
+
+    def decode_stored(self, stored: bytes) -> list[T]:
+        """The unexpired values of a stored list (any layout), without touching the store."""
+        if not self._ttl_ms:
+            return [self._de(b) for b in decode_list(stored)]
+        now = self._k.clock()
+        return [self._de(b) for exp, b in _ttl_entries(stored) if exp > now]
+
+    # --- per-element TTL ---------------------------------------------------------------------------
+
+    def _ttl_get(self) -> list[T]:
+        key = self._key()
+        stored = self._store.get(key)
+        if stored is None:
+            return []
+        now = self._k.clock()
+        entries = _ttl_entries(stored)
+        live = [(exp, b) for exp, b in entries if exp > now]
+        if not live:
+            self._store.delete(key)  # every element expired: clean up lazily (and in the changelog)
+            return []
+        if self._ttl.update_on_read:
+            exp = self._ttl.expiry()
+            live = [(exp, b) for _, b in live]  # OnReadAndWrite: the elements read are refreshed
+            self._store.put(key, _ttl_encode(live))
+        elif len(live) < len(entries):
+            self._store.put(key, _ttl_encode(live))  # drop the expired elements
+        return [self._de(b) for _, b in live]
+
+    def _ttl_append(self, payloads: list[bytes]) -> None:
+        """Append elements stamped ``now + ttl``; the elements already there keep their expiry."""
+        key = self._key()
+        exp = _pack_exp(self._ttl.expiry())
+        new = encode_list([exp + p for p in payloads])
+        stored = self._store.get(key)
+        if stored is None:
+            self._store.put(key, _TTL_LIST + new)
+            return
+        # Expiries are stamped in processing-time order, so the first element expires first: while
+        # it is live, appending is a byte concatenation (as without TTL).
+        if stored[0] == _TTL_LIST_BYTE and len(stored) >= 13 and _unpack_exp(stored, 5)[0] > self._k.clock():
+            self._store.put(key, stored + new)
+            return
+        now = self._k.clock()
+        live = [(e, b) for e, b in _ttl_entries(stored) if e > now]  # also converts the old layout
+        self._store.put(key, (_ttl_encode(live) if live else _TTL_LIST) + new)
+
+
+def _ttl_entries(stored: bytes) -> list[tuple[int, bytes]]:
+    """``(expiry, item)`` of each element of a list stored with TTL, in order, in either layout."""
+    if stored[0] == _TTL_LIST_BYTE:
+        return [(_unpack_exp(b)[0], b[8:]) for b in decode_list(stored[1:])]
+    exp = _unpack_exp(stored)[0]  # written before per-element TTL: one expiry for the whole list
+    return [(exp, b) for b in decode_list(stored[8:])]
+
+
+def _ttl_encode(entries: list[tuple[int, bytes]]) -> bytes:
+    return _TTL_LIST + encode_list([_pack_exp(exp) + b for exp, b in entries])
 
 
 class MapState(_KeyedState, Generic[T]):
@@ -237,11 +348,14 @@ class MapState(_KeyedState, Generic[T]):
         prefix = self._key()
         n = len(prefix)
         now_entries = list(self._store.iter_prefix(prefix))
+        refresh = self._ttl.update_on_read
         for k, stored in now_entries:
             raw = self._ttl.unwrap(stored)
             if raw is None:
                 self._store.delete(k)
                 continue
+            if refresh:
+                self._store.put(k, self._ttl.wrap(raw))  # OnReadAndWrite: each entry read is refreshed
             yield self._kde(k[n:]), self._vde(raw)
 
     def keys(self) -> Iterator[Any]:

@@ -1,0 +1,75 @@
+"""Interval join buffers: cleaned by the watermark, and timestamps near Long.MAX saturate."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from kstreamlet import App, serdes
+from kstreamlet.eventtime import WatermarkStrategy
+from kstreamlet.operators.joins import LEFT, RIGHT, IntervalJoinOperator
+from kstreamlet.state.backend import MemoryBackend
+from kstreamlet.state.codec import MAX_TIMESTAMP, encode_list, key_prefix
+from kstreamlet.state.store import Store
+from kstreamlet.testing import TopologyTestDriver
+
+TS = WatermarkStrategy.for_bounded_out_of_orderness(0).with_timestamp_assigner(lambda v: v["ts"])
+
+
+def interval_join_app(lower=-1, upper=2):
+    app = App(application_id="ij", bootstrap_servers="127.0.0.1:1")
+    orange = app.stream("orange", value_serde=serdes.JSON, watermarks=TS)
+    green = app.stream("green", value_serde=serdes.JSON, watermarks=TS)
+    (orange.key_by(lambda v: v["k"], key_serde=serdes.STR)
+        .interval_join(green.key_by(lambda v: v["k"], key_serde=serdes.STR)).between(lower, upper)
+        .apply(lambda a, b: [a["ts"], b["ts"]] if a["k"] == "key" else None, name="ij").to("out"))
+    return app
+
+
+def _advance(o, g, ts):
+    """Both inputs to watermark ``ts - 1`` (records of another key)."""
+    o.pipe_input({"k": "x", "ts": ts})
+    g.pipe_input({"k": "x", "ts": ts})
+
+
+def test_interval_join_cleans_up_its_buffers():
+    with TopologyTestDriver(interval_join_app(-3, -1)) as d:
+        o, g = d.input_topic("orange", value_serde=serdes.JSON), d.input_topic("green", value_serde=serdes.JSON)
+        for ts in range(10):
+            o.pipe_input({"k": "key", "ts": ts})
+            g.pipe_input({"k": "key", "ts": ts})
+        _advance(o, g, 50)
+        _advance(o, g, 60)
+        assert not [k for k in d.key_value_store("ij-buffers") if b"key" in k]
+        out = d.output_topic("out", value_serde=serdes.JSON).read_values_to_list()
+        assert sorted(out) == sorted([[lt, rt] for lt in range(10) for rt in range(10) if lt - 3 <= rt <= lt - 1])
+
+
+def test_interval_join_near_long_max_does_not_fail():
+    with TopologyTestDriver(interval_join_app(-1, 2**63)) as d:
+        o, g = d.input_topic("orange", value_serde=serdes.JSON), d.input_topic("green", value_serde=serdes.JSON)
+        o.pipe_input({"k": "key", "ts": MAX_TIMESTAMP - 1})
+        g.pipe_input({"k": "key", "ts": MAX_TIMESTAMP})
+        g.pipe_input({"k": "key", "ts": 5})
+        assert sorted(d.output_topic("out", value_serde=serdes.JSON).read_values_to_list()) == [
+            [MAX_TIMESTAMP - 1, MAX_TIMESTAMP]]
+
+
+def test_a_buffer_whose_timer_is_from_the_earlier_cleanup_rule_is_cleaned_1_ms_later():
+    # Buffers written before had their timer at l + upper (r - lower); that timer finds its own
+    # entry still needed (cleanup is now at l + upper + 1) and reschedules it.
+    op = IntervalJoinOperator(-1, 2, lambda a, b: None, serdes.JSON, serdes.JSON)
+    op.store = Store("b", 0, MemoryBackend(), None, None)
+    registered = []
+    ctx = SimpleNamespace(key_bytes=b"k", timers=SimpleNamespace(register_event_time=registered.append))
+    prefix = key_prefix(b"k")
+    left, right = op._entry(prefix, LEFT, 9), op._entry(prefix, RIGHT, 5)
+    op.store.put(left, encode_list([b"1"]))
+    op.store.put(right, encode_list([b"2"]))
+    op.on_timer(6, ctx)  # right 5's old timer (5 - lower)
+    assert op.store.get(right) is not None and registered == [7]
+    op.on_timer(7, ctx)
+    assert op.store.get(right) is None and op.store.get(left) is not None
+    op.on_timer(11, ctx)  # left 9's old timer (9 + upper)
+    assert op.store.get(left) is not None and registered == [7, 12]
+    op.on_timer(12, ctx)
+    assert op.store.get(left) is None and registered == [7, 12]
