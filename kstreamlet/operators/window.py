@@ -259,6 +259,9 @@ class WindowOperator(KeyedProcessFunction):
                 continue  # WindowOperator.isWindowLate(actualWindow): the merged window is late
             accepted = True
             absorbed.sort()
+            # An element inside one session: no merge (MergingWindowSet calls no merge function,
+            # so no trigger clear / onMerge), the session is updated in place.
+            trivial = len(absorbed) == 1 and absorbed[0][0] == merged
             acc = self.fn.create()
             state = 0 if kind != "continuous" else _NO_FIRE
             for other, k, raw in absorbed:
@@ -266,18 +269,20 @@ class WindowOperator(KeyedProcessFunction):
                 acc = self.fn.merge(acc, a)
                 # CountTrigger.onMerge sums the counts; ContinuousEventTimeTrigger takes the minimum.
                 state = min(state, c) if kind == "continuous" else state + c
-                self.store.delete(k)
+                if not trivial:
+                    self.store.delete(k)
             acc = self.fn.add(value, acc)
             mk = _win_key(prefix, merged)
             # Timers of the merged window: onMerge, onElement and the cleanup timer.
             timers = set()
-            if kind != "count" and merged.max_timestamp > now:
-                timers.add(merged.max_timestamp)
-            timers.add(merged.max_timestamp + lateness)
-            if kind == "continuous" and state != _NO_FIRE:
-                timers.add(state)  # ContinuousEventTimeTrigger.onMerge registers the earliest firing
-            for t in timers:
-                self._register(ctx, t)
+            if not trivial:
+                if kind != "count" and merged.max_timestamp > now:
+                    timers.add(merged.max_timestamp)
+                timers.add(merged.max_timestamp + lateness)
+                if kind == "continuous" and state != _NO_FIRE:
+                    timers.add(state)  # ContinuousEventTimeTrigger.onMerge registers the earliest firing
+                for t in timers:
+                    self._register(ctx, t)
             if kind == "time":
                 self._save(mk, state + 1, acc)
                 if merged.max_timestamp <= now or self.emit_updates:
@@ -287,7 +292,7 @@ class WindowOperator(KeyedProcessFunction):
                 if kind == "continuous" and state != _NO_FIRE:
                     timers.add(state)
                 self._save(mk, state, acc)
-            if absorbed:
+            if absorbed and not trivial:
                 self._drop_timers(ctx, absorbed, [e for e in existing if e not in absorbed], timers)
         if not accepted:
             self._late(value, ctx)
@@ -322,11 +327,17 @@ class WindowOperator(KeyedProcessFunction):
         for k, raw in list(self.store.iter_prefix(prefix)):
             w = _decode_window(k, n)
             mt = w.max_timestamp
-            if ts == mt and kind != "count":
+            if ts == mt and kind == "time":
                 self._fire(ctx, w, self._load(raw)[1])
-            elif kind == "continuous" and ts < mt:
+            elif kind == "continuous" and ts <= mt:
                 nxt, acc = self._load(raw)
-                if nxt <= ts:  # ContinuousEventTimeTrigger.onEventTime: the fire timestamp is due
+                if ts == mt:
+                    # The end timer exists only if an element came before the end (which also set
+                    # the first firing); a window made after its end (within the lateness) fired on
+                    # its elements, and another window's timer at this time is not its own.
+                    if nxt != _NO_FIRE:
+                        self._fire(ctx, w, acc)
+                elif nxt <= ts:  # ContinuousEventTimeTrigger.onEventTime: the fire timestamp is due
                     self._fire(ctx, w, acc)
                     nxt = min(ts + self.trigger.interval_ms, mt)
                     self._save(k, nxt, acc)

@@ -6,13 +6,19 @@ from __future__ import annotations
 import collections
 import itertools
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kstreamlet import App, serdes
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.testing import TopologyTestDriver
-from kstreamlet.windowing import EventTimeSessionWindows, SlidingEventTimeWindows, TumblingEventTimeWindows
+from kstreamlet.windowing import (
+    ContinuousEventTimeTrigger,
+    CountTrigger,
+    EventTimeSessionWindows,
+    SlidingEventTimeWindows,
+    TumblingEventTimeWindows,
+)
 
 events_st = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 200), st.integers(1, 9)),
                      min_size=1, max_size=60)
@@ -147,3 +153,180 @@ def test_interval_join_matches_reference(left, right, lower, width, bound, order
     want = [[li_, ri_] for (lk, lt, li_), (rk, rt, ri_) in itertools.product(accepted["L"], accepted["R"])
             if lk == rk and lt + lower <= rt <= lt + upper]
     assert sorted(got) == sorted(want)
+
+
+# --- A Flink WindowOperator model: per-window timers and trigger state, merging, lateness ---------------------
+
+class FlinkWindowModel:
+    """A brute-force model of Flink's WindowOperator (per-window timers, as Flink's namespaces), with
+    EventTimeTrigger (``time``), CountTrigger (``count``, n) or ContinuousEventTimeTrigger
+    (``continuous``, interval); sessions merge as Flink's MergingWindowSet does (sort, merge runs of
+    intersecting windows), lateness judged on the merged window. Emits ``(key, max_ts, sum)``."""
+
+    def __init__(self, assign, merging, trigger, param, lateness):
+        self.assign, self.merging, self.trigger, self.param, self.lateness = assign, merging, trigger, param, lateness
+        self.wm = -(2**63)
+        self.windows = collections.defaultdict(dict)  # key -> {(start, end): [values, trigger state]}
+        self.timers = set()  # (ts, key, window)
+        self.emitted, self.late = [], []
+
+    def fire(self, key, w):
+        self.emitted.append((key, w[1] - 1, sum(self.windows[key][w][0])))
+
+    def on_element(self, key, w, ts):
+        mt, entry = w[1] - 1, self.windows[key][w]
+        if self.trigger == "time":
+            if mt <= self.wm:
+                self.fire(key, w)
+            else:
+                self.timers.add((mt, key, w))
+        elif self.trigger == "count":
+            entry[1] = (entry[1] or 0) + 1
+            if entry[1] >= self.param:
+                entry[1] = 0
+                self.fire(key, w)
+        else:
+            if mt <= self.wm:
+                self.fire(key, w)
+                return
+            self.timers.add((mt, key, w))
+            if entry[1] is None:
+                entry[1] = min(ts - ts % self.param + self.param, mt)
+                self.timers.add((entry[1], key, w))
+
+    def element(self, key, ts, v):
+        accepted = False
+        for w in self.assign(ts):
+            wins = self.windows[key]
+            if self.merging:
+                merged, absorbed = w, []
+                for other in sorted(wins):  # existing sessions never intersect each other
+                    if other[0] <= merged[1] and merged[0] <= other[1]:
+                        absorbed.append(other)
+                        merged = (min(merged[0], other[0]), max(merged[1], other[1]))
+                if merged[1] - 1 + self.lateness <= self.wm:
+                    continue
+                if absorbed and absorbed != [merged]:
+                    vals, states = [], []
+                    for other in absorbed:
+                        vals += wins[other][0]
+                        states.append(wins.pop(other)[1])
+                        self.timers = {t for t in self.timers if t[1:] != (key, other)}
+                    present = [s for s in states if s is not None]
+                    st = (sum(present) if self.trigger == "count" else min(present)) if present else None
+                    wins[merged] = [vals, st]
+                    if self.trigger == "time" and merged[1] - 1 > self.wm:
+                        self.timers.add((merged[1] - 1, key, merged))
+                    if self.trigger == "continuous" and st is not None:
+                        self.timers.add((st, key, merged))
+                w = merged
+            elif w[1] - 1 + self.lateness <= self.wm:
+                continue
+            accepted = True
+            wins.setdefault(w, [[], None])[0].append(v)
+            self.on_element(key, w, ts)
+            self.timers.add((w[1] - 1 + self.lateness, key, w))  # the cleanup timer
+        if not accepted:
+            self.late.append(v)
+
+    def advance(self, wm):
+        if wm <= self.wm:
+            return
+        self.wm = wm
+        while True:
+            due = [t for t in self.timers if t[0] <= wm]
+            if not due:
+                return
+            t = min(due)
+            self.timers.discard(t)
+            ts, key, w = t
+            entry = self.windows[key].get(w)
+            if entry is None:
+                continue
+            mt = w[1] - 1
+            if self.trigger == "time" and ts == mt:
+                self.fire(key, w)
+            elif self.trigger == "continuous":
+                if ts == mt:
+                    self.fire(key, w)
+                elif entry[1] == ts:
+                    entry[1] = min(ts + self.param, mt)
+                    self.timers.add((entry[1], key, w))
+                    self.fire(key, w)
+            if ts == mt + self.lateness:
+                del self.windows[key][w]  # clearAllState
+                self.timers = {x for x in self.timers if x[1:] != (key, w)}
+
+
+def run_model(events, assign, merging, trigger, param, bound, lateness):
+    m = FlinkWindowModel(assign, merging, trigger, param, lateness)
+    max_ts = -(2**63)
+    for key, ts, v in events:
+        m.element(key, ts, v)  # each element is processed before the watermark it causes
+        max_ts = max(max_ts, ts)
+        m.advance(max_ts - bound - 1)
+    return m.emitted, m.late
+
+
+def run_kstreamlet(events, assigner, trigger, bound, lateness):
+    app = App(application_id="prop", bootstrap_servers="127.0.0.1:1")
+    w = (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
+                    watermarks=WatermarkStrategy.for_bounded_out_of_orderness(bound))
+         .keyed().window(assigner).allowed_lateness(lateness).side_output_late_data("late"))
+    if trigger is not None:
+        w = w.trigger(trigger)
+    result = w.sum()
+    result.to("out", value_serde=serdes.JSON)
+    result.side_output("late").to("late", value_serde=serdes.JSON)
+    with TopologyTestDriver(app) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        for key, ts, v in events:
+            inp.pipe_input(v, key=key, timestamp=ts)
+        got = [(r.key, r.timestamp, r.value) for r in
+               d.output_topic("out", key_serde=serdes.STR, value_serde=serdes.JSON).read_records_to_list()]
+        return got, d.output_topic("late", value_serde=serdes.JSON).read_values_to_list()
+
+
+def session_assign(gap):
+    return lambda ts: [(ts, ts + gap)]
+
+
+def sliding_assign(size, slide):
+    return lambda ts: windows_of(ts, size, slide)
+
+
+def check_against_model(events, assigner, model_assign, merging, trigger_kind, param, bound, lateness):
+    trigger = {"time": None, "count": CountTrigger.of, "continuous": ContinuousEventTimeTrigger.of}[trigger_kind]
+    got, got_late = run_kstreamlet(events, assigner, trigger and trigger(param), bound, lateness)
+    want, want_late = run_model(events, model_assign, merging, trigger_kind, param, bound, lateness)
+    assert collections.Counter(got) == collections.Counter(want)
+    assert collections.Counter(got_late) == collections.Counter(want_late)
+
+
+triggers_st = st.sampled_from(["time", "count", "continuous"])
+
+
+@SETTINGS
+@given(events=events_st, gap=st.integers(1, 20), bound=st.integers(0, 30), lateness=st.integers(0, 30),
+       trigger=triggers_st, param=st.integers(1, 12))
+# issue 14: a late element merging into a kept session; counts summed on a merge; early firings on sessions
+@example(events=[("a", 100, 1), ("a", 125, 2), ("a", 95, 4)], gap=10, bound=0, lateness=20, trigger="time", param=1)
+@example(events=[("a", 0, 1), ("a", 20, 1), ("a", 1, 1), ("a", 21, 1), ("a", 10, 1)], gap=10, bound=30,
+         lateness=0, trigger="count", param=3)
+@example(events=[("a", 1, 1), ("a", 5, 1), ("a", 12, 1), ("a", 25, 1)], gap=20, bound=0, lateness=0,
+         trigger="continuous", param=10)
+def test_session_windows_with_lateness_and_triggers_match_flink_model(events, gap, bound, lateness, trigger, param):
+    check_against_model(events, EventTimeSessionWindows.with_gap(gap), session_assign(gap), True,
+                        trigger, param, bound, lateness)
+
+
+@SETTINGS
+@given(events=events_st, size=st.integers(2, 40), slide_div=st.integers(1, 4), bound=st.integers(0, 30),
+       lateness=st.integers(0, 30), trigger=triggers_st, param=st.integers(1, 12))
+# issue 14: the first early firing is anchored on the first element, its timer at the interval
+@example(events=[("a", 25, 1), ("a", 39, 1), ("a", 40, 1), ("a", 41, 1)], size=100, slide_div=1, bound=0,
+         lateness=0, trigger="continuous", param=20)
+def test_sliding_and_tumbling_triggers_match_flink_model(events, size, slide_div, bound, lateness, trigger, param):
+    slide = max(1, size // slide_div)
+    check_against_model(events, SlidingEventTimeWindows.of(size, slide), sliding_assign(size, slide), False,
+                        trigger, param, bound, lateness)
