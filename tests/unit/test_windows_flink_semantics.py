@@ -162,3 +162,28 @@ def test_assigner_offsets_within_range():
     assert [(x.start, x.end) for x in w] == [(-1, 9)]
     w = SlidingEventTimeWindows.of(10, 5, 4).assign(0)
     assert [(x.start, x.end) for x in w] == [(-1, 9), (-6, 4)]
+
+
+def test_session_merge_keeps_timers_other_sessions_need():
+    # Timers are per key and time: [0,5)'s cleanup timer (4 + 20 = 24) is [20,25)'s end timer. The
+    # merge of [0,5) into [0,8) must not delete it, or [20,25) would never fire.
+    app, keyed = keyed_app(bound_ms=100)
+    keyed.window(EventTimeSessionWindows.with_gap(5)).allowed_lateness(20).apply(
+        lambda key, w, items: [w.start, w.end, sorted(items)]).to("out", value_serde=serdes.JSON)
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 0, 0), ("k", 20, 20), ("k", 3, 3), ("k", 500, 500)])
+        assert [v for _, _, v in records(d, "out")] == [[0, 8, [0, 3]], [20, 25, [20]]]
+
+
+def test_processing_time_sessions_merge_and_fire_on_wall_clock():
+    app, keyed = keyed_app()
+    keyed.window(ProcessingTimeSessionWindows.with_gap(100)).count().to("out", value_serde=serdes.INT64)
+    with TopologyTestDriver(app, wall_clock_ms=10_000) as d:
+        out = d.output_topic("out", value_serde=serdes.INT64)
+        pipe(d, [("k", 1, 0)])
+        d.advance_wall_clock_time(60)
+        pipe(d, [("k", 2, 0)])  # [10000,10100) and [10060,10160) merge
+        d.advance_wall_clock_time(90)
+        assert out.is_empty()
+        d.advance_wall_clock_time(10)  # 10160: the merged session's end
+        assert out.read_values_to_list() == [2]
