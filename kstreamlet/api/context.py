@@ -179,8 +179,9 @@ class KeyedContext(ProcessorContext):
 
     @property
     def is_late(self) -> bool:
-        """True when the current record's timestamp is at or behind the watermark."""
-        return self.timestamp <= self._task.watermark
+        """True when the current record's timestamp is behind the watermark (``ts < watermark``,
+        Flink's rule: a record *at* the watermark is not late)."""
+        return self.timestamp < self._task.watermark
 
 
 class RuntimeContext:

@@ -73,11 +73,13 @@ def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Se
 class IntervalJoinOperator(KeyedProcessFunction):
     """Buffers both sides per key by timestamp; joins on arrival; the watermark cleans up.
 
-    Buffers are kept until no element that is not late can match them any more: a left element
-    ``l`` matches right elements ``r <= l + upper``, and one that is not late has ``r >=
+    Lateness is Flink's rule: an element is late when ``ts < watermark`` (one *at* the watermark
+    is joined). Buffers are kept until no on-time element can match them any more: a left
+    element ``l`` matches right elements ``r <= l + upper``, and an on-time ``r`` has ``r >=
     watermark``, so ``l`` is dropped once the watermark passes ``l + upper`` (its timer at ``l +
-    upper + 1``); a right element ``r`` once it passes ``r - lower``. Timer times saturate to
-    int64 (:mod:`kstreamlet.runtime.timers`).
+    upper + 1``); a right element ``r`` once it passes ``r - lower``. (Flink's operator drops
+    ``l`` at watermark ``l + upper``, so an element exactly at the watermark can miss a match
+    there; here it cannot.) Timer times saturate to int64 (:mod:`kstreamlet.runtime.timers`).
     """
 
     def __init__(self, lower: int, upper: int, fn: Callable[[Any, Any], Any], left_serde: Serde[Any],
@@ -114,9 +116,9 @@ class IntervalJoinOperator(KeyedProcessFunction):
     def process_element(self, value: tuple[int, Any], ctx: KeyedContext) -> None:
         side, v = value
         ts = ctx.timestamp
-        if ts <= ctx.current_watermark:
-            # Late: a watermark W promises no more timestamps <= W, and buffers up to W are already
-            # cleaned, so it could not be matched consistently (Flink drops late elements too).
+        if ts < ctx.current_watermark:
+            # Late (Flink's IntervalJoinOperator.isLate: ts < watermark): the buffers it could match
+            # may be cleaned already, so it could not be joined consistently (Flink drops it too).
             metrics.LATE_RECORDS.labels("interval_join").inc()
             _log.debug("late record dropped", operator="interval_join", side=side, timestamp=ts,
                        watermark=ctx.current_watermark)

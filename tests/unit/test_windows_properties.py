@@ -144,7 +144,7 @@ def test_interval_join_matches_reference(left, right, lower, width, bound, order
         wmark = low
         for side, k, t, i in events:
             (li if side == "L" else ri).pipe_input({"k": k, "ts": t, "i": i})
-            if t > wmark:  # reference: late elements (ts <= watermark) are dropped
+            if t >= wmark:  # reference: late elements (ts < watermark) are dropped
                 accepted[side].append((k, t, i))
             # The join task's watermark is the minimum over its two inputs (a silent input holds it).
             side_max[side] = max(side_max[side], t)
