@@ -108,6 +108,8 @@ class IntervalJoinBuilder(Generic[S]):
         self._upper: int | None = None
         self._lower_inclusive = True
         self._upper_inclusive = True
+        self._left_late_tag: str | None = None
+        self._right_late_tag: str | None = None
 
     def between(self, lower_ms: int, upper_ms: int) -> "IntervalJoinBuilder[S]":
         if lower_ms > upper_ms:
@@ -123,16 +125,29 @@ class IntervalJoinBuilder(Generic[S]):
         self._upper_inclusive = False
         return self
 
+    def side_output_left_late_data(self, tag: str) -> "IntervalJoinBuilder[S]":
+        """Left elements behind the watermark (``ts < watermark``) go to ``.side_output(tag)`` of the
+        result stream (with their key and timestamp) instead of being dropped."""
+        self._left_late_tag = tag
+        return self
+
+    def side_output_right_late_data(self, tag: str) -> "IntervalJoinBuilder[S]":
+        """As :meth:`side_output_left_late_data`, for the right side (may be the same tag)."""
+        self._right_late_tag = tag
+        return self
+
     def apply(self, fn: Callable[[Any, Any], Any], output_serde: Serde[Any] | None = None,
               name: str | None = None) -> S:
-        """``fn(left, right)`` per matching pair; a ``None`` result emits nothing."""
+        """``fn(left, right)`` per matching pair; a ``None`` result emits nothing. Late elements go
+        to the side outputs set with ``side_output_left_late_data`` / ``..._right_late_data``."""
         if self._lower is None or self._upper is None:
             raise ValueError("an interval join needs .between(lower, upper)")
         name = name or f"interval-join-{self._left._builder.next_op_id()}"
         union = _tagged_union(self._left, self._right, name)
         lower = self._lower + (0 if self._lower_inclusive else 1)
         upper = self._upper - (0 if self._upper_inclusive else 1)
-        op = IntervalJoinOperator(lower, upper, fn, self._left.value_serde, self._right.value_serde)
+        op = IntervalJoinOperator(lower, upper, fn, self._left.value_serde, self._right.value_serde,
+                                  self._left_late_tag, self._right_late_tag)
         return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
 
 

@@ -83,9 +83,13 @@ class IntervalJoinOperator(KeyedProcessFunction):
     """
 
     def __init__(self, lower: int, upper: int, fn: Callable[[Any, Any], Any], left_serde: Serde[Any],
-                 right_serde: Serde[Any]) -> None:
+                 right_serde: Serde[Any], left_late_tag: str | None = None,
+                 right_late_tag: str | None = None) -> None:
         self.lower, self.upper, self.fn = lower, upper, fn
         self.serdes = (left_serde, right_serde)
+        # Late elements of a side go to its side output when tagged (Flink's sideOutputLeftLateData
+        # / sideOutputRightLateData), else they are dropped.
+        self.late_tags = (left_late_tag, right_late_tag)
         # A buffered element's cleanup timer is at its timestamp + these.
         self._left_cleanup = upper + 1
         self._right_cleanup = 1 - lower
@@ -118,10 +122,14 @@ class IntervalJoinOperator(KeyedProcessFunction):
         ts = ctx.timestamp
         if ts < ctx.current_watermark:
             # Late (Flink's IntervalJoinOperator.isLate: ts < watermark): the buffers it could match
-            # may be cleaned already, so it could not be joined consistently (Flink drops it too).
+            # may be cleaned already, so it could not be joined consistently: dropped, or sent to
+            # the side's late-data output (Flink too).
             metrics.LATE_RECORDS.labels("interval_join").inc()
-            _log.debug("late record dropped", operator="interval_join", side=side, timestamp=ts,
-                       watermark=ctx.current_watermark)
+            tag = self.late_tags[side]
+            _log.debug("late record", operator="interval_join", side=side, timestamp=ts,
+                       watermark=ctx.current_watermark, side_output=tag is not None)
+            if tag is not None:
+                ctx.side_output(tag, v)
             return
         prefix = key_prefix(ctx.key_bytes)
         k = self._entry(prefix, side, ts)
