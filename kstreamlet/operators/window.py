@@ -23,7 +23,7 @@ from kstreamlet import serdes as _serdes
 from kstreamlet.api.context import KeyedContext, RuntimeContext
 from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
-from kstreamlet.state.codec import BIAS, WINDOW, key_prefix, list_codec
+from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, WINDOW, key_prefix, list_codec, saturating_add, window_key
 from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
 from kstreamlet.windowing.triggers import Trigger
@@ -57,8 +57,17 @@ _unpack_window = WINDOW.unpack_from
 
 
 def _win_key(prefix: bytes, w: TimeWindow) -> bytes:
-    """:func:`kstreamlet.state.codec.window_key`, inlined for the record path."""
-    return prefix + _pack_window(w.start + BIAS, w.end + BIAS)
+    """:func:`kstreamlet.state.codec.window_key` (which clamps to int64), with the in-range case inlined."""
+    try:
+        return prefix + _pack_window(w.start + BIAS, w.end + BIAS)
+    except struct.error:
+        return window_key(prefix, w.start, w.end)
+
+
+def cleanup_time(w: TimeWindow, lateness: int) -> int:
+    """When a window's state is dropped: ``max_timestamp + allowed_lateness``, saturated to
+    ``MAX_TIMESTAMP`` (Flink's ``WindowOperator.cleanupTime``: a sum past the end of time is the end of time)."""
+    return saturating_add(w.max_timestamp, lateness)
 
 
 def _decode_window(raw: bytes, n: int) -> TimeWindow:
@@ -182,7 +191,8 @@ class WindowOperator(KeyedProcessFunction):
         lateness = self.lateness
         accepted = False
         for w in self.assigner.assign(ts):
-            if w.max_timestamp + lateness <= now and event_time:
+            c = w.max_timestamp + lateness
+            if event_time and (c if c < MAX_TIMESTAMP else MAX_TIMESTAMP) <= now:  # cleanup_time, inlined
                 continue  # late for this window (it may still fit another sliding window)
             accepted = True
             k = _win_key(prefix, w)
@@ -210,7 +220,7 @@ class WindowOperator(KeyedProcessFunction):
         if self._kind != "count" and w.max_timestamp > now:
             self._register(ctx, w.max_timestamp)
         if self.lateness or self._kind == "count":
-            self._register(ctx, w.max_timestamp + self.lateness)
+            self._register(ctx, cleanup_time(w, self.lateness))
 
     def _on_element(self, ctx: KeyedContext, w: TimeWindow, state: int, acc: Any, ts: int, now: int) -> int:
         """Trigger.onElement for ``count`` and ``continuous`` (the element is in ``acc``); returns the new state."""
@@ -255,7 +265,7 @@ class WindowOperator(KeyedProcessFunction):
                         absorbed.append(e)
                         merged = merged.cover(e[0])
                         changed = True
-            if event_time and merged.max_timestamp + lateness <= now:
+            if event_time and cleanup_time(merged, lateness) <= now:
                 continue  # WindowOperator.isWindowLate(actualWindow): the merged window is late
             accepted = True
             absorbed.sort()
@@ -278,7 +288,7 @@ class WindowOperator(KeyedProcessFunction):
             if not trivial:
                 if kind != "count" and merged.max_timestamp > now:
                     timers.add(merged.max_timestamp)
-                timers.add(merged.max_timestamp + lateness)
+                timers.add(cleanup_time(merged, lateness))
                 if kind == "continuous" and state != _NO_FIRE:
                     timers.add(state)  # ContinuousEventTimeTrigger.onMerge registers the earliest firing
                 for t in timers:
@@ -305,7 +315,7 @@ class WindowOperator(KeyedProcessFunction):
         continuous = self._kind == "continuous"
 
         def timers_of(e: tuple[TimeWindow, bytes, bytes]) -> set[int]:
-            ts = {e[0].max_timestamp, e[0].max_timestamp + lateness}
+            ts = {e[0].max_timestamp, cleanup_time(e[0], lateness)}
             if continuous:
                 ts.add(_CNT.unpack_from(e[2])[0])
             return ts
@@ -342,7 +352,7 @@ class WindowOperator(KeyedProcessFunction):
                     nxt = min(ts + self.trigger.interval_ms, mt)
                     self._save(k, nxt, acc)
                     self._register(ctx, nxt)
-            if ts >= mt + self.lateness:
+            if ts >= cleanup_time(w, self.lateness):
                 self.store.delete(k)  # past the allowed lateness: the window is gone
 
 
@@ -378,4 +388,4 @@ class CountWindowOperator(KeyedProcessFunction):
 
 
 __all__ = ["WindowFunction", "WindowOperator", "CountWindowOperator", "reduce_function", "aggregate_function",
-           "elements_function", "emit_result"]
+           "elements_function", "emit_result", "cleanup_time"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kstreamlet.state.codec import saturating_add
+
 
 @dataclass(frozen=True, order=True)
 class TimeWindow:
@@ -53,7 +55,7 @@ class TumblingWindows(WindowAssigner):
 
     def assign(self, ts: int) -> list[TimeWindow]:
         start = _window_start(ts, self.offset, self.size)
-        return [TimeWindow(start, start + self.size)]
+        return [TimeWindow(start, saturating_add(start, self.size))]
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class SlidingWindows(WindowAssigner):
         last = _window_start(ts, self.offset, self.slide)
         start = last
         while start > ts - self.size:
-            out.append(TimeWindow(start, start + self.size))
+            out.append(TimeWindow(start, saturating_add(start, self.size)))
             start -= self.slide
         return out
 
@@ -88,7 +90,7 @@ class SessionWindows(WindowAssigner):
         _positive("gap", self.gap)
 
     def assign(self, ts: int) -> list[TimeWindow]:
-        return [TimeWindow(ts, ts + self.gap)]
+        return [TimeWindow(ts, saturating_add(ts, self.gap))]
 
 
 def _positive(name: str, v: int) -> int:

@@ -1,0 +1,78 @@
+"""Window API additions (issue 14): int64 saturation near the end of time, timedelta durations,
+dynamic session gaps."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from kstreamlet import App, serdes
+from kstreamlet.eventtime import WatermarkStrategy
+from kstreamlet.operators.window import cleanup_time
+from kstreamlet.state.codec import MAX_TIMESTAMP
+from kstreamlet.testing import TopologyTestDriver
+from kstreamlet.windowing import (
+    EventTimeSessionWindows,
+    TimeWindow,
+    TumblingEventTimeWindows,
+)
+
+
+def keyed_app(bound_ms: int = 0, partitions: int = 1):
+    app = App(application_id="winapi", bootstrap_servers="127.0.0.1:1")
+    s = app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
+                   watermarks=WatermarkStrategy.for_bounded_out_of_orderness(bound_ms))
+    return app, s.keyed()
+
+
+def pipe(d, records):
+    inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+    for key, value, ts in records:
+        inp.pipe_input(value, key=key, timestamp=ts)
+
+
+def records(d, topic):
+    return [(r.key, r.timestamp, r.value)
+            for r in d.output_topic(topic, key_serde=serdes.STR, value_serde=serdes.JSON).read_records_to_list()]
+
+
+# --- 0. saturation ------------------------------------------------------------------------------------
+
+def test_cleanup_time_saturates():
+    assert cleanup_time(TimeWindow(0, 10), 5) == 14
+    assert cleanup_time(TimeWindow(0, 10), 2**63 - 1) == MAX_TIMESTAMP
+    assert cleanup_time(TimeWindow(MAX_TIMESTAMP - 3, MAX_TIMESTAMP), 2**62) == MAX_TIMESTAMP
+
+
+def test_assigners_saturate_window_end():
+    w, = TumblingEventTimeWindows.of(10).assign(MAX_TIMESTAMP - 1)
+    assert w.end == MAX_TIMESTAMP and w.start <= MAX_TIMESTAMP - 1
+    w, = EventTimeSessionWindows.with_gap(2**63 - 1).assign(5)
+    assert w == TimeWindow(5, MAX_TIMESTAMP)
+
+
+def test_allowed_lateness_near_int64_max():
+    app, keyed = keyed_app()
+    result = keyed.window(TumblingEventTimeWindows.of(10)).allowed_lateness(2**63 - 1).side_output_late_data("late").sum()
+    result.to("out", value_serde=serdes.JSON)
+    result.side_output("late").to("late", value_serde=serdes.JSON)
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 1000)])
+        assert records(d, "out") == [("k", 109, 1)]
+        pipe(d, [("k", 4, 105)])  # late, but within the (saturated) allowed lateness: fires again
+        assert records(d, "out") == [("k", 109, 5)]
+        pipe(d, [("k", 8, MAX_TIMESTAMP - 1)])  # window [.., MAX) and a watermark near the end of time
+        pipe(d, [("k", 16, 106)])
+        assert records(d, "out") == [("k", 1009, 2), ("k", 109, 21)]
+        assert d.output_topic("late", value_serde=serdes.JSON).is_empty()
+
+
+def test_session_gap_near_int64_max():
+    app, keyed = keyed_app()
+    keyed.window(EventTimeSessionWindows.with_gap(2**63 - 1)).allowed_lateness(2**62).emit_updates().sum().to(
+        "out", value_serde=serdes.JSON)
+    end = MAX_TIMESTAMP - 1  # the sessions end at the end of time
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 5000), ("j", 4, 7), ("k", 8, MAX_TIMESTAMP - 1)])
+        assert records(d, "out") == [("k", end, 1), ("k", end, 3), ("j", end, 4), ("k", end, 11)]
