@@ -21,6 +21,7 @@ from typing import Any, Callable, Generic
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.handle import Handle, S
+from kstreamlet.eventtime import Duration, to_millis
 from kstreamlet.operators.aggregate import Count, Max, Min, Sum, extractor
 from kstreamlet.operators.window import (
     WindowFunction,
@@ -52,11 +53,13 @@ class WindowedStream(Generic[S]):
         self._trigger = trigger
         return self
 
-    def allowed_lateness(self, ms: int) -> "WindowedStream[S]":
-        """Keep window state ``ms`` past the window end; late elements in that time re-fire it."""
-        if ms < 0:
-            raise ValueError("allowed lateness must be >= 0 ms")
-        self._lateness = ms
+    def allowed_lateness(self, ms: Duration) -> "WindowedStream[S]":
+        """Keep window state ``ms`` (milliseconds or a ``datetime.timedelta``) past the window end;
+        late elements in that time re-fire it."""
+        n = to_millis(ms, "allowed lateness")
+        if n < 0:
+            raise ValueError(f"allowed lateness must be >= 0 ms, got {n}")
+        self._lateness = n
         return self
 
     def side_output_late_data(self, tag: str) -> "WindowedStream[S]":

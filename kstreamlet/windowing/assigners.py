@@ -1,6 +1,6 @@
 """Window assigners (Flink's ``WindowAssigner``): which windows an element belongs to.
 
-All sizes are milliseconds. Windows are half-open ``[start, end)``; a window's last
+All sizes are milliseconds (an ``int``) or a ``datetime.timedelta`` (:func:`kstreamlet.eventtime.to_millis`). Windows are half-open ``[start, end)``; a window's last
 timestamp (``max_timestamp``) is ``end - 1``, the time its event-time timer fires at.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kstreamlet.eventtime import Duration, to_millis
 from kstreamlet.state.codec import saturating_add
 
 
@@ -93,7 +94,8 @@ class SessionWindows(WindowAssigner):
         return [TimeWindow(ts, saturating_add(ts, self.gap))]
 
 
-def _positive(name: str, v: int) -> int:
+def _positive(name: str, d: Duration) -> int:
+    v = to_millis(d, f"window {name}")
     if v <= 0:
         raise ValueError(f"window {name} must be > 0 ms, got {v}")
     return int(v)
@@ -103,41 +105,41 @@ class TumblingEventTimeWindows:
     """Fixed, non-overlapping event-time windows: ``TumblingEventTimeWindows.of(5000)``."""
 
     @staticmethod
-    def of(size_ms: int, offset_ms: int = 0) -> TumblingWindows:
-        return TumblingWindows(event_time=True, size=_positive("size", size_ms), offset=offset_ms)
+    def of(size_ms: Duration, offset_ms: Duration = 0) -> TumblingWindows:
+        return TumblingWindows(event_time=True, size=_positive("size", size_ms), offset=to_millis(offset_ms, "window offset"))
 
 
 class TumblingProcessingTimeWindows:
     @staticmethod
-    def of(size_ms: int, offset_ms: int = 0) -> TumblingWindows:
-        return TumblingWindows(event_time=False, size=_positive("size", size_ms), offset=offset_ms)
+    def of(size_ms: Duration, offset_ms: Duration = 0) -> TumblingWindows:
+        return TumblingWindows(event_time=False, size=_positive("size", size_ms), offset=to_millis(offset_ms, "window offset"))
 
 
 class SlidingEventTimeWindows:
     """Overlapping windows of ``size`` every ``slide``: ``SlidingEventTimeWindows.of(2000, 1000)``."""
 
     @staticmethod
-    def of(size_ms: int, slide_ms: int, offset_ms: int = 0) -> SlidingWindows:
+    def of(size_ms: Duration, slide_ms: Duration, offset_ms: Duration = 0) -> SlidingWindows:
         return SlidingWindows(event_time=True, size=_positive("size", size_ms), slide=_positive("slide", slide_ms),
-                              offset=offset_ms)
+                              offset=to_millis(offset_ms, "window offset"))
 
 
 class SlidingProcessingTimeWindows:
     @staticmethod
-    def of(size_ms: int, slide_ms: int, offset_ms: int = 0) -> SlidingWindows:
+    def of(size_ms: Duration, slide_ms: Duration, offset_ms: Duration = 0) -> SlidingWindows:
         return SlidingWindows(event_time=False, size=_positive("size", size_ms), slide=_positive("slide", slide_ms),
-                              offset=offset_ms)
+                              offset=to_millis(offset_ms, "window offset"))
 
 
 class EventTimeSessionWindows:
     """Sessions split by a gap of inactivity; windows merge as elements arrive."""
 
     @staticmethod
-    def with_gap(gap_ms: int) -> SessionWindows:
+    def with_gap(gap_ms: Duration) -> SessionWindows:
         return SessionWindows(event_time=True, merging=True, gap=_positive("gap", gap_ms))
 
 
 class ProcessingTimeSessionWindows:
     @staticmethod
-    def with_gap(gap_ms: int) -> SessionWindows:
+    def with_gap(gap_ms: Duration) -> SessionWindows:
         return SessionWindows(event_time=False, merging=True, gap=_positive("gap", gap_ms))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kstreamlet.eventtime import Duration, to_millis
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -41,10 +43,12 @@ class ContinuousEventTimeTrigger:
     """Early firings every ``interval_ms`` of event time, plus the final one."""
 
     @staticmethod
-    def of(interval_ms: int) -> Trigger:
-        if interval_ms <= 0:
-            raise ValueError("interval must be > 0 ms")
-        return Trigger("continuous", interval_ms=interval_ms)
+    def of(interval_ms: Duration) -> Trigger:
+        """``interval_ms``: milliseconds or a ``datetime.timedelta``."""
+        iv = to_millis(interval_ms, "continuous trigger interval")
+        if iv <= 0:
+            raise ValueError(f"continuous trigger interval must be > 0 ms, got {iv}")
+        return Trigger("continuous", interval_ms=iv)
 
 
 __all__ = ["Trigger", "CountTrigger", "ContinuousEventTimeTrigger"]

@@ -76,3 +76,46 @@ def test_session_gap_near_int64_max():
     with TopologyTestDriver(app) as d:
         pipe(d, [("k", 1, 100), ("k", 2, 5000), ("j", 4, 7), ("k", 8, MAX_TIMESTAMP - 1)])
         assert records(d, "out") == [("k", end, 1), ("k", end, 3), ("j", end, 4), ("k", end, 11)]
+
+
+# --- 1. durations: milliseconds or datetime.timedelta ---------------------------------------------------
+
+def test_assigners_take_timedeltas():
+    from kstreamlet.windowing import (
+        ProcessingTimeSessionWindows,
+        SlidingEventTimeWindows,
+        SlidingProcessingTimeWindows,
+        TumblingProcessingTimeWindows,
+    )
+    s = timedelta(seconds=1)
+    assert TumblingEventTimeWindows.of(s, timedelta(milliseconds=200)) == TumblingEventTimeWindows.of(1000, 200)
+    assert TumblingProcessingTimeWindows.of(s) == TumblingProcessingTimeWindows.of(1000)
+    assert SlidingEventTimeWindows.of(2 * s, s, timedelta(milliseconds=-5)) == SlidingEventTimeWindows.of(2000, 1000, -5)
+    assert SlidingProcessingTimeWindows.of(2 * s, s) == SlidingProcessingTimeWindows.of(2000, 1000)
+    assert EventTimeSessionWindows.with_gap(timedelta(minutes=1)) == EventTimeSessionWindows.with_gap(60_000)
+    assert ProcessingTimeSessionWindows.with_gap(s) == ProcessingTimeSessionWindows.with_gap(1000)
+    with pytest.raises(ValueError, match="size must be > 0"):
+        TumblingEventTimeWindows.of(timedelta(0))
+    with pytest.raises(TypeError, match="window gap"):
+        EventTimeSessionWindows.with_gap(1.5)  # type: ignore[arg-type]
+
+
+def test_trigger_and_lateness_take_timedeltas():
+    from kstreamlet.windowing import ContinuousEventTimeTrigger
+    assert ContinuousEventTimeTrigger.of(timedelta(milliseconds=20)) == ContinuousEventTimeTrigger.of(20)
+    with pytest.raises(ValueError, match="interval must be > 0"):
+        ContinuousEventTimeTrigger.of(timedelta(microseconds=10))
+    app, keyed = keyed_app()
+    with pytest.raises(ValueError, match="allowed lateness must be >= 0"):
+        keyed.window(TumblingEventTimeWindows.of(10)).allowed_lateness(timedelta(milliseconds=-1))
+    result = (keyed.window(TumblingEventTimeWindows.of(timedelta(milliseconds=10)))
+              .allowed_lateness(timedelta(milliseconds=20)).side_output_late_data("late").sum())
+    result.to("out", value_serde=serdes.JSON)
+    result.side_output("late").to("late", value_serde=serdes.JSON)
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 125)])  # wm 124: [100,110) fired, kept until 109 + 20
+        assert records(d, "out") == [("k", 109, 1)]
+        pipe(d, [("k", 4, 105)])
+        assert records(d, "out") == [("k", 109, 5)]
+        pipe(d, [("k", 8, 130), ("k", 16, 101)])  # wm 129 >= 129: gone
+        assert d.output_topic("late", value_serde=serdes.JSON).read_values_to_list() == [16]
