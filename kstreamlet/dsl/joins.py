@@ -1,10 +1,16 @@
-"""Stream joins: window joins, interval joins, stream–table joins.
+"""Stream joins: window joins, co-groups, interval joins, stream–table joins.
 
 Window join — all pairs of a key's elements that share a window (inner by default;
 ``how="left"``/``"outer"`` emit unmatched elements with ``None``, when the window fires)::
 
     orange.join(green).where(lambda o: o["k"]).equal_to(lambda g: g["k"]) \\
         .window(TumblingEventTimeWindows.of(2)).apply(lambda o, g: f"{o['v']},{g['v']}")
+
+Windowed co-group — once per key and window, all elements of both inputs (one list may be
+empty), when the window fires::
+
+    orange.co_group(green).where(lambda o: o["k"]).equal_to(lambda g: g["k"]) \\
+        .window(TumblingEventTimeWindows.of(2)).apply(lambda os, gs: [len(os) - len(gs)])
 
 Interval join — ``left.ts + lower <= right.ts <= left.ts + upper`` (inclusive unless made
 exclusive); output timestamp is the larger of the two; state is cleaned by the watermark::
@@ -23,16 +29,32 @@ task; their internal topics get the same partition count. The operators are in
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic
+from typing import Any, Callable, Generic, Iterable
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.handle import Handle, S
-from kstreamlet.operators.joins import LEFT, RIGHT, IntervalJoinOperator, TableJoinOperator, window_join_function
+from kstreamlet.eventtime import Duration, to_millis
+from kstreamlet.operators.joins import (
+    LEFT,
+    RIGHT,
+    CoGroupEmit,
+    IntervalJoinOperator,
+    TableJoinOperator,
+    window_co_group_function,
+    window_join_function,
+)
 from kstreamlet.operators.window import WindowOperator
 from kstreamlet.serdes import Serde
 from kstreamlet.topology.nodes import KeyedProcessNode, MapNode, MergeNode
-from kstreamlet.windowing.assigners import WindowAssigner
+from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
 from kstreamlet.windowing.triggers import Trigger
+
+
+def _lateness(ms: Duration) -> int:
+    n = to_millis(ms, "allowed lateness")
+    if n < 0:
+        raise ValueError("allowed lateness must be >= 0 ms")
+    return n
 
 
 def _tagger(side: int) -> Callable[[Any], tuple[int, Any]]:
@@ -76,12 +98,10 @@ class JoinBuilder(Generic[S]):
         self._assigner = assigner
         return self
 
-    def allowed_lateness(self, ms: int) -> "JoinBuilder[S]":
-        """As ``WindowedStream.allowed_lateness``: a window is late once ``max timestamp + ms <=
-        watermark`` (saturated to int64)."""
-        if ms < 0:
-            raise ValueError("allowed lateness must be >= 0 ms")
-        self._lateness = ms
+    def allowed_lateness(self, ms: Duration) -> "JoinBuilder[S]":
+        """As ``WindowedStream.allowed_lateness`` (ms or ``timedelta``): a window is late once
+        ``max timestamp + ms <= watermark`` (saturated to int64)."""
+        self._lateness = _lateness(ms)
         return self
 
     def apply(self, fn: Callable[[Any, Any], Any], output_serde: Serde[Any] | None = None,
@@ -97,6 +117,72 @@ class JoinBuilder(Generic[S]):
         wf = window_join_function(fn, self._how, lk.value_serde, rk.value_serde)
         op = WindowOperator(self._assigner, wf, Trigger(), self._lateness, None, False)
         return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+
+
+class CoGroupBuilder(Generic[S]):
+    """``a.co_group(b)``: then ``.where(key_a).equal_to(key_b).window(assigner)`` and ``.apply(fn)``
+    (``fn(lefts, rights)`` returns an iterable of outputs) or ``.process(fn)`` (``fn(key, window,
+    lefts, rights, out)``). Called once per key and window when the window fires, with all of the
+    window's elements of both inputs; a key seen on one side only gets an empty list for the other
+    (Flink's ``CoGroupedStreams``). Outputs carry the key and the window's ``max_timestamp``."""
+
+    def __init__(self, left: Handle[S], right: Handle[Any]) -> None:
+        self._left, self._right = left, right
+        self._key_left: Callable[[Any], Any] | None = None
+        self._key_right: Callable[[Any], Any] | None = None
+        self._key_serde: Serde[Any] = _serdes.JSON
+        self._assigner: WindowAssigner | None = None
+        self._trigger = Trigger()
+        self._lateness = 0
+
+    def where(self, key_fn: Callable[[Any], Any], key_serde: Serde[Any] | None = None) -> "CoGroupBuilder[S]":
+        self._key_left = key_fn
+        if key_serde is not None:
+            self._key_serde = key_serde
+        return self
+
+    def equal_to(self, key_fn: Callable[[Any], Any]) -> "CoGroupBuilder[S]":
+        self._key_right = key_fn
+        return self
+
+    def window(self, assigner: WindowAssigner) -> "CoGroupBuilder[S]":
+        self._assigner = assigner
+        return self
+
+    def trigger(self, trigger: Trigger) -> "CoGroupBuilder[S]":
+        """Replace the default time trigger, as ``WindowedStream.trigger`` (Flink's ``WithWindow.trigger``)."""
+        self._trigger = trigger
+        return self
+
+    def allowed_lateness(self, ms: Duration) -> "CoGroupBuilder[S]":
+        """As ``WindowedStream.allowed_lateness`` (ms or ``timedelta``): a late element within it
+        fires the window again, with all its elements."""
+        self._lateness = _lateness(ms)
+        return self
+
+    def process(self, fn: CoGroupEmit, output_serde: Serde[Any] | None = None, name: str | None = None) -> S:
+        """``fn(key, window, lefts, rights, out)``; ``out(value)`` emits."""
+        if self._key_left is None or self._key_right is None or self._assigner is None:
+            raise ValueError("a co_group needs .where(...), .equal_to(...) and .window(...) before .apply(...)")
+        name = name or f"co-group-{self._left._builder.next_op_id()}"
+        lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
+        rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
+        union = _tagged_union(lk, rk, name)
+        wf = window_co_group_function(fn, lk.value_serde, rk.value_serde)
+        op = WindowOperator(self._assigner, wf, self._trigger, self._lateness, None, False)
+        return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+
+    def apply(self, fn: Callable[[list[Any], list[Any]], Iterable[Any] | None],
+              output_serde: Serde[Any] | None = None, name: str | None = None) -> S:
+        """Flink's ``CoGroupFunction``: ``fn(lefts, rights)`` returns the outputs (an iterable,
+        e.g. a generator; ``None``: nothing)."""
+        def emit(key: Any, w: TimeWindow, lefts: list[Any], rights: list[Any], out: Callable[[Any], None]) -> None:
+            r = fn(lefts, rights)
+            if r is not None:
+                for v in r:
+                    out(v)
+
+        return self.process(emit, output_serde, name)
 
 
 class IntervalJoinBuilder(Generic[S]):
@@ -169,4 +255,4 @@ def join_table(stream: Handle[S], table: Table, fn: Callable[[Any, Any], Any], h
     return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
 
 
-__all__ = ["JoinBuilder", "IntervalJoinBuilder", "Table", "join_table"]
+__all__ = ["CoGroupBuilder", "JoinBuilder", "IntervalJoinBuilder", "Table", "join_table"]

@@ -1,4 +1,4 @@
-"""Join operators: window joins (a window function over both sides), interval joins, stream–table joins.
+"""Join operators: window joins and co-groups (a window function over both sides), interval joins, stream–table joins.
 
 Both inputs arrive as one keyed stream of ``(side, value)`` (``LEFT`` or ``RIGHT``); the
 builders in :mod:`kstreamlet.dsl.joins` make that union.
@@ -38,14 +38,32 @@ def _pair_codec(ls: Serde[Any], rs: Serde[Any]) -> tuple[Callable[[Any], bytes],
     return ser, de
 
 
-def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Serde[Any],
-                         right_serde: Serde[Any]) -> WindowFunction:
-    """A window's contents are ``[lefts, rights]``; when it fires, ``fn(left, right)`` per pair
-    (``None`` on the missing side for ``left``/``outer``); a ``None`` result emits nothing."""
+CoGroupEmit = Callable[[Any, TimeWindow, list[Any], list[Any], Callable[[Any], None]], None]
+
+
+def window_co_group_function(emit: CoGroupEmit, left_serde: Serde[Any], right_serde: Serde[Any]) -> WindowFunction:
+    """A window's contents are ``[lefts, rights]`` (in arrival order); when it fires,
+    ``emit(key, window, lefts, rights, out)`` once per key and window — a window exists once
+    either side has an element in it, so one of the lists may be empty (Flink's ``CoGroupedStreams``)."""
     ser, de = _pair_codec(left_serde, right_serde)
 
-    def emit(key: Any, w: TimeWindow, acc: list[list[Any]], out: Callable[[Any], None]) -> None:
-        lefts, rights = acc
+    def fire(key: Any, w: TimeWindow, acc: list[list[Any]], out: Callable[[Any], None]) -> None:
+        emit(key, w, acc[0], acc[1], out)
+
+    def add(v: tuple[int, Any], acc: list[list[Any]]) -> list[list[Any]]:
+        acc[v[0]].append(v[1])
+        return acc
+
+    return WindowFunction(create=lambda: [[], []], add=add, merge=lambda a, b: [a[0] + b[0], a[1] + b[1]],
+                          emit=fire, serialize=ser, deserialize=de)
+
+
+def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Serde[Any],
+                         right_serde: Serde[Any]) -> WindowFunction:
+    """A co-group (:func:`window_co_group_function`) that, when a window fires, calls ``fn(left, right)``
+    per pair (``None`` on the missing side for ``left``/``outer``); a ``None`` result emits nothing."""
+
+    def emit(key: Any, w: TimeWindow, lefts: list[Any], rights: list[Any], out: Callable[[Any], None]) -> None:
         for lv in lefts:
             if rights:
                 for rv in rights:
@@ -62,12 +80,7 @@ def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Se
                 if r is not None:
                     out(r)
 
-    def add(v: tuple[int, Any], acc: list[list[Any]]) -> list[list[Any]]:
-        acc[v[0]].append(v[1])
-        return acc
-
-    return WindowFunction(create=lambda: [[], []], add=add, merge=lambda a, b: [a[0] + b[0], a[1] + b[1]],
-                          emit=emit, serialize=ser, deserialize=de)
+    return window_co_group_function(emit, left_serde, right_serde)
 
 
 class IntervalJoinOperator(KeyedProcessFunction):
@@ -197,4 +210,4 @@ class TableJoinOperator(KeyedProcessFunction):
             ctx.emit(r)
 
 
-__all__ = ["LEFT", "RIGHT", "window_join_function", "IntervalJoinOperator", "TableJoinOperator"]
+__all__ = ["LEFT", "RIGHT", "window_co_group_function", "window_join_function", "IntervalJoinOperator", "TableJoinOperator"]
