@@ -251,7 +251,7 @@ class WindowOperator(KeyedProcessFunction):
         kind = self._kind
         lateness = self.lateness
         accepted = False
-        for w in self.assigner.assign(ts):
+        for w in self.assigner.assign_element(value, ts):
             existing = sorted((_decode_window(k, n), k, raw) for k, raw in self.store.iter_prefix(prefix))
             # MergingWindowSet.addWindow: sort by start, merge runs of intersecting windows; the
             # run holding the new window is its merged window.

@@ -7,6 +7,7 @@ timestamp (``max_timestamp``) is ``end - 1``, the time its event-time timer fire
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from kstreamlet.eventtime import Duration, to_millis
 from kstreamlet.state.codec import saturating_add
@@ -40,6 +41,11 @@ class WindowAssigner:
 
     def assign(self, ts: int) -> list[TimeWindow]:  # pragma: no cover - every assigner overrides
         raise TypeError(type(self).__name__)
+
+    def assign_element(self, value: Any, ts: int) -> list[TimeWindow]:
+        """The windows of ``value`` at ``ts`` (Flink's ``assignWindows(element, timestamp, ...)``);
+        only the dynamic-gap session assigner looks at the value."""
+        return self.assign(ts)
 
 
 @dataclass(frozen=True)
@@ -85,13 +91,34 @@ class SlidingWindows(WindowAssigner):
 
 @dataclass(frozen=True)
 class SessionWindows(WindowAssigner):
+    """Sessions ``[ts, ts + gap)``; with ``gap_extractor`` the gap is ``gap_extractor(value)`` per
+    element (Flink's ``DynamicEventTimeSessionWindows`` with a ``SessionWindowTimeGapExtractor``)."""
+
     gap: int = 0
+    gap_extractor: Callable[[Any], Duration] | None = None
 
     def __post_init__(self) -> None:
-        _positive("gap", self.gap)
+        if self.gap_extractor is None:
+            _positive("gap", self.gap)
+        elif not callable(self.gap_extractor):
+            raise TypeError(f"session gap extractor must be callable, got {self.gap_extractor!r}")
 
     def assign(self, ts: int) -> list[TimeWindow]:
+        if self.gap_extractor is not None:
+            raise TypeError("a dynamic-gap session assigner needs the element: use assign_element(value, ts)")
         return [TimeWindow(ts, saturating_add(ts, self.gap))]
+
+    def assign_element(self, value: Any, ts: int) -> list[TimeWindow]:
+        fn = self.gap_extractor
+        if fn is None:
+            return [TimeWindow(ts, saturating_add(ts, self.gap))]
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        gap = to_millis(fn(value), f"session gap from extractor {name}")
+        if gap <= 0:
+            # As Flink's DynamicEventTimeSessionWindows: "Dynamic session time gap must satisfy 0 < gap".
+            raise ValueError(f"dynamic session gap must be > 0 ms: gap extractor {name} returned {gap} "
+                             f"for value {value!r}")
+        return [TimeWindow(ts, saturating_add(ts, gap))]
 
 
 def _positive(name: str, d: Duration) -> int:
@@ -138,8 +165,20 @@ class EventTimeSessionWindows:
     def with_gap(gap_ms: Duration) -> SessionWindows:
         return SessionWindows(event_time=True, merging=True, gap=_positive("gap", gap_ms))
 
+    @staticmethod
+    def with_dynamic_gap(extractor: Callable[[Any], Duration]) -> SessionWindows:
+        """Sessions whose gap is ``extractor(value)`` (ms or timedelta, > 0) for each element
+        (Flink's ``DynamicEventTimeSessionWindows.withDynamicGap``)."""
+        return SessionWindows(event_time=True, merging=True, gap_extractor=extractor)
+
 
 class ProcessingTimeSessionWindows:
     @staticmethod
     def with_gap(gap_ms: Duration) -> SessionWindows:
         return SessionWindows(event_time=False, merging=True, gap=_positive("gap", gap_ms))
+
+    @staticmethod
+    def with_dynamic_gap(extractor: Callable[[Any], Duration]) -> SessionWindows:
+        """Processing-time sessions whose gap is ``extractor(value)`` (Flink's
+        ``DynamicProcessingTimeSessionWindows``)."""
+        return SessionWindows(event_time=False, merging=True, gap_extractor=extractor)

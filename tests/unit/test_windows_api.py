@@ -119,3 +119,61 @@ def test_trigger_and_lateness_take_timedeltas():
         assert records(d, "out") == [("k", 109, 5)]
         pipe(d, [("k", 8, 130), ("k", 16, 101)])  # wm 129 >= 129: gone
         assert d.output_topic("late", value_serde=serdes.JSON).read_values_to_list() == [16]
+
+
+# --- 2. session windows with a dynamic gap (Flink's DynamicEventTimeSessionWindows) ----------------------
+
+def _gap(v):
+    return v["gap"]
+
+
+@pytest.mark.parametrize("as_timedelta", [False, True])
+def test_dynamic_session_gap_per_element(as_timedelta):
+    app = App(application_id="winapi", bootstrap_servers="127.0.0.1:1")
+    keyed = app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
+                       watermarks=WatermarkStrategy.for_bounded_out_of_orderness(0)).keyed()
+    fn = (lambda v: timedelta(milliseconds=v["gap"])) if as_timedelta else _gap
+    keyed.window(EventTimeSessionWindows.with_dynamic_gap(fn)).sum("v").to("out", value_serde=serdes.JSON)
+    with TopologyTestDriver(app, partitions={"in": 2}) as d:
+        pipe(d, [
+            ("a", {"v": 1, "gap": 5}, 100),    # [100,105)
+            ("b", {"v": 1, "gap": 50}, 100),   # [100,150)
+            ("a", {"v": 2, "gap": 30}, 110),   # [110,140): 110 is past the first session's gap
+            ("a", {"v": 4, "gap": 1}, 139),    # [139,140) lies inside [110,140)
+            ("b", {"v": 2, "gap": 1}, 149),    # [149,150) inside [100,150)
+            ("b", {"v": 8, "gap": 20}, 140),   # [140,160) merges: [100,160)
+            ("a", {"v": 0, "gap": 1}, 10_000), ("b", {"v": 0, "gap": 1}, 10_000),
+        ])
+        assert sorted(records(d, "out")) == [("a", 104, 1), ("a", 139, 6), ("b", 159, 11)]
+
+
+def test_dynamic_session_gap_must_be_positive():
+    app, keyed = keyed_app()
+    keyed.window(EventTimeSessionWindows.with_dynamic_gap(_gap)).count().to("out", value_serde=serdes.INT64)
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("a", {"gap": 0}, 100), ("a", {"gap": 5}, 101), ("a", {"gap": 1}, 1000)])
+        assert d.output_topic("out", value_serde=serdes.INT64).read_values_to_list() == [1]
+        dlq = d.dlq_topic().read_records_to_list()  # the record with the bad gap fails (default policy: DLQ)
+    assert len(dlq) == 1
+    headers = dict(dlq[0].headers)
+    assert headers["kstreamlet.error.type"] == b"ValueError"
+    assert headers["kstreamlet.error.message"].startswith(
+        b"dynamic session gap must be > 0 ms: gap extractor _gap returned 0 for value")
+    with pytest.raises(ValueError, match="gap extractor .*<lambda> returned -5"):
+        EventTimeSessionWindows.with_dynamic_gap(lambda v: -5).assign_element(1, 0)
+    with pytest.raises(TypeError, match="callable"):
+        EventTimeSessionWindows.with_dynamic_gap(5)  # type: ignore[arg-type]
+
+
+def test_dynamic_processing_time_sessions():
+    from kstreamlet.windowing import ProcessingTimeSessionWindows
+    app, keyed = keyed_app()
+    keyed.window(ProcessingTimeSessionWindows.with_dynamic_gap(_gap)).sum("v").to("out", value_serde=serdes.JSON)
+    with TopologyTestDriver(app, wall_clock_ms=1000) as d:
+        pipe(d, [("a", {"v": 1, "gap": 100}, 0)])    # [1000,1100)
+        d.advance_wall_clock_time(50)
+        pipe(d, [("a", {"v": 2, "gap": 200}, 0)])    # [1050,1250): merged [1000,1250)
+        d.advance_wall_clock_time(100)  # 1150: the first gap alone would have closed it
+        assert records(d, "out") == []
+        d.advance_wall_clock_time(100)  # 1250
+        assert records(d, "out") == [("a", 1249, 3)]
