@@ -197,7 +197,9 @@ class IntervalJoinBuilder(Generic[S]):
         self._left_late_tag: str | None = None
         self._right_late_tag: str | None = None
 
-    def between(self, lower_ms: int, upper_ms: int) -> "IntervalJoinBuilder[S]":
+    def between(self, lower: Duration, upper: Duration) -> "IntervalJoinBuilder[S]":
+        """``left.ts + lower <= right.ts <= left.ts + upper``; bounds in ms or ``timedelta`` (negative allowed)."""
+        lower_ms, upper_ms = to_millis(lower, "interval join lower bound"), to_millis(upper, "interval join upper bound")
         if lower_ms > upper_ms:
             raise ValueError(f"lower bound {lower_ms} must be <= upper bound {upper_ms}")
         self._lower, self._upper = lower_ms, upper_ms

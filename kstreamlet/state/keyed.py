@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable, Generic, Iterator, Protocol, TypeVar
 
 from kstreamlet import serdes as _serdes
+from kstreamlet.eventtime import to_millis
 from kstreamlet.serdes import Serde
 from kstreamlet.state.codec import MAX_TIMESTAMP, MIN_TIMESTAMP, decode_list, encode_list, key_prefix
 from kstreamlet.state.store import Store
@@ -67,23 +69,30 @@ _TTL_LIST_BYTE = 0x80
 class StateTtlConfig:
     """Time-to-live of state entries, in processing time.
 
-    ``update_on_read``: reading refreshes the expiry (Flink's ``OnReadAndWrite``); default
-    only creation and writes do (``OnCreateAndWrite``). Expired entries are never returned.
-    ``ttl_seconds`` must be positive (as in Flink); a TTL past the int64 range of milliseconds
-    (also ``math.inf``) saturates: such entries never expire.
+    ``ttl_seconds``: seconds (a number) or a :class:`datetime.timedelta` (converted with
+    :func:`kstreamlet.eventtime.to_millis`), e.g. ``StateTtlConfig(timedelta(hours=1))`` (Flink's
+    ``StateTtlConfig.newBuilder(Duration)``). ``update_on_read``: reading refreshes the expiry
+    (Flink's ``OnReadAndWrite``); default only creation and writes do (``OnCreateAndWrite``).
+    Expired entries are never returned. The TTL must be positive (as in Flink); a TTL past the
+    int64 range of milliseconds (also ``math.inf``) saturates: such entries never expire.
     """
 
-    ttl_seconds: float
+    ttl_seconds: float | timedelta
     update_on_read: bool = False
 
     def __post_init__(self) -> None:
-        if not self.ttl_seconds > 0:  # also NaN
-            raise ValueError(f"state TTL must be positive, got {self.ttl_seconds!r} s")
+        ttl = self.ttl_seconds
+        if isinstance(ttl, timedelta):
+            if ttl <= timedelta(0):
+                raise ValueError(f"state TTL must be positive, got {ttl!r}")
+        elif not ttl > 0:  # also NaN
+            raise ValueError(f"state TTL must be positive, got {ttl!r} s")
 
     @property
     def ttl_ms(self) -> int:
         """The TTL in ms (at least 1, at most ``MAX_TIMESTAMP``)."""
-        ms = self.ttl_seconds * 1000
+        ttl = self.ttl_seconds
+        ms = to_millis(ttl, "state TTL") if isinstance(ttl, timedelta) else ttl * 1000
         return MAX_TIMESTAMP if ms >= MAX_TIMESTAMP else max(1, int(ms))
 
 
