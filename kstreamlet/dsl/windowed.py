@@ -17,6 +17,7 @@ combines incremental aggregation with ``f(key, window, result, out)``. How a win
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Generic
 
 from kstreamlet import serdes as _serdes
@@ -47,6 +48,7 @@ class WindowedStream(Generic[S]):
         self._lateness = 0
         self._late_tag: str | None = None
         self._emit_updates = False
+        self._with_window = False
 
     def trigger(self, trigger: Trigger) -> "WindowedStream[S]":
         """Replace the default time trigger (``CountTrigger.of(n)``, ``ContinuousEventTimeTrigger.of(ms)``)."""
@@ -72,7 +74,17 @@ class WindowedStream(Generic[S]):
         self._emit_updates = True
         return self
 
+    def with_window(self) -> "WindowedStream[S]":
+        """Emit each result with its window (Kafka Streams' ``Windowed<K>``): the value becomes
+        ``{"start": window.start, "end": window.end, "key": key, "value": result}`` (JSON; the key
+        must be JSON-serializable), the record key and timestamp are unchanged."""
+        self._with_window = True
+        return self
+
     def _build(self, fn: WindowFunction, out_serde: Serde[Any], name: str | None, op: str) -> S:
+        if self._with_window:
+            fn = _windowed_results(fn)
+            out_serde = _serdes.JSON
         operator = WindowOperator(self._assigner, fn, self._trigger, self._lateness, self._late_tag, self._emit_updates)
         keyed = self._keyed
         node = KeyedProcessNode(operator, keyed.key_serde, name or f"window-{op}-{keyed._builder.next_op_id()}")
@@ -119,6 +131,16 @@ class WindowedStream(Generic[S]):
 
     def max(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> S:
         return self.aggregate(Max(extractor(field)), name=name)
+
+
+def _windowed_results(fn: WindowFunction) -> WindowFunction:
+    """``fn`` with each output wrapped as ``{"start", "end", "key", "value"}``."""
+    inner = fn.emit
+
+    def emit(key: Any, w: TimeWindow, acc: Any, out: Callable[[Any], None]) -> None:
+        inner(key, w, acc, lambda v: out({"start": w.start, "end": w.end, "key": key, "value": v}))
+
+    return replace(fn, emit=emit)
 
 
 __all__ = ["WindowedStream"]

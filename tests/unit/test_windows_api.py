@@ -177,3 +177,49 @@ def test_dynamic_processing_time_sessions():
         assert records(d, "out") == []
         d.advance_wall_clock_time(100)  # 1250
         assert records(d, "out") == [("a", 1249, 3)]
+
+
+# --- 3. results that carry their window (Kafka Streams' Windowed<K>) ----------------------------------
+
+def _win(key, start, end, value):
+    return {"start": start, "end": end, "key": key, "value": value}
+
+
+@pytest.mark.parametrize("op, expected", [
+    ("count", [2, 1]),
+    ("sum", [3, 4]),
+    ("min", [1, 4]),
+    ("max", [2, 4]),
+    ("reduce", [3, 4]),
+    ("aggregate", [3, 4]),
+    ("apply", [[1, 2], [4]]),
+    ("process", [[1, 2], [4]]),
+])
+def test_with_window_results(op, expected):
+    from kstreamlet.operators.aggregate import Sum, extractor
+    app, keyed = keyed_app()
+    w = keyed.window(TumblingEventTimeWindows.of(10)).with_window()
+    result = {
+        "count": lambda: w.count(), "sum": lambda: w.sum(), "min": lambda: w.min(), "max": lambda: w.max(),
+        "reduce": lambda: w.reduce(lambda a, b: a + b),
+        "aggregate": lambda: w.aggregate(Sum(extractor(None))),
+        "apply": lambda: w.apply(lambda key, win, items: items),
+        "process": lambda: w.process(lambda key, win, items, out: out(items)),
+    }[op]()
+    result.to("out", value_serde=serdes.JSON)
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 105), ("k", 4, 110), ("k", 0, 200)])
+        assert records(d, "out") == [("k", 109, _win("k", 100, 110, expected[0])),
+                                     ("k", 119, _win("k", 110, 120, expected[1]))]
+
+
+def test_with_window_sessions_and_window_fn():
+    app, keyed = keyed_app()
+    (keyed.window(EventTimeSessionWindows.with_gap(10)).with_window()
+     .reduce(lambda a, b: a + b, window_fn=lambda key, win, r, out: (out(r), out(r * 10))).to(
+        "out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app, partitions={"in": 2}) as d:
+        pipe(d, [("a", 1, 100), ("b", 2, 100), ("a", 4, 105), ("a", 0, 500), ("b", 0, 500)])
+        assert sorted(records(d, "out"), key=str) == sorted([
+            ("a", 114, _win("a", 100, 115, 5)), ("a", 114, _win("a", 100, 115, 50)),
+            ("b", 109, _win("b", 100, 110, 2)), ("b", 109, _win("b", 100, 110, 20))], key=str)
