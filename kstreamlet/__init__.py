@@ -52,6 +52,9 @@ from kstreamlet.windowing import (
     Trigger,
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
+    EventTimeTrigger,
+    ProcessingTimeTrigger,
+    PurgingTrigger,
 )
 
 __all__ = [
@@ -64,7 +67,8 @@ __all__ = [
     "WatermarkStrategy",
     "TumblingEventTimeWindows", "TumblingProcessingTimeWindows", "SlidingEventTimeWindows",
     "SlidingProcessingTimeWindows", "EventTimeSessionWindows", "ProcessingTimeSessionWindows", "TimeWindow",
-    "Trigger", "CountTrigger", "ContinuousEventTimeTrigger",
+    "Trigger", "CountTrigger", "ContinuousEventTimeTrigger", "EventTimeTrigger", "ProcessingTimeTrigger",
+    "PurgingTrigger",
     "ConfigError", "KStreamletError", "ProcessingError", "TopologyError",
 ]
 __version__ = "0.1.0"

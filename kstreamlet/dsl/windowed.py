@@ -51,7 +51,14 @@ class WindowedStream(Generic[S]):
         self._with_window = False
 
     def trigger(self, trigger: Trigger) -> "WindowedStream[S]":
-        """Replace the default time trigger (``CountTrigger.of(n)``, ``ContinuousEventTimeTrigger.of(ms)``)."""
+        """Replace the default time trigger (``CountTrigger.of(n)``, ``ContinuousEventTimeTrigger.of(ms)``,
+        ``EventTimeTrigger.create()``, ``ProcessingTimeTrigger.create()``, ``PurgingTrigger.of(t)``)."""
+        if not isinstance(trigger, Trigger):
+            raise TypeError(f"trigger must be a kstreamlet.windowing Trigger, not {type(trigger).__name__}")
+        if trigger.domain is not None and (trigger.domain == "event") != self._assigner.event_time:
+            window = "event-time" if self._assigner.event_time else "processing-time"
+            raise ValueError(f"a {trigger.domain}-time trigger cannot fire {window} windows "
+                             f"(use {'EventTimeTrigger' if self._assigner.event_time else 'ProcessingTimeTrigger'})")
         self._trigger = trigger
         return self
 

@@ -32,6 +32,8 @@ _log = structlog.get_logger(__name__)
 
 _CNT = struct.Struct(">q")
 _NO_FIRE = 2**63 - 1  # continuous trigger state: no early firing pending (Flink: empty fire-time state)
+#: Window contents purged (``PurgingTrigger``): the entry keeps only its 8-byte trigger state.
+_EMPTY: Any = object()
 
 
 @dataclass
@@ -135,6 +137,7 @@ class WindowOperator(KeyedProcessFunction):
         self.emit_updates = emit_updates
         self._kind = trigger.kind
         self._event_time = assigner.event_time
+        self._purge = trigger.purge
 
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("windows")
@@ -157,9 +160,13 @@ class WindowOperator(KeyedProcessFunction):
             ctx.timers.delete_processing_time(ts)
 
     def _load(self, raw: bytes) -> tuple[int, Any]:
-        return _CNT.unpack_from(raw)[0], self.fn.deserialize(raw[8:])
+        """Trigger state and contents (a fresh accumulator when the contents were purged)."""
+        return _CNT.unpack_from(raw)[0], self.fn.deserialize(raw[8:]) if len(raw) > 8 else self.fn.create()
 
     def _save(self, key: bytes, count: int, acc: Any) -> None:
+        if acc is _EMPTY:
+            self.store.put(key, _CNT.pack(count))  # purged: trigger state only, no contents
+            return
         self.store.put(key, _CNT.pack(count) + self.fn.serialize(acc))
 
     def _fire(self, ctx: KeyedContext, w: TimeWindow, acc: Any) -> None:
@@ -203,13 +210,18 @@ class WindowOperator(KeyedProcessFunction):
                 self._save(k, count + 1, acc)
                 if raw is None:
                     self._register_window_timers(ctx, w, now)
-                if w.max_timestamp <= now or self.emit_updates:
+                if w.max_timestamp <= now:
                     self._fire(ctx, w, acc)  # a late element within the allowed lateness: fire again
+                    if self._purge:
+                        self._save(k, count + 1, _EMPTY)  # PurgingTrigger: FIRE_AND_PURGE
+                elif self.emit_updates:
+                    self._fire(ctx, w, acc)
                 continue
             if raw is None:
                 self._register_window_timers(ctx, w, now)
                 count = _NO_FIRE if self._kind == "continuous" else 0
-            self._save(k, self._on_element(ctx, w, count, acc, ts, now), acc)
+            count, acc = self._on_element(ctx, w, count, acc, ts, now)
+            self._save(k, count, acc)
         if not accepted:
             self._late(value, ctx)
 
@@ -222,23 +234,25 @@ class WindowOperator(KeyedProcessFunction):
         if self.lateness or self._kind == "count":
             self._register(ctx, cleanup_time(w, self.lateness))
 
-    def _on_element(self, ctx: KeyedContext, w: TimeWindow, state: int, acc: Any, ts: int, now: int) -> int:
-        """Trigger.onElement for ``count`` and ``continuous`` (the element is in ``acc``); returns the new state."""
+    def _on_element(self, ctx: KeyedContext, w: TimeWindow, state: int, acc: Any, ts: int, now: int
+                    ) -> tuple[int, Any]:
+        """Trigger.onElement for ``count`` and ``continuous`` (the element is in ``acc``); returns the
+        new state and contents (:data:`_EMPTY` when a ``PurgingTrigger`` purged them)."""
         if self._kind == "count":
             state += 1
             if state >= self.trigger.count:  # CountTrigger: FIRE (contents kept) and clear the count
                 self._fire(ctx, w, acc)
-                return 0
-            return state
+                return 0, _EMPTY if self._purge else acc
+            return state, acc
         if w.max_timestamp <= now:
             self._fire(ctx, w, acc)  # past the window end (within the allowed lateness): fire at once
-            return state
+            return state, _EMPTY if self._purge else acc
         if state == _NO_FIRE:
             state = self._first_fire(ts, w)
             self._register(ctx, state)
         if self.emit_updates:
             self._fire(ctx, w, acc)
-        return state
+        return state, acc
 
     def _process_merging(self, value: Any, ctx: KeyedContext) -> None:
         """Session windows (Flink's MergingWindowSet + WindowOperator): merge first, then judge
@@ -295,10 +309,14 @@ class WindowOperator(KeyedProcessFunction):
                     self._register(ctx, t)
             if kind == "time":
                 self._save(mk, state + 1, acc)
-                if merged.max_timestamp <= now or self.emit_updates:
+                if merged.max_timestamp <= now:
                     self._fire(ctx, merged, acc)  # EventTimeTrigger.onElement: past the end, FIRE
+                    if self._purge:
+                        self._save(mk, state + 1, _EMPTY)
+                elif self.emit_updates:
+                    self._fire(ctx, merged, acc)
             else:
-                state = self._on_element(ctx, merged, state, acc, ts, now)  # registers a first firing
+                state, acc = self._on_element(ctx, merged, state, acc, ts, now)  # registers a first firing
                 if kind == "continuous" and state != _NO_FIRE:
                     timers.add(state)
                 self._save(mk, state, acc)
@@ -337,20 +355,29 @@ class WindowOperator(KeyedProcessFunction):
         for k, raw in list(self.store.iter_prefix(prefix)):
             w = _decode_window(k, n)
             mt = w.max_timestamp
+            # A FIRE on purged contents emits nothing (WindowOperator: contents == null).
+            has = len(raw) > 8
             if ts == mt and kind == "time":
-                self._fire(ctx, w, self._load(raw)[1])
+                if has:
+                    c, acc = self._load(raw)
+                    self._fire(ctx, w, acc)
+                    if self._purge:
+                        self._save(k, c, _EMPTY)
             elif kind == "continuous" and ts <= mt:
                 nxt, acc = self._load(raw)
                 if ts == mt:
                     # The end timer exists only if an element came before the end (which also set
                     # the first firing); a window made after its end (within the lateness) fired on
                     # its elements, and another window's timer at this time is not its own.
-                    if nxt != _NO_FIRE:
+                    if nxt != _NO_FIRE and has:
                         self._fire(ctx, w, acc)
+                        if self._purge:
+                            self._save(k, nxt, _EMPTY)
                 elif nxt <= ts:  # ContinuousEventTimeTrigger.onEventTime: the fire timestamp is due
-                    self._fire(ctx, w, acc)
+                    if has:
+                        self._fire(ctx, w, acc)
                     nxt = min(ts + self.trigger.interval_ms, mt)
-                    self._save(k, nxt, acc)
+                    self._save(k, nxt, _EMPTY if self._purge or not has else acc)
                     self._register(ctx, nxt)
             if ts >= cleanup_time(w, self.lateness):
                 self.store.delete(k)  # past the allowed lateness: the window is gone

@@ -15,10 +15,18 @@ from kstreamlet.windowing.assigners import (
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
 )
-from kstreamlet.windowing.triggers import ContinuousEventTimeTrigger, CountTrigger, Trigger
+from kstreamlet.windowing.triggers import (
+    ContinuousEventTimeTrigger,
+    CountTrigger,
+    EventTimeTrigger,
+    ProcessingTimeTrigger,
+    PurgingTrigger,
+    Trigger,
+)
 
 __all__ = [
     "TumblingEventTimeWindows", "TumblingProcessingTimeWindows", "SlidingEventTimeWindows",
     "SlidingProcessingTimeWindows", "EventTimeSessionWindows", "ProcessingTimeSessionWindows", "TimeWindow",
-    "Trigger", "CountTrigger", "ContinuousEventTimeTrigger",
+    "Trigger", "CountTrigger", "ContinuousEventTimeTrigger", "EventTimeTrigger", "ProcessingTimeTrigger",
+    "PurgingTrigger",
 ]

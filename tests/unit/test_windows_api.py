@@ -223,3 +223,92 @@ def test_with_window_sessions_and_window_fn():
         assert sorted(records(d, "out"), key=str) == sorted([
             ("a", 114, _win("a", 100, 115, 5)), ("a", 114, _win("a", 100, 115, 50)),
             ("b", 109, _win("b", 100, 110, 2)), ("b", 109, _win("b", 100, 110, 20))], key=str)
+
+
+# --- 4. explicit triggers: EventTimeTrigger, ProcessingTimeTrigger, PurgingTrigger ------------------------
+
+def test_explicit_time_triggers_match_the_default():
+    from kstreamlet.windowing import EventTimeTrigger, ProcessingTimeTrigger, TumblingProcessingTimeWindows
+    outs = []
+    for trig in (None, EventTimeTrigger.create()):
+        app, keyed = keyed_app()
+        w = keyed.window(TumblingEventTimeWindows.of(10)).allowed_lateness(20)
+        if trig is not None:
+            w = w.trigger(trig)
+        w.sum().to("out", value_serde=serdes.JSON)
+        with TopologyTestDriver(app) as d:
+            pipe(d, [("k", 1, 100), ("k", 2, 115), ("k", 4, 105), ("k", 8, 200)])
+            outs.append(records(d, "out"))
+    assert outs[0] == outs[1] == [("k", 109, 1), ("k", 109, 5), ("k", 119, 2)]
+    app, keyed = keyed_app()
+    keyed.window(TumblingProcessingTimeWindows.of(100)).trigger(ProcessingTimeTrigger.create()).count().to(
+        "out", value_serde=serdes.INT64)
+    with TopologyTestDriver(app, wall_clock_ms=1000) as d:
+        pipe(d, [("k", 1, 0), ("k", 2, 0)])
+        d.advance_wall_clock_time(100)
+        assert d.output_topic("out", value_serde=serdes.INT64).read_values_to_list() == [2]
+    with pytest.raises(ValueError, match="processing-time trigger cannot fire event-time windows"):
+        keyed.window(TumblingEventTimeWindows.of(10)).trigger(ProcessingTimeTrigger.create())
+    with pytest.raises(ValueError, match="event-time trigger cannot fire processing-time windows"):
+        keyed.window(TumblingProcessingTimeWindows.of(10)).trigger(EventTimeTrigger.create())
+
+
+def test_purging_event_time_trigger_late_firings_emit_only_new_elements():
+    from kstreamlet.windowing import EventTimeTrigger, PurgingTrigger
+    app, keyed = keyed_app()
+    (keyed.window(TumblingEventTimeWindows.of(10)).allowed_lateness(20)
+     .trigger(PurgingTrigger.of(EventTimeTrigger.create())).process(lambda k, w, items, out: out(items))
+     .to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app, partitions={"in": 2}) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 101), ("j", 3, 102), ("k", 0, 115), ("j", 0, 115)])
+        assert sorted(records(d, "out")) == [("j", 109, [3]), ("k", 109, [1, 2])]
+        pipe(d, [("k", 4, 105), ("k", 5, 106)])  # late, within the lateness: FIRE_AND_PURGE each time
+        assert records(d, "out") == [("k", 109, [4]), ("k", 109, [5])]
+
+
+def test_purging_count_trigger_fires_disjoint_groups():
+    from kstreamlet.windowing import CountTrigger, PurgingTrigger
+    app, keyed = keyed_app()
+    (keyed.window(EventTimeSessionWindows.with_gap(100)).trigger(PurgingTrigger.of(CountTrigger.of(2))).sum()
+     .to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 110), ("k", 4, 120), ("k", 8, 130), ("k", 16, 140), ("k", 0, 1000)])
+        # Without purging: 3, 15 (contents kept); purged: each pair alone. The lone 16 never fires.
+        assert [v for _, _, v in records(d, "out")] == [3, 12]
+
+
+def test_purging_continuous_trigger_emits_deltas():
+    from kstreamlet.windowing import ContinuousEventTimeTrigger, PurgingTrigger
+    app, keyed = keyed_app()
+    (keyed.window(TumblingEventTimeWindows.of(100)).trigger(PurgingTrigger.of(ContinuousEventTimeTrigger.of(20)))
+     .sum().to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 5), ("k", 2, 10), ("k", 4, 21)])  # wm 20: the firing at 20 -> 7, purged
+        assert records(d, "out") == [("k", 99, 7)]
+        pipe(d, [("k", 8, 45)])  # wm 44: firing at 40 -> only the new 8
+        assert records(d, "out") == [("k", 99, 8)]
+        pipe(d, [("k", 16, 70), ("k", 32, 75)])  # firing at 60 -> 16
+        assert records(d, "out") == [("k", 99, 16)]
+        pipe(d, [("k", 0, 300)])  # firing at 80 -> 32; at the end (99): nothing left, no firing
+        assert records(d, "out") == [("k", 99, 32)]
+
+
+def test_purging_trigger_rejects_non_triggers():
+    from kstreamlet.windowing import PurgingTrigger
+    with pytest.raises(TypeError, match="PurgingTrigger.of takes a Trigger"):
+        PurgingTrigger.of("count")  # type: ignore[arg-type]
+
+
+def test_purging_trigger_on_sessions_late_merge():
+    from kstreamlet.windowing import EventTimeTrigger, PurgingTrigger
+    app, keyed = keyed_app()
+    (keyed.window(EventTimeSessionWindows.with_gap(10)).allowed_lateness(50)
+     .trigger(PurgingTrigger.of(EventTimeTrigger.create())).process(lambda k, w, items, out: out([w.start, items]))
+     .to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 100), ("k", 2, 130)])  # wm 129: [100,110) fires [1], purged
+        assert records(d, "out") == [("k", 109, [100, [1]])]
+        pipe(d, [("k", 4, 105)])  # extends the purged session to [100,115): fires only the new element
+        assert records(d, "out") == [("k", 114, [100, [4]])]
+        pipe(d, [("k", 8, 95)])  # [95,105) merges with the purged [100,115): fires [8] only
+        assert records(d, "out") == [("k", 114, [95, [8]])]
