@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kstreamlet.eventtime import Duration, to_millis
-from kstreamlet.state.codec import saturating_add
+from kstreamlet.state.codec import MAX_TIMESTAMP, saturating_add
 
 
 @dataclass(frozen=True, order=True)
@@ -62,7 +62,8 @@ class TumblingWindows(WindowAssigner):
 
     def assign(self, ts: int) -> list[TimeWindow]:
         start = _window_start(ts, self.offset, self.size)
-        return [TimeWindow(start, saturating_add(start, self.size))]
+        end = start + self.size  # saturating_add, inlined
+        return [TimeWindow(start, end if end <= MAX_TIMESTAMP else MAX_TIMESTAMP)]
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,11 @@ class SlidingWindows(WindowAssigner):
 
     def assign(self, ts: int) -> list[TimeWindow]:
         out = []
-        last = _window_start(ts, self.offset, self.slide)
-        start = last
-        while start > ts - self.size:
-            out.append(TimeWindow(start, saturating_add(start, self.size)))
+        size = self.size
+        start = _window_start(ts, self.offset, self.slide)
+        while start > ts - size:
+            end = start + size  # saturating_add, inlined (only the first window can end past int64)
+            out.append(TimeWindow(start, end if end <= MAX_TIMESTAMP else MAX_TIMESTAMP))
             start -= self.slide
         return out
 
