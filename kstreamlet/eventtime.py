@@ -17,8 +17,9 @@ input partition) tells the tasks after ``key_by`` to ignore it. An idle input th
 active again never moves the watermark back (its older records are late). Without
 ``with_idleness`` an input without records holds the watermark back for ever, as in Flink.
 Each input's watermark is ``max timestamp seen - out_of_orderness - 1``.
-Without a strategy a source uses monotonous timestamps (watermark = max seen - 1): a
-record older than an earlier one is late.
+Without a strategy a source uses monotonous timestamps (watermark = max seen - 1): an
+element is late when its timestamp is below the watermark (``ts < watermark``), so a record
+more than 1 ms older than the newest one is late (docs/semantics.md, "Lateness").
 """
 
 from __future__ import annotations

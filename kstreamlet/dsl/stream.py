@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, overload
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.broadcast import BroadcastConnectedStream
 from kstreamlet.dsl.connected import ConnectedStreams
-from kstreamlet.dsl.joins import IntervalJoinBuilder, JoinBuilder, Table, join_table
+from kstreamlet.dsl.joins import CoGroupBuilder, IntervalJoinBuilder, JoinBuilder, Table, join_table
 from kstreamlet.dsl.windowed import WindowedStream
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.api.context import ProcessorContext
@@ -181,6 +181,11 @@ class Stream:
     def join(self, other: "Stream", how: str = "inner") -> JoinBuilder["Stream"]:
         """Window join with ``other`` (see :mod:`kstreamlet.dsl.joins`): ``.where(k).equal_to(k2).window(w).apply(fn)``."""
         return JoinBuilder(self, other, how)
+
+    def co_group(self, other: "Stream") -> CoGroupBuilder["Stream"]:
+        """Windowed co-group with ``other`` (see :mod:`kstreamlet.dsl.joins`): ``.where(k).equal_to(k2)
+        .window(w).apply(fn(lefts, rights))``, once per key and window, also for keys on one side only."""
+        return CoGroupBuilder(self, other)
 
     def left_join(self, other: "Stream") -> JoinBuilder["Stream"]:
         """Window left join: unmatched left elements are emitted with ``None`` when the window fires."""

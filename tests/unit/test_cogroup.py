@@ -19,7 +19,7 @@ def co_group_app(finish, assigner=None, lateness=None):
     app = App(application_id="cg", bootstrap_servers="127.0.0.1:1")
     first = app.stream("first", value_serde=serdes.JSON, watermarks=TS)
     second = app.stream("second", value_serde=serdes.JSON, watermarks=TS)
-    b = (CoGroupBuilder(first, second).where(lambda v: v[0], key_serde=serdes.STR).equal_to(lambda v: v[0])
+    b = (first.co_group(second).where(lambda v: v[0], key_serde=serdes.STR).equal_to(lambda v: v[0])
          .window(assigner or TumblingEventTimeWindows.of(3)))
     if lateness is not None:
         b = b.allowed_lateness(lateness)
