@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import common, stateful, stateless
+from bench import common, join, stateful, stateless
+from bench import window as windowbench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", required=True, help="git revision to compare the working tree with")
     p.add_argument("--records", type=int, default=300_000, help="stateless input records (default 300,000)")
     p.add_argument("--lines", type=int, default=100_000, help="word-count input lines (default 100,000)")
+    p.add_argument("--window-records", type=int, default=200_000, help="window / join input records (default 200,000)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--only", default="stateless,stateful", help="comma-separated subset of stateless,stateful")
+    p.add_argument("--only", default="stateless,stateful",
+                   help="comma-separated subset of stateless,stateful,window,join")
     p.add_argument("--out", default="refcompare")
     a = p.parse_args(argv)
     from kstreamlet.dev.kafka import kafka_broker
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(a.repeats):
                 for k in (("ref", "new") if rep % 2 == 0 else ("new", "ref")):
                     results["stateful"][k].append(wsuites[k].one_run("kstreamlet", f"{k}-{rep + 1}", restore=False))
+        for scen in ("window", "join"):
+            if scen in only:
+                results[scen] = _throughput(scen, a, bootstrap, log_dir, trees, pythons)
     md = _report(a, labels, results, time.monotonic() - t0)
     md_path, json_path = common.write_results(a.out, md, {"scenario": "refcompare", "labels": labels,
                                                          "args": vars(a), "results": results})
@@ -87,6 +93,37 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if bad else 0
 
 
+def _throughput(scen: str, a: argparse.Namespace, bootstrap: str, log_dir: Path, trees: dict[str, Path],
+                pythons: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """The window (tumbling 10 s event-time aggregate) or interval-join scenario, both trees."""
+    w = windowbench
+    args = argparse.Namespace(records=a.window_records, repeats=a.repeats, seed=42, no_warmup=False)
+    if scen == "window":
+        topic = common.unique("refcompare-window-in")
+        common.create_topic(bootstrap, topic, w.PARTITIONS)
+        _, expected = w.load_readings(bootstrap, topic, a.window_records, 42)
+        target = a.window_records + w.PARTITIONS
+        sc = w.Scenario(w.NAME, "window", [topic], target, min(target, w.WARMUP_RECORDS),
+                        lambda out: w.verify_windows(bootstrap, out, expected))
+    else:
+        left, right = common.unique("refcompare-join-left"), common.unique("refcompare-join-right")
+        for t in (left, right):
+            common.create_topic(bootstrap, t, join.PARTITIONS)
+        _, jexpected = join.load_orders(bootstrap, left, right, a.window_records, 42)
+        target = 2 * (a.window_records // 2) + 2 * join.PARTITIONS
+        sc = w.Scenario(join.NAME, "join", [left, right], target, min(target, w.WARMUP_RECORDS),
+                        lambda out: join.verify_join(bootstrap, out, jexpected))
+    suites = {k: w.ThroughputSuite(args, sc, bootstrap, log_dir, d, pythons, None) for k, d in trees.items()}
+    print(f"{scen} (warm-up, then measured):", flush=True)
+    for k in trees:
+        suites[k].one_run("kstreamlet", "warmup", verify=False)
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
+    for rep in range(a.repeats):
+        for k in (("ref", "new") if rep % 2 == 0 else ("new", "ref")):
+            out[k].append(suites[k].one_run("kstreamlet", f"{k}-{rep + 1}"))
+    return out
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
     vals = [r[key] for r in runs if r.get("status") == "OK" and r.get(key)]
     return statistics.median(vals) if vals else None
@@ -94,12 +131,14 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 def _report(a: argparse.Namespace, labels: dict[str, str], results: dict[str, Any], wall: float) -> str:
     lines = [f"# kstreamlet vs an earlier revision ({time.strftime('%Y-%m-%d')})", "",
-             f"`python -m bench.refcompare --ref {a.ref} --records {a.records} --lines {a.lines} --repeats {a.repeats}`"
+             f"`python -m bench.refcompare --ref {a.ref} --only {a.only} --records {a.records} --lines {a.lines} "
+             f"--window-records {a.window_records} --repeats {a.repeats}`"
              f" — one broker, interleaved, {wall:.0f} s.", "",
              f"- ref: {labels['ref']}", f"- new: {labels['new']}", "",
              "| scenario | ref CPU µs/rec | new CPU µs/rec | CPU new÷ref | ref rec/s | new rec/s | rate new÷ref | runs OK |",
              "|---|---|---|---|---|---|---|---|"]
-    names = {"stateless": "stateless upper-case, EOS 100 ms, 100 B", "stateful": "word count, EOS 1 s"}
+    names = {"stateless": "stateless upper-case, EOS 100 ms, 100 B", "stateful": "word count, EOS 1 s",
+             "window": "tumbling 10 s event-time aggregate, EOS 1 s", "join": "interval join, EOS 1 s"}
     for scen, runs in results.items():
         cr, cn = _median(runs["ref"], "cpu_us_per_record"), _median(runs["new"], "cpu_us_per_record")
         rr, rn = _median(runs["ref"], "rate"), _median(runs["new"], "rate")
