@@ -17,24 +17,7 @@ from kstreamlet.windowing import (
     TimeWindow,
     TumblingEventTimeWindows,
 )
-
-
-def keyed_app(bound_ms: int = 0, partitions: int = 1):
-    app = App(application_id="winapi", bootstrap_servers="127.0.0.1:1")
-    s = app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
-                   watermarks=WatermarkStrategy.for_bounded_out_of_orderness(bound_ms))
-    return app, s.keyed()
-
-
-def pipe(d, records):
-    inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
-    for key, value, ts in records:
-        inp.pipe_input(value, key=key, timestamp=ts)
-
-
-def records(d, topic):
-    return [(r.key, r.timestamp, r.value)
-            for r in d.output_topic(topic, key_serde=serdes.STR, value_serde=serdes.JSON).read_records_to_list()]
+from tests.unit.window_helpers import keyed_app, pipe, records
 
 
 # --- 0. saturation ------------------------------------------------------------------------------------

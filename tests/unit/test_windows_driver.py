@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from kstreamlet import App, serdes
-from kstreamlet.eventtime import WatermarkStrategy
+from kstreamlet import serdes
 from kstreamlet.testing import TopologyTestDriver
 from kstreamlet.windowing import (
     ContinuousEventTimeTrigger,
@@ -13,19 +12,7 @@ from kstreamlet.windowing import (
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
 )
-
-
-def keyed_app(bound_ms: int = 0):
-    app = App(application_id="win", bootstrap_servers="127.0.0.1:1")
-    s = app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
-                   watermarks=WatermarkStrategy.for_bounded_out_of_orderness(bound_ms))
-    return app, s.keyed()
-
-
-def pipe(d, records):
-    inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
-    for key, value, ts in records:
-        inp.pipe_input(value, key=key, timestamp=ts)
+from tests.unit.window_helpers import keyed_app, pipe
 
 
 def test_tumbling_sum_fires_when_watermark_passes_window_end():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kstreamlet import App, serdes
-from kstreamlet.eventtime import WatermarkStrategy
+from kstreamlet import serdes
 from kstreamlet.testing import TopologyTestDriver
 from kstreamlet.windowing import (
     ContinuousEventTimeTrigger,
@@ -17,24 +16,7 @@ from kstreamlet.windowing import (
     TumblingEventTimeWindows,
     TumblingProcessingTimeWindows,
 )
-
-
-def keyed_app(bound_ms: int = 0):
-    app = App(application_id="win", bootstrap_servers="127.0.0.1:1")
-    s = app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
-                   watermarks=WatermarkStrategy.for_bounded_out_of_orderness(bound_ms))
-    return app, s.keyed()
-
-
-def pipe(d, records):
-    inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
-    for key, value, ts in records:
-        inp.pipe_input(value, key=key, timestamp=ts)
-
-
-def records(d, topic):
-    return [(r.key, r.timestamp, r.value)
-            for r in d.output_topic(topic, key_serde=serdes.STR, value_serde=serdes.JSON).read_records_to_list()]
+from tests.unit.window_helpers import keyed_app, pipe, records
 
 
 # --- 1. session lateness is judged on the merged window (WindowOperator.isWindowLate(actualWindow)) ---------
