@@ -19,13 +19,10 @@ from typing import Any, Generic
 from kstreamlet import serdes as _serdes
 from kstreamlet.api.functions import CoProcessFunction, KeyedCoProcessFunction
 from kstreamlet.dsl.handle import Handle, S
-from kstreamlet.operators.coprocess import FIRST, SECOND, co_process, keyed_co_process
+from kstreamlet.dsl.joins import tagged_union
+from kstreamlet.operators.coprocess import co_process, keyed_co_process
 from kstreamlet.serdes import Serde
-from kstreamlet.topology.nodes import KeyedProcessNode, MapNode, MergeNode, ProcessNode
-
-
-def _tag(side: int) -> Any:
-    return lambda v: (side, v)
+from kstreamlet.topology.nodes import KeyedProcessNode, ProcessNode
 
 
 class ConnectedStreams(Generic[S]):
@@ -42,21 +39,16 @@ class ConnectedStreams(Generic[S]):
         ``output_serde``)."""
         first, second = self._first, self._second
         name = name or f"connect-{first._builder.next_op_id()}"
-        merged = MergeNode(name=f"{name}-union")
-        for side, s in ((FIRST, first), (SECOND, second)):
-            tag = MapNode(_tag(side), name=f"{name}-in{side}")
-            s._attach(tag)
-            tag.add_child(merged)
+        union = tagged_union(first, second, name)
         out = _serdes.resolve(output_serde, _serdes.JSON)
         if first.is_keyed:
             if not isinstance(fn, KeyedCoProcessFunction):
                 raise TypeError("connected keyed streams need a KeyedCoProcessFunction "
                                 "(process_element1, process_element2, optional on_timer)")
-            union = first._derive_keyed(merged)
             node = KeyedProcessNode(keyed_co_process(fn), union.key_serde, name)
             return union._then(node, value_serde=out)
         if isinstance(fn, KeyedCoProcessFunction) or not isinstance(fn, CoProcessFunction):
             raise TypeError("connected unkeyed streams need a CoProcessFunction (process_element1, process_element2); "
                             "key_by both streams for keyed state and timers (KeyedCoProcessFunction)")
-        # The merged handle is only a place to hang the process node; its result is unkeyed.
-        return first._derive_keyed(merged)._then(ProcessNode(co_process(fn), name), value_serde=out)
+        # The union's handle is only a place to hang the process node; its result is unkeyed.
+        return union._then(ProcessNode(co_process(fn), name), value_serde=out)

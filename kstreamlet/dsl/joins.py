@@ -29,7 +29,7 @@ task; their internal topics get the same partition count. The operators are in
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterable
+from typing import Any, Callable, Generic, Iterable, Self
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.handle import Handle, S
@@ -61,8 +61,9 @@ def _tagger(side: int) -> Callable[[Any], tuple[int, Any]]:
     return lambda v: (side, v)
 
 
-def _tagged_union(left: Handle[S], right: Handle[Any], name: str) -> Handle[S]:
-    """One keyed stream of ``(side, value)`` from two co-partitioned keyed streams."""
+def tagged_union(left: Handle[S], right: Handle[Any], name: str) -> Handle[S]:
+    """One stream of ``(side, value)`` (``LEFT`` / ``RIGHT``) from two streams, for the operators
+    of two inputs (joins, co-groups, connected streams); keyed inputs must be co-partitioned."""
     merged = MergeNode(name=f"{name}-union")
     for side, s in ((LEFT, left), (RIGHT, right)):
         tag = MapNode(_tagger(side), name=f"{name}-tag{side}")
@@ -71,60 +72,14 @@ def _tagged_union(left: Handle[S], right: Handle[Any], name: str) -> Handle[S]:
     return left._derive_keyed(merged)
 
 
-class JoinBuilder(Generic[S]):
-    """``a.join(b)``: then ``.where(key_a).equal_to(key_b).window(assigner).apply(fn)``."""
+class _WindowedPairBuilder(Generic[S]):
+    """What window joins and co-groups share: ``.where(key_a).equal_to(key_b).window(assigner)``
+    and the plan they build (both sides keyed by their key function, a tagged union, a window
+    operator over it)."""
 
-    def __init__(self, left: Handle[S], right: Handle[Any], how: str) -> None:
-        if how not in ("inner", "left", "outer"):
-            raise ValueError("how must be 'inner', 'left' or 'outer'")
-        self._left, self._right, self._how = left, right, how
-        self._key_left: Callable[[Any], Any] | None = None
-        self._key_right: Callable[[Any], Any] | None = None
-        self._key_serde: Serde[Any] = _serdes.JSON
-        self._assigner: WindowAssigner | None = None
-        self._lateness = 0
-
-    def where(self, key_fn: Callable[[Any], Any], key_serde: Serde[Any] | None = None) -> "JoinBuilder[S]":
-        self._key_left = key_fn
-        if key_serde is not None:
-            self._key_serde = key_serde
-        return self
-
-    def equal_to(self, key_fn: Callable[[Any], Any]) -> "JoinBuilder[S]":
-        self._key_right = key_fn
-        return self
-
-    def window(self, assigner: WindowAssigner) -> "JoinBuilder[S]":
-        self._assigner = assigner
-        return self
-
-    def allowed_lateness(self, ms: Duration) -> "JoinBuilder[S]":
-        """As ``WindowedStream.allowed_lateness`` (ms or ``timedelta``): a window is late once
-        ``max timestamp + ms <= watermark`` (saturated to int64)."""
-        self._lateness = _lateness(ms)
-        return self
-
-    def apply(self, fn: Callable[[Any, Any], Any], output_serde: Serde[Any] | None = None,
-              name: str | None = None) -> S:
-        """``fn(left, right)`` per pair (``None`` on the missing side for left/outer joins);
-        a ``None`` result emits nothing."""
-        if self._key_left is None or self._key_right is None or self._assigner is None:
-            raise ValueError("a window join needs .where(...), .equal_to(...) and .window(...) before .apply(...)")
-        name = name or f"join-{self._left._builder.next_op_id()}"
-        lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
-        rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
-        union = _tagged_union(lk, rk, name)
-        wf = window_join_function(fn, self._how, lk.value_serde, rk.value_serde)
-        op = WindowOperator(self._assigner, wf, Trigger(), self._lateness, None, False)
-        return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
-
-
-class CoGroupBuilder(Generic[S]):
-    """``a.co_group(b)``: then ``.where(key_a).equal_to(key_b).window(assigner)`` and ``.apply(fn)``
-    (``fn(lefts, rights)`` returns an iterable of outputs) or ``.process(fn)`` (``fn(key, window,
-    lefts, rights, out)``). Called once per key and window when the window fires, with all of the
-    window's elements of both inputs; a key seen on one side only gets an empty list for the other
-    (Flink's ``CoGroupedStreams``). Outputs carry the key and the window's ``max_timestamp``."""
+    #: Names the operation in the error for a missing step, and its default node name.
+    _what = ""
+    _prefix = ""
 
     def __init__(self, left: Handle[S], right: Handle[Any]) -> None:
         self._left, self._right = left, right
@@ -135,42 +90,75 @@ class CoGroupBuilder(Generic[S]):
         self._trigger = Trigger()
         self._lateness = 0
 
-    def where(self, key_fn: Callable[[Any], Any], key_serde: Serde[Any] | None = None) -> "CoGroupBuilder[S]":
+    def where(self, key_fn: Callable[[Any], Any], key_serde: Serde[Any] | None = None) -> Self:
         self._key_left = key_fn
         if key_serde is not None:
             self._key_serde = key_serde
         return self
 
-    def equal_to(self, key_fn: Callable[[Any], Any]) -> "CoGroupBuilder[S]":
+    def equal_to(self, key_fn: Callable[[Any], Any]) -> Self:
         self._key_right = key_fn
         return self
 
-    def window(self, assigner: WindowAssigner) -> "CoGroupBuilder[S]":
+    def window(self, assigner: WindowAssigner) -> Self:
         self._assigner = assigner
         return self
+
+    def allowed_lateness(self, ms: Duration) -> Self:
+        """As ``WindowedStream.allowed_lateness`` (ms or ``timedelta``): a window is late once
+        ``max timestamp + ms <= watermark`` (saturated to int64); a late element within it fires
+        the window again, with all its elements."""
+        self._lateness = _lateness(ms)
+        return self
+
+    def _build(self, window_fn: Callable[[Serde[Any], Serde[Any]], Any], output_serde: Serde[Any] | None,
+               name: str | None) -> S:
+        if self._key_left is None or self._key_right is None or self._assigner is None:
+            raise ValueError(f"a {self._what} needs .where(...), .equal_to(...) and .window(...) before .apply(...)")
+        name = name or f"{self._prefix}-{self._left._builder.next_op_id()}"
+        lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
+        rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
+        union = tagged_union(lk, rk, name)
+        op = WindowOperator(self._assigner, window_fn(lk.value_serde, rk.value_serde), self._trigger,
+                            self._lateness, None, False)
+        return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+
+
+class JoinBuilder(_WindowedPairBuilder[S]):
+    """``a.join(b)``: then ``.where(key_a).equal_to(key_b).window(assigner).apply(fn)``."""
+
+    _what, _prefix = "window join", "join"
+
+    def __init__(self, left: Handle[S], right: Handle[Any], how: str) -> None:
+        if how not in ("inner", "left", "outer"):
+            raise ValueError("how must be 'inner', 'left' or 'outer'")
+        super().__init__(left, right)
+        self._how = how
+
+    def apply(self, fn: Callable[[Any, Any], Any], output_serde: Serde[Any] | None = None,
+              name: str | None = None) -> S:
+        """``fn(left, right)`` per pair (``None`` on the missing side for left/outer joins);
+        a ``None`` result emits nothing."""
+        return self._build(lambda ls, rs: window_join_function(fn, self._how, ls, rs), output_serde, name)
+
+
+class CoGroupBuilder(_WindowedPairBuilder[S]):
+    """``a.co_group(b)``: then ``.where(key_a).equal_to(key_b).window(assigner)`` and ``.apply(fn)``
+    (``fn(lefts, rights)`` returns an iterable of outputs) or ``.process(fn)`` (``fn(key, window,
+    lefts, rights, out)``). Called once per key and window when the window fires, with all of the
+    window's elements of both inputs; a key seen on one side only gets an empty list for the other
+    (Flink's ``CoGroupedStreams``). Outputs carry the key and the window's ``max_timestamp``."""
+
+    _what, _prefix = "co_group", "co-group"
 
     def trigger(self, trigger: Trigger) -> "CoGroupBuilder[S]":
         """Replace the default time trigger, as ``WindowedStream.trigger`` (Flink's ``WithWindow.trigger``)."""
         self._trigger = trigger
         return self
 
-    def allowed_lateness(self, ms: Duration) -> "CoGroupBuilder[S]":
-        """As ``WindowedStream.allowed_lateness`` (ms or ``timedelta``): a late element within it
-        fires the window again, with all its elements."""
-        self._lateness = _lateness(ms)
-        return self
-
     def process(self, fn: CoGroupEmit, output_serde: Serde[Any] | None = None, name: str | None = None) -> S:
         """``fn(key, window, lefts, rights, out)``; ``out(value)`` emits."""
-        if self._key_left is None or self._key_right is None or self._assigner is None:
-            raise ValueError("a co_group needs .where(...), .equal_to(...) and .window(...) before .apply(...)")
-        name = name or f"co-group-{self._left._builder.next_op_id()}"
-        lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
-        rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
-        union = _tagged_union(lk, rk, name)
-        wf = window_co_group_function(fn, lk.value_serde, rk.value_serde)
-        op = WindowOperator(self._assigner, wf, self._trigger, self._lateness, None, False)
-        return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
+        return self._build(lambda ls, rs: window_co_group_function(fn, ls, rs), output_serde, name)
 
     def apply(self, fn: Callable[[list[Any], list[Any]], Iterable[Any] | None],
               output_serde: Serde[Any] | None = None, name: str | None = None) -> S:
@@ -231,7 +219,7 @@ class IntervalJoinBuilder(Generic[S]):
         if self._lower is None or self._upper is None:
             raise ValueError("an interval join needs .between(lower, upper)")
         name = name or f"interval-join-{self._left._builder.next_op_id()}"
-        union = _tagged_union(self._left, self._right, name)
+        union = tagged_union(self._left, self._right, name)
         lower = self._lower + (0 if self._lower_inclusive else 1)
         upper = self._upper - (0 if self._upper_inclusive else 1)
         op = IntervalJoinOperator(lower, upper, fn, self._left.value_serde, self._right.value_serde,
@@ -252,7 +240,7 @@ def join_table(stream: Handle[S], table: Table, fn: Callable[[Any, Any], Any], h
     if how not in ("inner", "left"):
         raise ValueError("a stream-table join is 'inner' or 'left'")
     name = name or f"table-join-{table.name}-{stream._builder.next_op_id()}"
-    union = _tagged_union(stream, table.source, name)
+    union = tagged_union(stream, table.source, name)
     op = TableJoinOperator(fn, how, table.source.value_serde)
     return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
 

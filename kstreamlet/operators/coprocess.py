@@ -1,8 +1,8 @@
 """Connected streams: one function over two inputs (Flink's ``CoProcessFunction`` and
 ``KeyedCoProcessFunction``).
 
-The DSL (``dsl/connected.py``) tags each input's records with its side (``(1, value)`` /
-``(2, value)``, in memory, after deserialization) and merges them; the operators here send
+The DSL (``dsl/connected.py``) tags each input's records with its side (``(LEFT, value)`` /
+``(RIGHT, value)``, in memory, after deserialization, as for joins) and merges them; the operators here send
 each record to ``process_element1`` or ``process_element2``. In the keyed case the user
 function runs inside a keyed process node, so its state (declared in ``open``) and timers
 are per key and shared by both inputs, and timers fire through ``on_timer``.
@@ -14,8 +14,7 @@ from typing import Any
 
 from kstreamlet.api.context import KeyedContext, ProcessorContext, RuntimeContext
 from kstreamlet.api.functions import CoProcessFunction, KeyedCoProcessFunction, KeyedProcessFunction
-
-FIRST, SECOND = 1, 2
+from kstreamlet.operators.joins import LEFT
 
 
 def co_process(fn: CoProcessFunction) -> Any:
@@ -24,7 +23,7 @@ def co_process(fn: CoProcessFunction) -> Any:
 
     def process(tagged: tuple[int, Any], ctx: ProcessorContext) -> None:
         side, value = tagged
-        if side == FIRST:
+        if side == LEFT:
             e1(value, ctx)
         else:
             e2(value, ctx)
@@ -52,7 +51,7 @@ class KeyedCoProcessOperator(KeyedProcessFunction):
 
     def process_element(self, tagged: tuple[int, Any], ctx: KeyedContext) -> None:
         side, value = tagged
-        if side == FIRST:
+        if side == LEFT:
             self._e1(value, ctx)
         else:
             self._e2(value, ctx)
