@@ -44,17 +44,21 @@ def read_to_end(consumer: Consumer, ends: dict[tuple[str, int], int], on_message
     return todo
 
 
+def _element(m: Any) -> BroadcastRecord:
+    return (m.topic(), m.key(), m.value(), m.timestamp()[1])
+
+
 class BroadcastReader:
     """Reads every partition of the broadcast topics, from the beginning, on every member.
 
     :meth:`load` catches up before the member processes data (so the data side sees the
-    broadcast state as of start); :meth:`poll` returns what arrived since. ``history`` keeps
-    every element: a task created later (a rebalance) replays it first."""
+    broadcast state as of start); :meth:`poll` returns what arrived since. The reader keeps
+    nothing: the task manager keeps every element, so a task created later (a rebalance)
+    replays them first."""
 
     def __init__(self, make_consumer: Callable[[dict[str, Any]], Consumer], config: dict[str, Any],
                  application_id: str, topics: list[str], partitions_of: Callable[[str], int]) -> None:
         self.topics = topics
-        self.history: list[BroadcastRecord] = []
         self.consumer: Consumer | None = None
         if topics:
             self.consumer = make_consumer({**config, "group.id": f"{application_id}-broadcast",
@@ -69,22 +73,16 @@ class BroadcastReader:
         tps = [(t, p) for t in self.topics for p in range(self._partitions_of(t))]
         ends = end_offsets(c, tps)
         c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in tps])
-        read_to_end(c, ends, self._record, timeout, assign=False)
-        log.info("broadcast inputs loaded", topics=self.topics, records=len(self.history))
-        return list(self.history)
-
-    def _record(self, m: Any) -> None:
-        self.history.append((m.topic(), m.key(), m.value(), m.timestamp()[1]))
+        loaded: list[BroadcastRecord] = []
+        read_to_end(c, ends, lambda m: loaded.append(_element(m)), timeout, assign=False)
+        log.info("broadcast inputs loaded", topics=self.topics, records=len(loaded))
+        return loaded
 
     def poll(self, timeout: float = 0.0) -> list[BroadcastRecord]:
         """Elements that arrived since the last call."""
         if self.consumer is None:
             return []
-        start = len(self.history)
-        for m in self.consumer.consume(1000, timeout):
-            if m.error() is None:
-                self._record(m)
-        return self.history[start:]
+        return [_element(m) for m in self.consumer.consume(1000, timeout) if m.error() is None]
 
     def close(self) -> None:
         if self.consumer is not None:
