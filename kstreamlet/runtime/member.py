@@ -112,6 +112,7 @@ class Member:
         #: Bumped when clients are rebuilt: callbacks of abandoned clients become no-ops.
         self._generation = 0
         self._rebuild_needed = False
+        self._rebuild_reason = ""
 
     @property
     def producer(self) -> Producer | None:
@@ -245,7 +246,20 @@ class Member:
         def current(cb: Callable[[Consumer, list[TopicPartition]], None]) -> Callable[[Consumer, list[TopicPartition]], None]:
             # A consumer abandoned by _rebuild may still run callbacks (from its stuck close()):
             # they must not touch the tasks of the clients that replaced it.
-            return lambda c, parts: cb(c, parts) if gen == self._generation else None
+            def guarded(c: Consumer, parts: list[TopicPartition]) -> None:
+                if gen != self._generation:
+                    return
+                try:
+                    cb(c, parts)
+                except Exception as e:
+                    # An error escaping a rebalance callback is re-raised by librdkafka out of the
+                    # next consume() in a form the loop cannot classify, and the assignment is left
+                    # half done. Rebuild instead: a fresh consumer rejoins and is assigned again.
+                    self.log.error("rebalance callback failed; rebuilding clients", callback=cb.__name__,
+                                   error=f"{type(e).__name__}: {e}")
+                    self._rebuild_needed = True
+                    self._rebuild_reason = f"{cb.__name__} failed: {e}"
+            return guarded
 
         self.consumer.subscribe(self.topology.source_topics, on_assign=current(self._on_assign),
                                 on_revoke=current(self._on_revoke), on_lost=current(self._on_lost))
@@ -400,7 +414,7 @@ class Member:
                         ckpt.begin()
                     self.tasks.on_broadcast(self.broadcasts.poll())
                 if self._rebuild_needed:
-                    raise FatalClientError("producer fenced during rebalance")
+                    raise FatalClientError(self._rebuild_reason or "producer fenced during rebalance")
                 now = time.monotonic()
                 if now >= next_commit:
                     self._commit()
@@ -532,6 +546,7 @@ class Member:
         self._degraded = True
         self._generation += 1
         self._rebuild_needed = False
+        self._rebuild_reason = ""
         consumer, restorer = self.consumer, self.restorer
         self.consumer = None
         self.restorer = None

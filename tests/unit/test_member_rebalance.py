@@ -10,7 +10,8 @@ from typing import Any, Callable
 import pytest
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
-from kstreamlet import App
+from kstreamlet import App, KeyedProcessFunction, serdes
+from kstreamlet.state.keyed import ValueStateDescriptor
 from kstreamlet.runtime.checkpoint import AbortCheckpoint
 from kstreamlet.runtime.member import Member
 from tests.unit.fakes import Msg
@@ -191,3 +192,65 @@ def test_a_timed_out_commit_is_never_retried_from_the_same_producer():
     m._recover(e.value)  # type: ignore[arg-type]
     assert [x for x in clients.log if x[0] == "commit_transaction"] == [("commit_transaction",)]
     assert len(clients.producers) == 2, "rebuilt: a new producer's init_transactions settles the old transaction"
+
+
+# --- a stateful task: the assignment reads each changelog's end offset ----------------------------
+
+class _CountFn(KeyedProcessFunction):
+    def open(self, ctx: Any) -> None:
+        self.n = ctx.get_state(ValueStateDescriptor("n", serdes.INT64, default=0))
+
+    def process_element(self, value: Any, ctx: Any) -> None:
+        self.n.update(self.n.value() + 1)
+
+
+def stateful_member(tmp_path: Any, watermark_errors: list[KafkaError]) -> tuple[Member, FakeClients, FakeConsumer]:
+    """A member with one keyed state store (state in memory); the restore consumer's end-offset
+    reads fail with ``watermark_errors`` (one per call) before they answer 0."""
+    app = App(application_id="rbs", bootstrap_servers="127.0.0.1:1", processing_guarantee="exactly_once",
+              instance_id="m1", state_backend="memory", state_dir=str(tmp_path))
+    app.stream("in", key_serde=serdes.STR, value_serde=serdes.STR).keyed().process(_CountFn(), name="count")
+    clients = FakeClients()
+    errors = list(watermark_errors)
+
+    def get_watermark_offsets(tp: TopicPartition, timeout: float = 0, cached: bool = False) -> tuple[int, int]:
+        clients.log.append(("watermarks", tp.topic, tp.partition))
+        if errors:
+            raise KafkaException(errors.pop(0))
+        return 0, 0
+
+    m = Member(app.topology(), "m1", install_signal_handlers=False, settings=app.settings, clients=clients)  # type: ignore[arg-type]
+    m.topics.partition_counts.update({"in": 2})
+    m.topics.ensure_changelog = lambda topic, partitions: False  # type: ignore[method-assign]
+    make = clients.consumer
+
+    def consumer(config: dict[str, Any]) -> FakeConsumer:
+        c = make(config)
+        c.get_watermark_offsets = get_watermark_offsets  # type: ignore[attr-defined]
+        return c
+
+    clients.consumer = consumer  # type: ignore[method-assign]
+    m._create_clients()
+    return m, clients, clients.consumers[0]
+
+
+def test_a_changelog_leader_moving_during_an_assignment_is_waited_for(tmp_path):
+    moving = KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "Broker: Not leader for partition")
+    m, clients, consumer = stateful_member(tmp_path, [moving, moving])
+    consumer.callbacks["assign"](consumer, parts(0))
+    assert [e for e in clients.log if e[0] == "watermarks"] == [("watermarks", "rbs-count-n-changelog", 0)] * 3
+    assert ("assign", [("in", 0, OFFSET_INVALID)]) in clients.log and not m._rebuild_needed
+    assert m.ready.is_set()
+
+
+def test_an_assignment_that_cannot_complete_rebuilds_instead_of_raising_out_of_consume(tmp_path):
+    # Before: the error escaped the on_assign callback, librdkafka re-raised it out of consume()
+    # as a bare KafkaError that the loop did not catch, and the member exited 1.
+    denied = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed")
+    m, clients, consumer = stateful_member(tmp_path, [denied])
+    consumer.callbacks["assign"](consumer, parts(0, 1))  # must not raise
+    assert m._rebuild_needed and "TOPIC_AUTHORIZATION_FAILED" in m._rebuild_reason
+    assert not m.ready.is_set()
+    m.heartbeat = _Beat()
+    m._rebuild(m._rebuild_reason)
+    assert len(m.tasks) == 0 and len(clients.producers) == 2 and not m._rebuild_needed
