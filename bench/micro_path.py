@@ -1,10 +1,13 @@
 """``python -m bench.micro_path --ref <git revision>``: the member's per-record Python path, broker-free,
 for the working tree and an earlier revision, interleaved in fresh processes.
 
-What is timed (CPU time of the process, ``time.process_time``): ``Member._process`` over batches of
-1,000 in-memory messages for the stateless pipeline ``map(bytes.upper).to(out)`` (6 partitions,
-exactly-once), with a checkpoint commit every 20 batches, against fake clients whose
-``produce`` only counts. librdkafka is not involved, so machine noise from its threads and the
+What is timed (CPU time of the process, ``time.process_time``): ``Member._process`` (and, for the
+event-time scenarios, the loop's ``_tick``) over batches of 1,000 in-memory messages, with a
+checkpoint commit every 20 batches, against fake clients whose ``produce`` only counts. Scenarios
+(``--scenario``): ``stateless`` — ``map(bytes.upper).to(out)`` (6 partitions, exactly-once);
+``interval_join`` — two keyed inputs joined ``between(-2000, 3000)`` (bench/join.py's pipeline), 1,000
+keys, RocksDB state; ``window`` — a tumbling 10 s event-time count/sum per key (bench/window.py's
+shape), 1,000 keys, RocksDB state. librdkafka is not involved, so machine noise from its threads and the
 broker is out; what remains is kstreamlet's own cost per record (route, task, nodes, record
 collector) and per commit. For refactorings that must not cost speed.
 """
@@ -28,16 +31,16 @@ COMMIT_EVERY = 20
 
 
 class Msg:
-    __slots__ = ("_p", "_o", "_v")
+    __slots__ = ("_p", "_o", "_v", "_t", "_k", "_ts")
 
-    def __init__(self, p: int, o: int, v: bytes) -> None:
-        self._p, self._o, self._v = p, o, v
+    def __init__(self, p: int, o: int, v: bytes, topic: str = "in", key: bytes = b"k", ts: int = 1_000) -> None:
+        self._p, self._o, self._v, self._t, self._k, self._ts = p, o, v, topic, key, ts
 
     def error(self) -> None:
         return None
 
     def topic(self) -> str:
-        return "in"
+        return self._t
 
     def partition(self) -> int:
         return self._p
@@ -46,13 +49,13 @@ class Msg:
         return self._o
 
     def key(self) -> bytes:
-        return b"k"
+        return self._k
 
     def value(self) -> bytes:
         return self._v
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_000)
+        return (1, self._ts)
 
     def headers(self) -> None:
         return None
@@ -103,6 +106,15 @@ class FakeConsumer:
     def committed(self, tps: Any, timeout: float = 0) -> list[Any]:
         return list(tps)
 
+    def get_watermark_offsets(self, tp: Any, timeout: float = 0, cached: bool = False) -> tuple[int, int]:
+        return 0, 0  # empty changelogs: nothing to restore
+
+    def pause(self, tps: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 class FakeClients:
     def consumer(self, config: dict[str, Any]) -> FakeConsumer:
@@ -115,23 +127,76 @@ class FakeClients:
         raise AssertionError("no admin calls")
 
 
-def measure() -> dict[str, Any]:
+def _app(scenario: str, state_dir: str) -> Any:
+    from kstreamlet import App, serdes
+
+    app = App(application_id="micro", bootstrap_servers="127.0.0.1:1", processing_guarantee="exactly_once",
+              instance_id="m", commit_interval=0.1, state_dir=state_dir, log_level="warning")
+    if scenario == "stateless":
+        app.stream("in").map(lambda v: v.upper()).to("out")
+    elif scenario == "interval_join":
+        left = app.stream("in", key_serde=serdes.BYTES, value_serde=serdes.BYTES)
+        right = app.stream("in2", key_serde=serdes.BYTES, value_serde=serdes.BYTES)
+        (left.keyed().interval_join(right.keyed()).between(-2000, 3000)
+            .apply(lambda lv, rv: lv + b"|" + rv, output_serde=serdes.BYTES, name="orders-shipments")
+            .to("out", key_serde=serdes.BYTES, value_serde=serdes.BYTES))
+    elif scenario == "window":
+        from kstreamlet.eventtime import WatermarkStrategy
+        from kstreamlet.windowing import TumblingEventTimeWindows
+
+        (app.stream("in", key_serde=serdes.BYTES, value_serde=serdes.BYTES,
+                    watermarks=WatermarkStrategy.for_bounded_out_of_orderness(1000))
+            .keyed()
+            .window(TumblingEventTimeWindows.of(10_000))
+            .reduce(lambda a, b: a, serde=serdes.BYTES, name="sensor-windows")
+            .to("out", key_serde=serdes.BYTES, value_serde=serdes.BYTES))
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    return app
+
+
+def _batches(scenario: str) -> list[list[Msg]]:
+    value = b"x" * 100
+    per = BATCH // 6  # a fetched batch holds runs of records of one partition, as librdkafka returns them
+    if scenario == "stateless":
+        return [[Msg(p, b * per + i, value) for p in range(6) for i in range(per)] for b in range(BATCHES)]
+    # Event time advances 10 ms per record of a partition (about one 10 s window per 1,000 records of a
+    # partition); keys cycle through 1,000 per partition. The join's right side trails by 1 s.
+    out = []
+    for b in range(BATCHES):
+        batch = []
+        for p in range(6):
+            topic = "in2" if scenario == "interval_join" and b % 2 else "in"
+            for i in range(per):
+                n = b * per + i
+                batch.append(Msg(p, n, value, topic, b"k%d-%d" % (p, n % 1000),
+                                 1_000_000 + n * 10 - (1000 if topic == "in2" else 0)))
+        out.append(batch)
+    return out
+
+
+def measure(scenario: str = "stateless") -> dict[str, Any]:
     """In this process: build a member on fakes (either API generation) and time the path."""
     import inspect
+    import tempfile
 
     from confluent_kafka import TopicPartition
 
-    from kstreamlet import App
     import kstreamlet.runtime.member as member_mod
+    from kstreamlet.logging import configure_logging
 
-    app = App(application_id="micro", bootstrap_servers="127.0.0.1:1", processing_guarantee="exactly_once",
-              instance_id="m", commit_interval=0.1)
-    app.stream("in").map(lambda v: v.upper()).to("out")
+    configure_logging("warning")  # as the runner does: a debug line per late record is not the path measured
+    app = _app(scenario, tempfile.mkdtemp(prefix="micro-state-"))
+    inputs = ["in", "in2"] if scenario == "interval_join" else ["in"]
     Member = member_mod.Member
     if "clients" in inspect.signature(Member.__init__).parameters:
         m = Member(app, "m", install_signal_handlers=False, clients=FakeClients())
-        m.topics.partition_counts.update({"in": 6, "out": 6})
+        for t in inputs + ["out"]:
+            m.topics.partition_counts[t] = 6
+        m.topics.ensure_changelog = lambda topic, partitions: False  # type: ignore[method-assign]
     else:  # a revision whose member builds confluent-kafka clients itself
+        if scenario != "stateless":
+            raise SystemExit("stateful scenarios need a revision with injectable clients")
         member_mod.Producer = FakeProducer  # type: ignore[attr-defined]
         member_mod.Consumer = FakeConsumer  # type: ignore[attr-defined]
         m = Member(app, "m", install_signal_handlers=False)
@@ -139,32 +204,39 @@ def measure() -> dict[str, Any]:
     m._create_clients()
     consumer = m.consumer
     on_assign = consumer.cb["assign"]  # type: ignore[union-attr]
-    on_assign(consumer, [TopicPartition("in", p) for p in range(6)])
-    value = b"x" * 100
-    per = BATCH // 6  # a fetched batch holds runs of records of one partition, as librdkafka returns them
-    batches = [[Msg(p, b * per + i, value) for p in range(6) for i in range(per)] for b in range(BATCHES)]
+    on_assign(consumer, [TopicPartition(t, p) for t in inputs for p in range(6)])
+    ticking = scenario != "stateless"
+    batches = _batches(scenario)
     for b in batches[:20]:  # warm-up
         m._process(b)
+        if ticking:
+            m._tick(m.ckpt)
     m._commit()
+    produced0 = m.collector.producer.n  # type: ignore[union-attr]
     t0 = time.process_time()
     for i, b in enumerate(batches):
         m._process(b)
+        if ticking:
+            m._tick(m.ckpt)
         if i % COMMIT_EVERY == COMMIT_EVERY - 1:
             m._commit()
     m._commit()
     cpu = time.process_time() - t0
     n = BATCHES * BATCH
-    return {"records": n, "cpu_seconds": cpu, "cpu_us_per_record": cpu / n * 1e6}
+    produced = m.collector.producer.n - produced0  # type: ignore[union-attr]
+    return {"scenario": scenario, "records": n, "produced": produced, "cpu_seconds": cpu,
+            "cpu_us_per_record": cpu / n * 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.micro_path", description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", help="git revision to compare the working tree with")
     p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--scenario", choices=["stateless", "interval_join", "window"], default="stateless")
     p.add_argument("--_measure", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._measure:
-        print(json.dumps(measure()))
+        print(json.dumps(measure(a.scenario)))
         return 0
     trees = {"new": common.kstreamlet_root(None)[0]}
     if a.ref:
@@ -172,14 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, list[float]] = {k: [] for k in trees}
     for rep in range(a.repeats):
         for k in (list(trees) if rep % 2 == 0 else list(reversed(list(trees)))):
-            out = subprocess.run([sys.executable, "-m", "bench.micro_path", "--_measure"], cwd=trees[k],
+            out = subprocess.run([sys.executable, "-m", "bench.micro_path", "--_measure", "--scenario", a.scenario],
+                                 cwd=trees[k],
                                  env=common.worker_env(), capture_output=True, text=True, timeout=300)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
                 return 1
             r = json.loads(out.stdout.strip().splitlines()[-1])
             res[k].append(r["cpu_us_per_record"])
-            print(f"  {k} run {rep + 1}: {r['cpu_us_per_record']:.3f} µs/record", flush=True)
+            print(f"  {k} run {rep + 1}: {r['cpu_us_per_record']:.3f} µs/record, {r.get('produced', '?')} produced",
+                  flush=True)
     print()
     for k, vals in res.items():
         print(f"{k}: median {statistics.median(vals):.3f} µs/record (min {min(vals):.3f}, runs {len(vals)})")
