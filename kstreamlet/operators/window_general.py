@@ -414,11 +414,11 @@ class GeneralWindowOperator(KeyedProcessFunction):
                 self.trigger.on_merge(merged, tc)
             finally:
                 tc.merged = None
+            self._merge_contents(prefix, absorbed, merged)
             for m in absorbed:
                 tc.at(ctx, prefix, m)
                 self.trigger.clear(m, tc)
                 self._drop_window(tc, m)  # also its cleanup timer (Flink's deleteCleanupTimer)
-            self._merge_contents(prefix, absorbed, merged)
         self.store.put(prefix + _SESSION + _wbytes(merged), b"")
         return merged
 
