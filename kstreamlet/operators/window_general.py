@@ -430,12 +430,15 @@ class GeneralWindowOperator(KeyedProcessFunction):
         prefix = key_prefix(ctx.key_bytes)
         at = prefix + _TIMER + kind + _tbytes(ts)
         n = len(at)
-        due = list(self.store.iter_prefix(at))
-        for k, _ in due:
-            self.store.delete(k)  # fired (a timer registered again for this time is a new one)
         tc = self._tctx
         cleanup_domain = event == self._event_time
-        for k, _ in due:
+        for k, _ in list(self.store.iter_prefix(at)):
+            # One window's timer at a time, as Flink's timer queue: a timer an earlier window's
+            # trigger deleted meanwhile does not fire; one registered again for this time (after its
+            # deletion here) is a new timer, and fires in this same round.
+            if self.store.get(k) is None:
+                continue
+            self.store.delete(k)
             w = self._window(k[n:])
             tc.at(ctx, prefix, w)
             if event:

@@ -546,3 +546,56 @@ def test_builtin_trigger_in_general_operator_matches_fast_path(make, assigner):
 
     fast, general = run(make()), run(Delegate(make()))
     assert general == fast
+
+
+def test_builtin_triggers_keep_the_fast_path_and_others_run_the_general_operator():
+    from kstreamlet.operators.window import WindowOperator
+    from kstreamlet.operators.window_general import GeneralWindowOperator
+    from kstreamlet.windowing import CountEvictor
+
+    def operator_of(configure):
+        app, keyed = keyed_app()
+        configure(keyed).count(name="w").to("out", value_serde=serdes.INT64)
+        return type(next(n.fn for st in app.topology().subtopologies for n in st.nodes if n.name == "w"))
+
+    tumbling = TumblingEventTimeWindows.of(10)
+    assert operator_of(lambda k: k.window(tumbling)) is WindowOperator
+    for t in (CountTrigger.of(2), PurgingTrigger.of(ContinuousEventTimeTrigger.of(5)), EventTimeTrigger.create()):
+        assert operator_of(lambda k: k.window(tumbling).trigger(t)) is WindowOperator
+    assert operator_of(lambda k: k.window(tumbling).trigger(EveryNth(2))) is GeneralWindowOperator
+    assert operator_of(lambda k: k.window(tumbling).trigger(PurgingTrigger.of(EveryNth(2)))) is GeneralWindowOperator
+    assert operator_of(lambda k: k.window(tumbling).evictor(CountEvictor.of(2))) is GeneralWindowOperator
+    assert operator_of(lambda k: k.window(GlobalWindows.create()).trigger(CountTrigger.of(2))) is GeneralWindowOperator
+    assert isinstance(CountTrigger.of(2), Trigger) and isinstance(PurgingTrigger.of(EveryNth(2)), Trigger)
+
+
+def test_driver_restart_keeps_committed_state_and_stream_time():
+    app, keyed = keyed_app()
+    keyed.window(TumblingEventTimeWindows.of(100)).sum().to("out", value_serde=serdes.JSON)
+    with TopologyTestDriver(app, partitions={"in": 2}) as d:
+        pipe(d, [("a", 1, 10), ("d", 2, 50), ("a", 4, 60)])
+        wms = (d.watermark("in", 0), d.watermark("in", 1))
+        d.restart()
+        assert (d.watermark("in", 0), d.watermark("in", 1)) == wms == (59, 49)
+        pipe(d, [("a", 8, 30), ("a", 16, 100), ("d", 32, 100)])  # 30 is late for nothing (wm 59)
+        assert sorted(records(d, "out")) == [("a", 99, 13), ("d", 99, 2)]
+
+
+def test_cogroup_with_a_user_defined_trigger_runs_the_general_operator():
+    from kstreamlet import App
+    from kstreamlet.dsl.joins import CoGroupBuilder
+    from kstreamlet.eventtime import WatermarkStrategy
+
+    app = App(application_id="cg", bootstrap_servers="127.0.0.1:1")
+    wm = WatermarkStrategy.for_bounded_out_of_orderness(10_000)
+    a = app.stream("a", value_serde=serdes.JSON, watermarks=wm)
+    b = app.stream("b", value_serde=serdes.JSON, watermarks=wm)
+    (CoGroupBuilder(a, b).where(lambda v: v["k"], key_serde=serdes.STR).equal_to(lambda v: v["k"])
+        .window(TumblingEventTimeWindows.of(1000)).trigger(EveryNth(3))
+        .apply(lambda ls, rs: [[[x["i"] for x in ls], [x["i"] for x in rs]]]).to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app) as d:
+        ai, bi = d.input_topic("a", value_serde=serdes.JSON), d.input_topic("b", value_serde=serdes.JSON)
+        ai.pipe_input({"k": "x", "i": 1}, timestamp=1)
+        bi.pipe_input({"k": "x", "i": 2}, timestamp=2)
+        ai.pipe_input({"k": "x", "i": 3}, timestamp=3)
+        assert d.output_topic("out", value_serde=serdes.JSON).read_values_to_list() == [[[1, 3], [2]]]
