@@ -11,8 +11,11 @@ Example (per-sensor max temperature every 5 s of event time)::
 
 Outputs carry the key and, as timestamp, the window's ``max_timestamp``. Full-window
 ``process(fn)`` calls ``fn(key, window, elements, out)``; ``aggregate(agg, window_fn=f)``
-combines incremental aggregation with ``f(key, window, result, out)``. How a window runs:
-:mod:`kstreamlet.operators.window`.
+combines incremental aggregation with ``f(key, window, result, out)``. ``.trigger(t)`` takes a
+built-in trigger or a user-defined :class:`~kstreamlet.windowing.Trigger`; ``.evictor(e)`` an
+:class:`~kstreamlet.windowing.Evictor`; ``window(GlobalWindows.create())`` needs a trigger that
+fires. How a window runs: :mod:`kstreamlet.operators.window` (built-in triggers on time windows)
+and :mod:`kstreamlet.operators.window_general` (the rest).
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ dead-letter topic with the same headers; a :class:`~kstreamlet.errors.Processing
 dropped, as a member's abort drops them — and propagates (a member would stop there; the
 driver does not replay the aborted input).
 
+Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
+owner taking over: fresh tasks on the committed contents of every store (what restoring the
+changelogs gives) and the committed stream time, so timers, windows and state carry over and each
+timer still fires once.
+
 Example::
 
     from kstreamlet import App, serdes
