@@ -191,3 +191,18 @@ def test_evictor_parameters_are_checked():
     app, keyed = keyed_app()
     with pytest.raises(TypeError, match="must be a kstreamlet.windowing Evictor"):
         keyed.window(GlobalWindows.create()).evictor(lambda *a: None)  # type: ignore[arg-type]
+
+
+def test_evictor_on_processing_time_windows_fires_and_cleans_up_on_the_wall_clock():
+    from kstreamlet.windowing import TumblingProcessingTimeWindows
+
+    app, keyed = keyed_app()
+    (keyed.window(TumblingProcessingTimeWindows.of(1000)).evictor(CountEvictor.of(2))
+        .apply(lambda key, w, items: [w.start, items], name="w").to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app, wall_clock_ms=10_100, partitions={"in": 2}) as d:
+        pipe(d, [("a", 1, 0), ("a", 2, 0), ("d", 3, 0), ("a", 4, 0)])  # event timestamps do not matter
+        d.advance_wall_clock_time(898)
+        assert records(d, "out") == []
+        d.advance_wall_clock_time(1)  # 10_999: the windows' end (ProcessingTimeTrigger) and cleanup
+        assert sorted(values(d)) == [[10_000, [2, 4]], [10_000, [3]]]
+        assert d.key_value_store("w-windows") == {}, "contents and timers are gone after the cleanup"
