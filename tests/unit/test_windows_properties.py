@@ -416,3 +416,19 @@ def test_evictors_and_general_operator_match_flink_model(events, size, slide_div
     slide = max(1, size // slide_div)
     check_against_model(events, SlidingEventTimeWindows.of(size, slide), sliding_assign(size, slide), False,
                         trigger, param, bound, lateness, evictor, general)
+
+
+@SETTINGS
+@given(events=events_st, bound=st.integers(0, 30), trigger=triggers_st, param=st.integers(1, 12),
+       evictor=evictors_st)
+def test_global_windows_match_flink_model(events, bound, trigger, param, evictor):
+    # GlobalWindows: one window per key, never late, no cleanup; the default trigger never fires.
+    # kstreamlet stamps a global window's results with the firing's time (Flink: Long.MAX_VALUE), so
+    # only keys and values are compared.
+    from kstreamlet.windowing import GlobalWindows
+
+    make = {"time": None, "count": CountTrigger.of, "continuous": ContinuousEventTimeTrigger.of}[trigger]
+    got, got_late = run_kstreamlet(events, GlobalWindows.create(), make and make(param), bound, 0, evictor)
+    want, want_late = run_model(events, lambda ts: [(-(2**63), 2**63 - 1)], False, trigger, param, bound, 0, evictor)
+    assert collections.Counter((k, v) for k, _, v in got) == collections.Counter((k, v) for k, _, v in want)
+    assert got_late == want_late == []
