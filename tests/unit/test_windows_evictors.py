@@ -206,3 +206,23 @@ def test_evictor_on_processing_time_windows_fires_and_cleans_up_on_the_wall_cloc
         d.advance_wall_clock_time(1)  # 10_999: the windows' end (ProcessingTimeTrigger) and cleanup
         assert sorted(values(d)) == [[10_000, [2, 4]], [10_000, [3]]]
         assert d.key_value_store("w-windows") == {}, "contents and timers are gone after the cleanup"
+
+
+@pytest.mark.parametrize("size,slide", [(3, None), (4, 2), (2, 3)])
+def test_count_window_equals_global_windows_with_count_trigger_and_evictor(size, slide):
+    # Flink's countWindow(size) = GlobalWindows + PurgingTrigger(CountTrigger(size)); countWindow(size,
+    # slide) = GlobalWindows + CountEvictor(size) + CountTrigger(slide).
+    events = [(k, i, i) for i in range(1, 12) for k in ("a", "d")]
+    app, keyed = keyed_app()
+    keyed.count_window(size, slide).to("out", value_serde=serdes.JSON)
+    app2, keyed2 = keyed_app()
+    w = keyed2.window(GlobalWindows.create())
+    w = (w.trigger(PurgingTrigger.of(CountTrigger.of(size))) if slide is None
+         else w.trigger(CountTrigger.of(slide)).evictor(CountEvictor.of(size)))
+    w.apply(lambda key, win, items: items).to("out", value_serde=serdes.JSON)
+    outs = []
+    for a in (app, app2):
+        with TopologyTestDriver(a, partitions={"in": 2}) as d:
+            pipe(d, events)
+            outs.append(sorted((k, v) for k, _, v in records(d, "out")))
+    assert outs[0] == outs[1] and outs[0]
