@@ -599,3 +599,30 @@ def test_cogroup_with_a_user_defined_trigger_runs_the_general_operator():
         bi.pipe_input({"k": "x", "i": 2}, timestamp=2)
         ai.pipe_input({"k": "x", "i": 3}, timestamp=3)
         assert d.output_topic("out", value_serde=serdes.JSON).read_values_to_list() == [[[1, 3], [2]]]
+
+
+def test_timer_registered_in_the_past_fires_at_once_within_the_round_or_at_the_next_advance():
+    calls = []
+
+    class Chain(Trigger):
+        def on_element(self, element, timestamp, window, ctx):
+            ctx.register_event_time_timer(10)
+            return TriggerResult.CONTINUE
+
+        def on_event_time(self, time, window, ctx):
+            calls.append((time, ctx.current_watermark))
+            if time == 10:
+                ctx.register_event_time_timer(5)  # in the past: fires in this same round
+            return TriggerResult.FIRE if time == 5 else TriggerResult.CONTINUE
+
+    app, keyed = keyed_app()
+    keyed.window(TumblingEventTimeWindows.of(1000)).trigger(Chain()).sum().to("out", value_serde=serdes.JSON)
+    with TopologyTestDriver(app) as d:
+        pipe(d, [("k", 1, 1), ("k", 2, 20)])  # wm 19
+        assert calls == [(10, 19), (5, 19)]
+        assert [v for _, _, v in records(d, "out")] == [3]
+        pipe(d, [("k", 4, 15)])  # registers 10 again, behind the watermark: fires at its next advance
+        assert calls[2:] == []
+        pipe(d, [("k", 8, 21)])
+        assert calls[2:] == [(10, 20), (5, 20)]
+        assert [v for _, _, v in records(d, "out")] == [15]
