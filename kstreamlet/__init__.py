@@ -42,7 +42,18 @@ from kstreamlet.state.keyed import (
 )
 from kstreamlet.topology.nodes import StartPosition
 from kstreamlet.windowing import (
+    BuiltinTrigger,
     ContinuousEventTimeTrigger,
+    ContinuousProcessingTimeTrigger,
+    CountEvictor,
+    DeltaEvictor,
+    Evictor,
+    GlobalWindows,
+    NeverTrigger,
+    TimeEvictor,
+    TimestampedValue,
+    TriggerContext,
+    TriggerResult,
     CountTrigger,
     EventTimeSessionWindows,
     ProcessingTimeSessionWindows,
@@ -68,7 +79,8 @@ __all__ = [
     "TumblingEventTimeWindows", "TumblingProcessingTimeWindows", "SlidingEventTimeWindows",
     "SlidingProcessingTimeWindows", "EventTimeSessionWindows", "ProcessingTimeSessionWindows", "TimeWindow",
     "Trigger", "CountTrigger", "ContinuousEventTimeTrigger", "EventTimeTrigger", "ProcessingTimeTrigger",
-    "PurgingTrigger",
+    "PurgingTrigger", "ContinuousProcessingTimeTrigger", "NeverTrigger", "BuiltinTrigger", "TriggerResult",
+    "TriggerContext", "GlobalWindows", "Evictor", "TimestampedValue", "CountEvictor", "TimeEvictor", "DeltaEvictor",
     "ConfigError", "KStreamletError", "ProcessingError", "TopologyError",
 ]
 __version__ = "0.1.0"

@@ -43,7 +43,8 @@ from kstreamlet.operators.joins import (
     window_co_group_function,
     window_join_function,
 )
-from kstreamlet.operators.window import WindowOperator
+from kstreamlet.dsl.windowed import check_trigger
+from kstreamlet.operators.window_general import window_operator
 from kstreamlet.serdes import Serde
 from kstreamlet.topology.nodes import KeyedProcessNode, MapNode, MergeNode
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
@@ -87,7 +88,7 @@ class _WindowedPairBuilder(Generic[S]):
         self._key_right: Callable[[Any], Any] | None = None
         self._key_serde: Serde[Any] = _serdes.JSON
         self._assigner: WindowAssigner | None = None
-        self._trigger = Trigger()
+        self._trigger: Trigger | None = None  # the assigner's default
         self._lateness = 0
 
     def where(self, key_fn: Callable[[Any], Any], key_serde: Serde[Any] | None = None) -> Self:
@@ -119,8 +120,10 @@ class _WindowedPairBuilder(Generic[S]):
         lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
         rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
         union = tagged_union(lk, rk, name)
-        op = WindowOperator(self._assigner, window_fn(lk.value_serde, rk.value_serde), self._trigger,
-                            self._lateness, None, False)
+        if self._trigger is not None:
+            check_trigger(self._trigger, self._assigner)
+        op = window_operator(self._assigner, window_fn(lk.value_serde, rk.value_serde), self._trigger,
+                             self._lateness, None)
         return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)
 
 

@@ -11,8 +11,11 @@ Example (per-sensor max temperature every 5 s of event time)::
 
 Outputs carry the key and, as timestamp, the window's ``max_timestamp``. Full-window
 ``process(fn)`` calls ``fn(key, window, elements, out)``; ``aggregate(agg, window_fn=f)``
-combines incremental aggregation with ``f(key, window, result, out)``. How a window runs:
-:mod:`kstreamlet.operators.window`.
+combines incremental aggregation with ``f(key, window, result, out)``. ``.trigger(t)`` takes a
+built-in trigger or a user-defined :class:`~kstreamlet.windowing.Trigger`; ``.evictor(e)`` an
+:class:`~kstreamlet.windowing.Evictor`; ``window(GlobalWindows.create())`` needs a trigger that
+fires. How a window runs: :mod:`kstreamlet.operators.window` (built-in triggers on time windows)
+and :mod:`kstreamlet.operators.window_general` (the rest).
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ from kstreamlet.eventtime import Duration, to_millis
 from kstreamlet.operators.aggregate import Count, Max, Min, Sum, extractor
 from kstreamlet.operators.window import (
     WindowFunction,
-    WindowOperator,
     aggregate_function,
     elements_function,
     reduce_function,
 )
+from kstreamlet.operators.window_general import window_operator
 from kstreamlet.serdes import Serde
 from kstreamlet.state.keyed import AggregateFunction
 from kstreamlet.topology.nodes import KeyedProcessNode
-from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
-from kstreamlet.windowing.triggers import Trigger
+from kstreamlet.windowing.assigners import GlobalWindowAssigner, TimeWindow, WindowAssigner
+from kstreamlet.windowing.evictors import Evictor
+from kstreamlet.windowing.triggers import BuiltinTrigger, Trigger
 
 
 class WindowedStream(Generic[S]):
@@ -44,22 +48,31 @@ class WindowedStream(Generic[S]):
     def __init__(self, keyed: Handle[S], assigner: WindowAssigner) -> None:
         self._keyed = keyed
         self._assigner = assigner
-        self._trigger = Trigger()
+        self._trigger: Trigger | None = None  # the assigner's default
+        self._evictor: Evictor | None = None
         self._lateness = 0
         self._late_tag: str | None = None
         self._emit_updates = False
         self._with_window = False
 
     def trigger(self, trigger: Trigger) -> "WindowedStream[S]":
-        """Replace the default time trigger (``CountTrigger.of(n)``, ``ContinuousEventTimeTrigger.of(ms)``,
-        ``EventTimeTrigger.create()``, ``ProcessingTimeTrigger.create()``, ``PurgingTrigger.of(t)``)."""
-        if not isinstance(trigger, Trigger):
-            raise TypeError(f"trigger must be a kstreamlet.windowing Trigger, not {type(trigger).__name__}")
-        if trigger.domain is not None and (trigger.domain == "event") != self._assigner.event_time:
-            window = "event-time" if self._assigner.event_time else "processing-time"
-            raise ValueError(f"a {trigger.domain}-time trigger cannot fire {window} windows "
-                             f"(use {'EventTimeTrigger' if self._assigner.event_time else 'ProcessingTimeTrigger'})")
+        """Replace the assigner's default trigger: a built-in one (``CountTrigger.of(n)``,
+        ``ContinuousEventTimeTrigger.of(ms)``, ``ContinuousProcessingTimeTrigger.of(ms)``,
+        ``EventTimeTrigger.create()``, ``ProcessingTimeTrigger.create()``, ``PurgingTrigger.of(t)``)
+        or a user-defined :class:`~kstreamlet.windowing.Trigger` subclass instance."""
+        check_trigger(trigger, self._assigner)
         self._trigger = trigger
+        return self
+
+    def evictor(self, evictor: Evictor) -> "WindowedStream[S]":
+        """Evict elements before and/or after the window function (``CountEvictor.of(n)``,
+        ``TimeEvictor.of(ms)``, ``DeltaEvictor.of(threshold, fn)`` or an
+        :class:`~kstreamlet.windowing.Evictor` subclass instance). The window then keeps all its
+        elements, and the window function runs over what is left at each firing (Flink's
+        ``EvictingWindowOperator``)."""
+        if not isinstance(evictor, Evictor):
+            raise TypeError(f"evictor must be a kstreamlet.windowing Evictor, not {type(evictor).__name__}")
+        self._evictor = evictor
         return self
 
     def allowed_lateness(self, ms: Duration) -> "WindowedStream[S]":
@@ -92,7 +105,8 @@ class WindowedStream(Generic[S]):
         if self._with_window:
             fn = _windowed_results(fn)
             out_serde = _serdes.JSON
-        operator = WindowOperator(self._assigner, fn, self._trigger, self._lateness, self._late_tag, self._emit_updates)
+        operator = window_operator(self._assigner, fn, self._trigger, self._lateness, self._late_tag,
+                                   self._emit_updates, self._evictor, self._keyed.value_serde)
         keyed = self._keyed
         node = KeyedProcessNode(operator, keyed.key_serde, name or f"window-{op}-{keyed._builder.next_op_id()}")
         return keyed._then(node, value_serde=out_serde)
@@ -140,6 +154,21 @@ class WindowedStream(Generic[S]):
         return self.aggregate(Max(extractor(field)), name=name)
 
 
+def check_trigger(trigger: Any, assigner: WindowAssigner) -> None:
+    """What ``.trigger(t)`` accepts for ``assigner`` (TypeError / ValueError otherwise)."""
+    if not isinstance(trigger, Trigger):
+        raise TypeError(f"trigger must be a kstreamlet.windowing Trigger, not {type(trigger).__name__}")
+    if (isinstance(trigger, BuiltinTrigger) and trigger.domain is not None
+            and not isinstance(assigner, GlobalWindowAssigner) and (trigger.domain == "event") != assigner.event_time):
+        window = "event-time" if assigner.event_time else "processing-time"
+        raise ValueError(f"a {trigger.domain}-time trigger cannot fire {window} windows "
+                         f"(use {'EventTimeTrigger' if assigner.event_time else 'ProcessingTimeTrigger'})")
+    if assigner.merging and not trigger.can_merge():
+        # As Flink's WindowedStream.trigger: UnsupportedOperationException.
+        raise ValueError(f"a merging window assigner (session windows) needs a trigger that can merge: "
+                         f"{type(trigger).__name__}.can_merge() is False")
+
+
 def _windowed_results(fn: WindowFunction) -> WindowFunction:
     """``fn`` with each output wrapped as ``{"start", "end", "key", "value"}``."""
     inner = fn.emit
@@ -150,4 +179,4 @@ def _windowed_results(fn: WindowFunction) -> WindowFunction:
     return replace(fn, emit=emit)
 
 
-__all__ = ["WindowedStream"]
+__all__ = ["WindowedStream", "check_trigger"]

@@ -26,7 +26,7 @@ from kstreamlet.serdes import Serde
 from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, WINDOW, key_prefix, list_codec, saturating_add, window_key
 from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor
 from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
-from kstreamlet.windowing.triggers import Trigger
+from kstreamlet.windowing.triggers import BuiltinTrigger
 
 _log = structlog.get_logger(__name__)
 
@@ -127,7 +127,7 @@ class WindowOperator(KeyedProcessFunction):
     key's windows), so :meth:`on_timer` checks every window of the key.
     """
 
-    def __init__(self, assigner: WindowAssigner, fn: WindowFunction, trigger: Trigger,
+    def __init__(self, assigner: WindowAssigner, fn: WindowFunction, trigger: BuiltinTrigger,
                  allowed_lateness_ms: int, late_tag: str | None, emit_updates: bool) -> None:
         self.assigner = assigner
         self.fn = fn

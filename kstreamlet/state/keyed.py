@@ -422,6 +422,18 @@ class AggregatingState(_KeyedState, Generic[T, R]):
         acc = self._fn.create_accumulator() if raw is None else self._de(raw)
         self._write(key, self._ser(self._fn.add(value, acc)))
 
+    def get_accumulator(self) -> Any:
+        """The key's accumulator itself (None when there is none), e.g. to merge it elsewhere."""
+        raw = self._read(self._key())
+        return None if raw is None else self._de(raw)
+
+    def merge_accumulator(self, acc: Any) -> None:
+        """Merge ``acc`` into the key's accumulator (``aggregate_function.merge``), as Flink's
+        ``mergeNamespaces`` of aggregating state does."""
+        key = self._key()
+        raw = self._read(key)
+        self._write(key, self._ser(acc if raw is None else self._fn.merge(self._de(raw), acc)))
+
 
 def make_state(desc: StateDescriptor, store: Store, keyctx: KeyContext) -> Any:
     """The state object for a descriptor."""

@@ -24,6 +24,11 @@ dead-letter topic with the same headers; a :class:`~kstreamlet.errors.Processing
 dropped, as a member's abort drops them — and propagates (a member would stop there; the
 driver does not replay the aborted input).
 
+Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
+owner taking over: fresh tasks on the committed contents of every store (what restoring the
+changelogs gives) and the committed stream time, so timers, windows and state carry over and each
+timer still fires once.
+
 Example::
 
     from kstreamlet import App, serdes
@@ -210,6 +215,10 @@ class TopologyTestDriver:
         self._delivering = False
         self._partitions_given = dict(partitions or {})
         self.stores: dict[tuple[str, int], Store] = {}
+        #: Committed offset metadata (stream time) per input partition, and the committed store
+        #: contents a restart restores (what the changelogs would replay).
+        self._committed_metadata: dict[tuple[str, int], str | None] = {}
+        self._restore: dict[tuple[str, int], dict[bytes, bytes]] = {}
         s = app.settings
         # Tasks hand failing timer calls to the collector's ``errors`` (this driver).
         self.errors = ErrorHandler(s.error_policy, s.effective_dlq_topic, s.application_id, self._send_raw)
@@ -229,6 +238,10 @@ class TopologyTestDriver:
                     st, p, self, partitions_of, store_factory=self._make_store, clock=lambda: self.wall_clock_ms,
                     forwarded=forwarded, event_time=self.topology.uses_event_time, backlog=self._has_backlog,
                     settings=self.app.settings)
+                for topic in st.sources:
+                    md = self._committed_metadata.get((topic, p))
+                    if md:
+                        self.tasks[(st.id, p)].restore_stream_time(topic, md)
         for task in self.tasks.values():
             task.recover()
             task.snapshot_time()
@@ -320,9 +333,27 @@ class TopologyTestDriver:
     # --- state ------------------------------------------------------------------------------------
 
     def _make_store(self, name: str, partition: int) -> Store:
-        store = Store(name, partition, MemoryBackend(), None, None, backend_factory=MemoryBackend)
+        backend = MemoryBackend()
+        restored = self._restore.get((name, partition))
+        if restored:
+            backend.write(restored, None)
+        store = Store(name, partition, backend, None, None, backend_factory=MemoryBackend)
         self.stores[(name, partition)] = store
         return store
+
+    def restart(self) -> None:
+        """As if every member crashed after the last checkpoint and new ones took over: the tasks
+        are closed and built again (fresh copies of the functions, opened again) on the committed
+        state of every store (what restoring the changelogs yields) and the committed stream time
+        (offset metadata); what the current checkpoint had not committed is gone. Timers come back
+        from their stores. Committed outputs stay readable."""
+        self._abort()
+        self._restore = {k: dict(s.backend.iter_from(b"")) for k, s in self.stores.items()}
+        self.close()
+        try:
+            self._build_tasks()
+        finally:
+            self._restore = {}
 
     def key_value_store(self, name: str, partition: int | None = None) -> dict[bytes, bytes]:
         """Raw committed contents of a state store (store names: ``<operator name>-<state name>``);
@@ -354,6 +385,12 @@ class TopologyTestDriver:
                 task.prepare_commit()
             for task in self.tasks.values():
                 task.committed()
+            for (st_id, p), task in self.tasks.items():
+                # What a member commits with the offsets (the driver keeps no consumer offsets).
+                for topic in task.subtopology.sources:
+                    md = task.stream_time_metadata(topic)
+                    if md:
+                        self._committed_metadata[(topic, p)] = md
         finally:
             self._delivering = False
         for topic, rec in self._staged:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kstreamlet.eventtime import Duration, to_millis
-from kstreamlet.state.codec import MAX_TIMESTAMP, saturating_add
+from kstreamlet.state.codec import MAX_TIMESTAMP, MIN_TIMESTAMP, saturating_add
 
 
 @dataclass(frozen=True, order=True)
@@ -28,6 +28,23 @@ class TimeWindow:
 
     def cover(self, other: "TimeWindow") -> "TimeWindow":
         return TimeWindow(min(self.start, other.start), max(self.end, other.end))
+
+
+@dataclass(frozen=True, order=True)
+class GlobalWindow(TimeWindow):
+    """The one window of :class:`GlobalWindows` (Flink's ``GlobalWindow``): from the beginning to
+    the end of time, ``max_timestamp`` is ``MAX_TIMESTAMP`` (``Long.MAX_VALUE``)."""
+
+    start: int = MIN_TIMESTAMP
+    end: int = MAX_TIMESTAMP
+
+    @property
+    def max_timestamp(self) -> int:
+        return MAX_TIMESTAMP
+
+
+#: The global window (there is one: each key has its own contents in it).
+GLOBAL_WINDOW = GlobalWindow()
 
 
 def _window_start(ts: int, offset: int, size: int) -> int:
@@ -121,6 +138,27 @@ class SessionWindows(WindowAssigner):
             raise ValueError(f"dynamic session gap must be > 0 ms: gap extractor {name} returned {gap} "
                              f"for value {value!r}")
         return [TimeWindow(ts, saturating_add(ts, gap))]
+
+
+@dataclass(frozen=True)
+class GlobalWindowAssigner(WindowAssigner):
+    """Every element in :data:`GLOBAL_WINDOW` (Flink's ``GlobalWindows``). As in Flink it is not an
+    event-time assigner: nothing is late, there is no cleanup (the window lives as long as its key
+    has state), and a trigger must say when it fires (the default, :class:`NeverTrigger`, never does)."""
+
+    event_time: bool = False
+    merging: bool = False
+
+    def assign(self, ts: int) -> list[TimeWindow]:
+        return [GLOBAL_WINDOW]
+
+
+class GlobalWindows:
+    """One window per key for all time: ``keyed.window(GlobalWindows.create()).trigger(CountTrigger.of(100))``."""
+
+    @staticmethod
+    def create() -> GlobalWindowAssigner:
+        return GlobalWindowAssigner()
 
 
 def _positive(name: str, d: Duration) -> int:

@@ -14,8 +14,12 @@ from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.testing import TopologyTestDriver
 from kstreamlet.windowing import (
     ContinuousEventTimeTrigger,
+    CountEvictor,
     CountTrigger,
     EventTimeSessionWindows,
+    EventTimeTrigger,
+    TimeEvictor,
+    Trigger,
     SlidingEventTimeWindows,
     TumblingEventTimeWindows,
 )
@@ -161,17 +165,37 @@ class FlinkWindowModel:
     """A brute-force model of Flink's WindowOperator (per-window timers, as Flink's namespaces), with
     EventTimeTrigger (``time``), CountTrigger (``count``, n) or ContinuousEventTimeTrigger
     (``continuous``, interval); sessions merge as Flink's MergingWindowSet does (sort, merge runs of
-    intersecting windows), lateness judged on the merged window. Emits ``(key, max_ts, sum)``."""
+    intersecting windows), lateness judged on the merged window. Emits ``(key, max_ts, sum)``.
 
-    def __init__(self, assign, merging, trigger, param, lateness):
+    ``evictor``: None, or ``(kind, n, after)`` with kind ``count`` (keep the last ``n``) or ``time``
+    (drop timestamps ``<= max - n``), applied before (``after`` False) or after the sum, the rest
+    kept in the window (Flink's EvictingWindowOperator); a firing over no elements emits nothing."""
+
+    def __init__(self, assign, merging, trigger, param, lateness, evictor=None):
         self.assign, self.merging, self.trigger, self.param, self.lateness = assign, merging, trigger, param, lateness
+        self.evictor = evictor
         self.wm = -(2**63)
         self.windows = collections.defaultdict(dict)  # key -> {(start, end): [values, trigger state]}
         self.timers = set()  # (ts, key, window)
         self.emitted, self.late = [], []
 
+    def evict(self, items):
+        kind, n, _ = self.evictor
+        if kind == "count":
+            return items[-n:] if len(items) > n else items
+        cutoff = max(t for t, _ in items) - n if items else 0
+        return [(t, v) for t, v in items if t > cutoff]
+
     def fire(self, key, w):
-        self.emitted.append((key, w[1] - 1, sum(self.windows[key][w][0])))
+        entry = self.windows[key][w]
+        items = entry[0]
+        if self.evictor is not None and not self.evictor[2]:
+            items = self.evict(items)
+        if items:
+            self.emitted.append((key, w[1] - 1, sum(v for _, v in items)))
+        if self.evictor is not None and self.evictor[2]:
+            items = self.evict(items)
+        entry[0] = items
 
     def on_element(self, key, w, ts):
         mt, entry = w[1] - 1, self.windows[key][w]
@@ -223,7 +247,7 @@ class FlinkWindowModel:
             elif w[1] - 1 + self.lateness <= self.wm:
                 continue
             accepted = True
-            wins.setdefault(w, [[], None])[0].append(v)
+            wins.setdefault(w, [[], None])[0].append((ts, v))
             self.on_element(key, w, ts)
             self.timers.add((w[1] - 1 + self.lateness, key, w))  # the cleanup timer
         if not accepted:
@@ -258,8 +282,8 @@ class FlinkWindowModel:
                 self.timers = {x for x in self.timers if x[1:] != (key, w)}
 
 
-def run_model(events, assign, merging, trigger, param, bound, lateness):
-    m = FlinkWindowModel(assign, merging, trigger, param, lateness)
+def run_model(events, assign, merging, trigger, param, bound, lateness, evictor=None):
+    m = FlinkWindowModel(assign, merging, trigger, param, lateness, evictor)
     max_ts = -(2**63)
     for key, ts, v in events:
         m.element(key, ts, v)  # each element is processed before the watermark it causes
@@ -268,13 +292,43 @@ def run_model(events, assign, merging, trigger, param, bound, lateness):
     return m.emitted, m.late
 
 
-def run_kstreamlet(events, assigner, trigger, bound, lateness):
+class Delegate(Trigger):
+    """A user-defined trigger doing what a built-in one does: runs the general window operator."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def on_element(self, element, timestamp, window, ctx):
+        return self.inner.on_element(element, timestamp, window, ctx)
+
+    def on_event_time(self, time, window, ctx):
+        return self.inner.on_event_time(time, window, ctx)
+
+    def on_processing_time(self, time, window, ctx):
+        return self.inner.on_processing_time(time, window, ctx)
+
+    def can_merge(self):
+        return True
+
+    def on_merge(self, window, ctx):
+        self.inner.on_merge(window, ctx)
+
+    def clear(self, window, ctx):
+        self.inner.clear(window, ctx)
+
+
+def run_kstreamlet(events, assigner, trigger, bound, lateness, evictor=None, general=False):
     app = App(application_id="prop", bootstrap_servers="127.0.0.1:1")
     w = (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
                     watermarks=WatermarkStrategy.for_bounded_out_of_orderness(bound))
          .keyed().window(assigner).allowed_lateness(lateness).side_output_late_data("late"))
+    if general:
+        trigger = Delegate(trigger or EventTimeTrigger.create())
     if trigger is not None:
         w = w.trigger(trigger)
+    if evictor is not None:
+        kind, n, after = evictor
+        w = w.evictor((CountEvictor if kind == "count" else TimeEvictor).of(n, do_evict_after=after))
     result = w.sum()
     result.to("out", value_serde=serdes.JSON)
     result.side_output("late").to("late", value_serde=serdes.JSON)
@@ -295,10 +349,11 @@ def sliding_assign(size, slide):
     return lambda ts: windows_of(ts, size, slide)
 
 
-def check_against_model(events, assigner, model_assign, merging, trigger_kind, param, bound, lateness):
+def check_against_model(events, assigner, model_assign, merging, trigger_kind, param, bound, lateness,
+                        evictor=None, general=False):
     trigger = {"time": None, "count": CountTrigger.of, "continuous": ContinuousEventTimeTrigger.of}[trigger_kind]
-    got, got_late = run_kstreamlet(events, assigner, trigger and trigger(param), bound, lateness)
-    want, want_late = run_model(events, model_assign, merging, trigger_kind, param, bound, lateness)
+    got, got_late = run_kstreamlet(events, assigner, trigger and trigger(param), bound, lateness, evictor, general)
+    want, want_late = run_model(events, model_assign, merging, trigger_kind, param, bound, lateness, evictor)
     assert collections.Counter(got) == collections.Counter(want)
     assert collections.Counter(got_late) == collections.Counter(want_late)
 
@@ -330,3 +385,50 @@ def test_sliding_and_tumbling_triggers_match_flink_model(events, size, slide_div
     slide = max(1, size // slide_div)
     check_against_model(events, SlidingEventTimeWindows.of(size, slide), sliding_assign(size, slide), False,
                         trigger, param, bound, lateness)
+
+
+# --- the general window operator (user-defined triggers, evictors) against the same model (issue 14) --------------
+
+evictors_st = st.one_of(st.none(), st.tuples(st.sampled_from(["count", "time"]), st.integers(0, 12), st.booleans())
+                        .map(lambda e: (e[0], max(1, e[1]) if e[0] == "count" else e[1], e[2])))
+
+
+@SETTINGS
+@given(events=events_st, gap=st.integers(1, 20), bound=st.integers(0, 30), lateness=st.integers(0, 30),
+       trigger=triggers_st, param=st.integers(1, 12), evictor=evictors_st)
+def test_sessions_in_general_operator_match_flink_model(events, gap, bound, lateness, trigger, param, evictor):
+    # Built-in triggers wrapped in a user-defined trigger: per-window timers, partitioned state, on_merge.
+    check_against_model(events, EventTimeSessionWindows.with_gap(gap), session_assign(gap), True,
+                        trigger, param, bound, lateness, evictor, general=True)
+
+
+@SETTINGS
+@given(events=events_st, size=st.integers(2, 40), slide_div=st.integers(1, 4), bound=st.integers(0, 30),
+       lateness=st.integers(0, 30), trigger=triggers_st, param=st.integers(1, 12), evictor=evictors_st,
+       general=st.booleans())
+# a count evictor before a count trigger's sum on sliding windows; a time evictor after it
+@example(events=[("a", 1, 1), ("a", 2, 2), ("a", 3, 3), ("a", 4, 4)], size=20, slide_div=2, bound=0, lateness=0,
+         trigger="count", param=2, evictor=("count", 1, False), general=False)
+@example(events=[("a", 1, 1), ("a", 5, 2), ("a", 9, 3), ("a", 30, 4)], size=10, slide_div=1, bound=0, lateness=5,
+         trigger="time", param=1, evictor=("time", 3, True), general=False)
+def test_evictors_and_general_operator_match_flink_model(events, size, slide_div, bound, lateness, trigger, param,
+                                                         evictor, general):
+    slide = max(1, size // slide_div)
+    check_against_model(events, SlidingEventTimeWindows.of(size, slide), sliding_assign(size, slide), False,
+                        trigger, param, bound, lateness, evictor, general)
+
+
+@SETTINGS
+@given(events=events_st, bound=st.integers(0, 30), trigger=triggers_st, param=st.integers(1, 12),
+       evictor=evictors_st)
+def test_global_windows_match_flink_model(events, bound, trigger, param, evictor):
+    # GlobalWindows: one window per key, never late, no cleanup; the default trigger never fires.
+    # kstreamlet stamps a global window's results with the firing's time (Flink: Long.MAX_VALUE), so
+    # only keys and values are compared.
+    from kstreamlet.windowing import GlobalWindows
+
+    make = {"time": None, "count": CountTrigger.of, "continuous": ContinuousEventTimeTrigger.of}[trigger]
+    got, got_late = run_kstreamlet(events, GlobalWindows.create(), make and make(param), bound, 0, evictor)
+    want, want_late = run_model(events, lambda ts: [(-(2**63), 2**63 - 1)], False, trigger, param, bound, 0, evictor)
+    assert collections.Counter((k, v) for k, _, v in got) == collections.Counter((k, v) for k, _, v in want)
+    assert got_late == want_late == []
