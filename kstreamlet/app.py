@@ -141,7 +141,7 @@ class App:
         ``"json"`` (a dict). Needs no broker; builds the topology."""
         from kstreamlet.topology.describe import describe
 
-        return describe(self.topology(), self.settings.application_id, format)
+        return describe(self.topology(), self.settings.application_id, format, self.settings)
 
     def run(self, workers: int = 1) -> int:
         """Join the group and process until SIGTERM/SIGINT. Returns the exit code."""
