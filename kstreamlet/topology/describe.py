@@ -229,8 +229,24 @@ def to_text(info: dict[str, Any]) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _mid(prefix: str, name: str) -> str:
-    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", name)
+class _Ids:
+    """Mermaid node ids: ``<prefix><name with other characters as _>``, made unique."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], str] = {}
+        self._used: set[str] = set()
+
+    def __call__(self, prefix: str, name: str) -> str:
+        key = (prefix, name)
+        if key not in self._ids:
+            base = prefix + re.sub(r"[^A-Za-z0-9_]", "_", name)
+            mid, i = base, 1
+            while mid in self._used:
+                i += 1
+                mid = f"{base}_{i}"
+            self._used.add(mid)
+            self._ids[key] = mid
+        return self._ids[key]
 
 
 def _label(text: str) -> str:
@@ -240,6 +256,7 @@ def _label(text: str) -> str:
 def to_mermaid(info: dict[str, Any]) -> str:
     """A Mermaid ``flowchart LR``: a subgraph per sub-topology, topics as stadiums, stores as cylinders."""
     out = ["flowchart LR"]
+    _mid = _Ids()
     topics: dict[str, str] = {}
     stores: dict[str, str] = {}
     edges: list[str] = []
