@@ -31,5 +31,8 @@ def register(sub: Any) -> None:
 def _describe(args: argparse.Namespace) -> int:
     app = apply_setting_flags(load_app(args.app), args)
     out = app.describe(args.format)
-    print(json.dumps(out, indent=2, default=str) if args.format == "json" else out, end="" if args.format != "json" else "\n")
+    if args.format == "json":
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(out, end="")
     return 0

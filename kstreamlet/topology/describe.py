@@ -14,7 +14,6 @@ to Kafka or any other server. A function whose ``open`` fails is listed with ``s
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -299,10 +298,6 @@ def describe(topology: Topology, application_id: str, format: str = "text", sett
     if format == "json":
         return info
     return to_text(info) if format == "text" else to_mermaid(info)
-
-
-def to_json_text(info: dict[str, Any]) -> str:
-    return json.dumps(info, indent=2, default=str)
 
 
 __all__ = ["describe", "topology_info", "to_text", "to_mermaid", "FORMATS"]
