@@ -319,15 +319,9 @@ def resolve_settings(code: Mapping[str, Any] | None = None,
     sources = {k: "code" for k in code}
     shadowed: dict[str, Any] = {}
     for field, value in env_values.items():
-        if field in code:
-            shadowed[field] = code[field]
-        merged[field] = value
-        sources[field] = f"env {env_vars[field]}"
+        _layer(merged, sources, shadowed, code, field, value, f"env {env_vars[field]}")
     for field, (value, source) in overrides.items():
-        if field in code and field not in shadowed:
-            shadowed[field] = code[field]
-        merged[field] = value
-        sources[field] = source
+        _layer(merged, sources, shadowed, code, field, value, source)
     token = _RESOLVING.set(True)
     try:
         settings = Settings(**merged)
@@ -339,6 +333,24 @@ def resolve_settings(code: Mapping[str, Any] | None = None,
     settings._shadowed = {k: v for k, v in shadowed.items() if k in sources and sources[k] != "code"}
     settings._ignored_env = ignored
     return settings
+
+
+def _layer(merged: dict[str, Any], sources: dict[str, str], shadowed: dict[str, Any], code: Mapping[str, Any],
+           field: str, value: Any, source: str) -> None:
+    """Put a higher layer's ``value`` over ``merged[field]``. ``kafka_config`` is merged per
+    property (the deployment's SASL settings and the code's client tuning both apply; a property
+    in both takes the higher layer's value); every other setting is replaced."""
+    below = merged.get(field)
+    if field == "kafka_config" and isinstance(below, Mapping) and isinstance(value, Mapping) and below:
+        if field in code and any(k in value and value[k] != v for k, v in code[field].items()):
+            shadowed.setdefault(field, code[field])
+        merged[field] = {**below, **value}
+        sources[field] = f"{sources[field]} + {source}"
+        return
+    if field in code:
+        shadowed.setdefault(field, code[field])
+    merged[field] = value
+    sources[field] = source
 
 
 def _problems(e: ValidationError, sources: Mapping[str, str], merged: Mapping[str, Any]) -> list[str]:

@@ -102,6 +102,17 @@ def test_secrets_in_kafka_config_are_masked_in_the_report(monkeypatch):
     assert not re.search("hunter2|k3y|oidc-s3cret", json.dumps(s.report()))
 
 
+def test_kafka_config_is_merged_per_property_so_code_tuning_survives_the_deployments_credentials(monkeypatch):
+    monkeypatch.setenv("KSTREAMLET_KAFKA_CONFIG", json.dumps({"sasl.username": "svc", "client.id": "from-env"}))
+    s = load_settings(application_id="a", kafka_config={"compression.type": "lz4", "client.id": "from-code"})
+    assert s.kafka_config == {"compression.type": "lz4", "client.id": "from-env", "sasl.username": "svc"}
+    entry = s.report()["settings"]["kafka_config"]
+    assert entry["source"] == "code + env KSTREAMLET_KAFKA_CONFIG"
+    assert entry["overrides_code"] == {"compression.type": "lz4", "client.id": "from-code"}, "client.id was replaced"
+    s = load_settings(application_id="a", kafka_config={"compression.type": "lz4"})
+    assert "overrides_code" not in s.report()["settings"]["kafka_config"], "nothing of the code's was replaced"
+
+
 def _busy_port_cli(env: dict[str, str]) -> tuple[int, str]:
     """Run `kstreamlet run` so that it stops right after the start-up log (its HTTP port is taken)."""
     with socket.socket() as busy:
