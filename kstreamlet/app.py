@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from kstreamlet import serdes as _serdes
-from kstreamlet.config import Settings, load_settings
+from kstreamlet.config import Settings, resolve_settings
 from kstreamlet.dsl.broadcast import BroadcastStream
 from kstreamlet.dsl.joins import Table
 from kstreamlet.dsl.stream import KeyedStream, Stream
@@ -20,9 +20,10 @@ from kstreamlet.topology.nodes import SourceNode, StartPosition
 class App:
     """A kstreamlet service: one consumer-group member per process.
 
-    Settings come from keyword arguments, then ``KSTREAMLET_*`` environment variables
-    (see :class:`kstreamlet.config.Settings`); invalid ones raise ``ConfigError`` naming
-    the field.
+    Settings: keyword arguments are the app's own values; ``KSTREAMLET_*`` environment
+    variables (the deployment) override them, and :meth:`configure` / CLI flags override both
+    (see :mod:`kstreamlet.config`). Invalid or unknown ones raise ``ConfigError`` naming the
+    field (with "did you mean" for a misspelt keyword).
 
     Example::
 
@@ -36,15 +37,23 @@ class App:
     """
 
     def __init__(self, application_id: str | None = None, **settings: Any) -> None:
-        self.settings: Settings = load_settings(application_id=application_id, **settings)
+        self._code: dict[str, Any] = {k: v for k, v in {"application_id": application_id, **settings}.items()
+                                      if v is not None}
+        self._overrides: dict[str, tuple[Any, str]] = {}
+        self.settings: Settings = resolve_settings(self._code, self._overrides)
         #: What the streams defined on this app register (sources, internal topics, names, ...).
         self.builder = TopologyBuilder(self.settings.application_id)
 
-    def configure(self, **settings: Any) -> "App":
-        """Change settings before running (e.g. bootstrap servers in tests); re-validated."""
-        current = self.settings.model_dump(exclude_unset=True)
-        current.update({k: v for k, v in settings.items() if v is not None})
-        self.settings = load_settings(**current)
+    def configure(self, _source: str = "configure()", **settings: Any) -> "App":
+        """Override settings for this run (e.g. bootstrap servers in tests); re-validated.
+
+        These beat ``KSTREAMLET_*`` variables and values given to ``App(...)``; the CLI passes
+        its flags this way (``_source`` = ``"flag --bootstrap-servers"``, shown in the start-up
+        log). None leaves a setting as it is."""
+        overrides = dict(self._overrides)
+        overrides.update({k: (v, _source) for k, v in settings.items() if v is not None})
+        self.settings = resolve_settings(self._code, overrides)
+        self._overrides = overrides
         self.builder.application_id = self.settings.application_id
         return self
 
@@ -124,6 +133,15 @@ class App:
     def topology(self) -> Topology:
         """Build (once) and return the topology; raises TopologyError if it cannot run."""
         return self.builder.build()
+
+    def describe(self, format: str = "text") -> Any:
+        """The topology as Kafka Streams' ``Topology#describe()`` prints it (sub-topologies,
+        sources, processors with their stores, sinks) plus internal topics, broadcast inputs and
+        custom sources. ``format``: ``"text"`` (a str), ``"mermaid"`` (a flowchart, str) or
+        ``"json"`` (a dict). Needs no broker; builds the topology."""
+        from kstreamlet.topology.describe import describe
+
+        return describe(self.topology(), self.settings.application_id, format, self.settings)
 
     def run(self, workers: int = 1) -> int:
         """Join the group and process until SIGTERM/SIGINT. Returns the exit code."""

@@ -1,8 +1,20 @@
-"""Application configuration: code arguments, then ``KSTREAMLET_*`` environment variables.
+"""Application configuration: defaults, values in code, ``KSTREAMLET_*`` environment, flags.
 
-Every field can be set in code (``App(application_id=..., commit_interval=0.1)``) or by
-environment (``KSTREAMLET_APPLICATION_ID``, ``KSTREAMLET_COMMIT_INTERVAL=0.1``); code wins.
-Invalid values fail at start with :class:`kstreamlet.errors.ConfigError` naming the field.
+Every field can be set in code (``App(application_id=..., commit_interval=0.1)``) and by
+environment (``KSTREAMLET_APPLICATION_ID``, ``KSTREAMLET_COMMIT_INTERVAL=0.1``). Precedence,
+highest first (:func:`resolve_settings`)::
+
+    explicit overrides   CLI flags (kstreamlet run --bootstrap-servers ...), app.configure(...)
+    environment          KSTREAMLET_<NAME> (the deployment: Helm chart, compose file, shell)
+    code                 App(<name>=...)
+    defaults             the Settings fields below
+
+So values in code are the app's own defaults and a deployment can change any of them without
+a code change; :meth:`Settings.report` says where each effective value came from (the runner
+logs it once at start, secrets masked). Invalid values fail at start with
+:class:`kstreamlet.errors.ConfigError` naming the field and its variable; so does an unknown
+``App(...)`` keyword or a ``KSTREAMLET_*`` variable close to a setting's name ("did you
+mean"), a malformed ``KSTREAMLET_KAFKA_CONFIG`` and an unknown librdkafka property.
 
 librdkafka settings for security (SASL/SSL, as in Kafka's own clients) pass through
 ``kafka_config`` (env: ``KSTREAMLET_KAFKA_CONFIG='{"security.protocol": "SASL_SSL", ...}'``);
@@ -11,19 +23,48 @@ they are applied to every consumer, producer and admin client the app creates.
 
 from __future__ import annotations
 
+import contextvars
+import difflib
+import json
+import logging
 import os
 import re
 import socket
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kstreamlet.errors import ConfigError
 
 #: Set by ``kstreamlet run --workers N`` in each forked member (runtime/runner.py): its index
 #: picks its HTTP port (observability) and its state directory ``w<index>/`` (state/factory.py).
 WORKER_INDEX_ENV = "KSTREAMLET_WORKER_INDEX"
+
+#: ``KSTREAMLET_*`` variables that kstreamlet, its services, tests and tools read but that are
+#: not settings: never reported as unknown. Add a variable here when the project starts using one
+#: (tests/unit/test_settings.py greps the repository for them).
+NON_SETTING_ENV: dict[str, str] = {
+    WORKER_INDEX_ENV: "set by `kstreamlet run --workers N` in each worker (runtime/runner.py)",
+    "KSTREAMLET_WORKERS": "default of `kstreamlet run --workers`",
+    "KSTREAMLET_MYSQL_URL": "MySQL URL of services and of the mysql_url fixture (dev/mysql.py)",
+    "KSTREAMLET_MYSQL_IMAGE": "Testcontainers MySQL image (dev/mysql.py)",
+    "KSTREAMLET_MYSQL_BACKEND": "forces a dev MySQL backend (dev/mysql.py)",
+    "KSTREAMLET_MARIADBD": "path of mariadbd for the local MariaDB (dev/mysql.py)",
+    "KSTREAMLET_MARIADB_INSTALL_DB": "path of mariadb-install-db (dev/mysql.py)",
+    "KSTREAMLET_KAFKA_VERSION": "Apache Kafka version of the local broker (dev/kafka.py)",
+    "KSTREAMLET_KAFKA_BACKEND": "forces a dev Kafka backend (dev/kafka.py)",
+    "KSTREAMLET_CACHE_DIR": "cache of Kafka jars and dev servers (dev/kafka.py)",
+    "KSTREAMLET_TEST_CRASH_AT": "fault-injection crash point (runtime/faults.py)",
+    "KSTREAMLET_TEST_CRASH_AFTER": "fault-injection crash count (runtime/faults.py)",
+    "KSTREAMLET_FULL_CHAOS": "runs the extended chaos tests in CI (tests/conftest.py)",
+    "KSTREAMLET_HYPOTHESIS_EXAMPLES": "property-test examples (tests/unit)",
+    "KSTREAMLET_HELM": "helm binary for the chart tests (tests/unit/test_helm_chart.py)",
+    "KSTREAMLET_BIN_DIR": "where scripts/install-helm.sh installs helm",
+    "KSTREAMLET_EXTRAS": "extras of the image build (docker/Dockerfile)",
+}
+
+ENV_PREFIX = "KSTREAMLET_"
 
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 ErrorPolicy = Literal["dlq", "skip", "fail"]
@@ -45,6 +86,22 @@ class Settings(BaseSettings):
     """All knobs of an :class:`~kstreamlet.App`."""
 
     model_config = SettingsConfigDict(env_prefix="KSTREAMLET_", extra="forbid", validate_default=True)
+
+    # Where each value came from (resolve_settings fills them in) and KSTREAMLET_* variables ignored.
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _shadowed: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _ignored_env: list[str] = PrivateAttr(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _RESOLVING.get():  # resolve_settings read the environment itself, with better errors
+            return (init_settings,)
+        # Settings(...) used directly follows the same rule: the environment beats arguments.
+        return (env_settings, init_settings)
 
     application_id: str = Field(description="Consumer group id and prefix of internal topics.")
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
@@ -98,6 +155,7 @@ class Settings(BaseSettings):
         bad = sorted(set(v) & _RESERVED)
         if bad:
             raise ValueError(f"{bad} are managed by kstreamlet and cannot be passed through")
+        check_librdkafka_config(v)
         return v
 
     @model_validator(mode="after")
@@ -112,6 +170,27 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def sources(self) -> dict[str, str]:
+        """Where each setting's value came from: ``default``, ``code``, ``env KSTREAMLET_<NAME>``,
+        ``flag --<name>`` or ``configure()``."""
+        return {name: self._sources.get(name, "default") for name in type(self).model_fields}
+
+    def report(self) -> dict[str, Any]:
+        """The effective settings for the start-up log: ``{"settings": {name: {"value", "source"[,
+        "overrides_code"]}}, "ignored_env": [...]}``, secrets in ``kafka_config`` masked."""
+        out: dict[str, Any] = {}
+        sources = self.sources
+        for name in type(self).model_fields:
+            entry: dict[str, Any] = {"value": mask_setting(name, getattr(self, name)), "source": sources[name]}
+            if name in self._shadowed:
+                entry["overrides_code"] = mask_setting(name, self._shadowed[name])
+            out[name] = entry
+        report: dict[str, Any] = {"settings": out}
+        if self._ignored_env:
+            report["ignored_env"] = list(self._ignored_env)
+        return report
+
+    @property
     def effective_instance_id(self) -> str:
         return self.instance_id or f"{_default_instance_id()}-{os.getpid()}"
 
@@ -120,18 +199,280 @@ class Settings(BaseSettings):
         return self.dlq_topic or f"{self.application_id}-dlq"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build :class:`Settings` from keyword overrides and the environment; raise ConfigError naming the field."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+
+
+# --- resolution: defaults < code < environment < overrides ------------------------------------------
+
+_RESOLVING: contextvars.ContextVar[bool] = contextvars.ContextVar("kstreamlet_resolving_settings", default=False)
+_log = logging.getLogger("kstreamlet.config")
+_warned: set[str] = set()
+
+#: How close (difflib ratio of the names without prefix) a name must be to a setting's for an error.
+_TYPO_CUTOFF = 0.8
+#: How close it must be for a suggestion in a warning.
+_HINT_CUTOFF = 0.6
+
+
+def setting_names() -> list[str]:
+    return list(Settings.model_fields)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of setting ``field``: ``KSTREAMLET_<FIELD>``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = _HINT_CUTOFF) -> str | None:
+    """The candidate closest to ``name`` (case-insensitive), if any is at least ``cutoff`` similar."""
+    pool = {c.lower(): c for c in candidates}
+    found = difflib.get_close_matches(name.lower(), list(pool), n=1, cutoff=cutoff)
+    return pool[found[0]] if found else None
+
+
+def check_setting_names(names: Iterable[str], where: str = "App()") -> None:
+    """Raise ConfigError for names that are not settings, with the closest setting's name."""
+    known = setting_names()
+    problems = []
+    for name in names:
+        if name in Settings.model_fields:
+            continue
+        hint = did_you_mean(name, known)
+        problems.append(f"unknown setting {name!r} in {where}" + (f"; did you mean {hint!r}?" if hint else
+                                                                   f"; settings are: {', '.join(known)}"))
+    if problems:
+        raise ConfigError("invalid kstreamlet configuration: " + "; ".join(problems))
+
+
+def parse_kafka_config_env(var: str, raw: str) -> dict[str, Any]:
+    """``KSTREAMLET_KAFKA_CONFIG``'s JSON object, or a ConfigError saying where it is malformed
+    (the value itself is not repeated: it may hold credentials)."""
     try:
-        return Settings(**overrides)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            if not err["loc"]:  # a rule across fields: its message names them and their env variables
-                problems.append(str(err["msg"]).removeprefix("Value error, "))
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"invalid kstreamlet configuration: kafka_config (env {var}): not valid JSON: {e.msg} at line {e.lineno} "
+            f"column {e.colno} (char {e.pos}); expected an object such as "
+            '{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN"}') from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"invalid kstreamlet configuration: kafka_config (env {var}): expected a JSON object of "
+                          f"librdkafka properties, got a JSON {type(value).__name__}")
+    return value
+
+
+def read_env(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Settings from ``KSTREAMLET_*`` variables: ``(values, variable per field, ignored variables)``.
+
+    Empty values count as unset (as the Helm chart's null/""). A variable that is no setting and not
+    in :data:`NON_SETTING_ENV` is a ConfigError when its name is close to a setting's (a typo), else
+    ignored with a one-line warning (once per process)."""
+    environ = os.environ if environ is None else environ
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    ignored: list[str] = []
+    typos: list[str] = []
+    for var, raw in environ.items():
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        field = upper[len(ENV_PREFIX):].lower()
+        if field in fields:
+            if raw == "":
                 continue
-            field = ".".join(str(p) for p in err["loc"])
-            env = f"KSTREAMLET_{field.upper()}"
-            problems.append(f"{field} (env {env}): {err['msg']}")
-        raise ConfigError("invalid kstreamlet configuration: " + "; ".join(problems)) from None
+            values[field] = parse_kafka_config_env(var, raw) if field == "kafka_config" else raw
+            names[field] = var
+            continue
+        if upper in NON_SETTING_ENV:
+            continue
+        suffix = upper[len(ENV_PREFIX):]
+        close = did_you_mean(suffix, [f.upper() for f in fields], cutoff=_TYPO_CUTOFF)
+        if close is not None:
+            typos.append(f"unknown environment variable {var}; did you mean {ENV_PREFIX}{close}?")
+            continue
+        ignored.append(var)
+        if var not in _warned:
+            _warned.add(var)
+            pool = [f.upper() for f in fields] + [n[len(ENV_PREFIX):] for n in NON_SETTING_ENV]
+            hint = did_you_mean(suffix, pool)
+            _log.warning("kstreamlet: ignoring %s: not a kstreamlet setting%s", var,
+                         f" (did you mean {ENV_PREFIX}{hint}?)" if hint else "")
+    if typos:
+        raise ConfigError("invalid kstreamlet configuration: " + "; ".join(sorted(typos)))
+    return values, names, ignored
+
+
+def resolve_settings(code: Mapping[str, Any] | None = None,
+                     overrides: Mapping[str, tuple[Any, str]] | None = None,
+                     environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings`: defaults < ``code`` < ``KSTREAMLET_*`` environment < ``overrides``.
+
+    ``code``: values written in the app (``App(...)`` keywords; None = not set).
+    ``overrides``: ``{field: (value, source)}`` set explicitly for this run, e.g. a CLI flag
+    (``"flag --bootstrap-servers"``) or ``app.configure(...)``; they beat the environment.
+    Raises ConfigError naming the field and its variable, or an unknown name with "did you mean"."""
+    code = {k: v for k, v in (code or {}).items() if v is not None}
+    overrides = {k: sv for k, sv in (overrides or {}).items() if sv[0] is not None}
+    check_setting_names(code)
+    check_setting_names(overrides, "configure()/flags")
+    env_values, env_vars, ignored = read_env(environ)
+    merged: dict[str, Any] = dict(code)
+    sources = {k: "code" for k in code}
+    shadowed: dict[str, Any] = {}
+    for field, value in env_values.items():
+        _layer(merged, sources, shadowed, code, field, value, f"env {env_vars[field]}")
+    for field, (value, source) in overrides.items():
+        _layer(merged, sources, shadowed, code, field, value, source)
+    token = _RESOLVING.set(True)
+    try:
+        settings = Settings(**merged)
+    except ValidationError as e:
+        raise ConfigError("invalid kstreamlet configuration: " + "; ".join(_problems(e, sources, merged))) from None
+    finally:
+        _RESOLVING.reset(token)
+    settings._sources = sources
+    settings._shadowed = {k: v for k, v in shadowed.items() if k in sources and sources[k] != "code"}
+    settings._ignored_env = ignored
+    return settings
+
+
+def _layer(merged: dict[str, Any], sources: dict[str, str], shadowed: dict[str, Any], code: Mapping[str, Any],
+           field: str, value: Any, source: str) -> None:
+    """Put a higher layer's ``value`` over ``merged[field]``. ``kafka_config`` is merged per
+    property (the deployment's SASL settings and the code's client tuning both apply; a property
+    in both takes the higher layer's value); every other setting is replaced."""
+    below = merged.get(field)
+    if field == "kafka_config" and isinstance(below, Mapping) and isinstance(value, Mapping) and below:
+        if field in code and any(k in value and value[k] != v for k, v in code[field].items()):
+            shadowed.setdefault(field, code[field])
+        merged[field] = {**below, **value}
+        sources[field] = f"{sources[field]} + {source}"
+        return
+    if field in code:
+        shadowed.setdefault(field, code[field])
+    merged[field] = value
+    sources[field] = source
+
+
+def _problems(e: ValidationError, sources: Mapping[str, str], merged: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for err in e.errors():
+        if not err["loc"]:  # a rule across fields: its message names them and their env variables
+            problems.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in err["loc"])
+        top = str(err["loc"][0])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        where = ""
+        if top in sources:
+            shown = "" if top == "kafka_config" else f"got {mask_setting(top, merged.get(top))!r} "
+            where = f" ({shown}from {sources[top]})"
+        problems.append(f"{field} (env {env_name(top)}): {msg}{where}")
+    return problems
+
+
+def load_settings(**code: Any) -> Settings:
+    """Build :class:`Settings` from values in code and the environment (environment wins);
+    raise ConfigError naming the field. Same as ``resolve_settings(code)``."""
+    return resolve_settings(code)
+
+
+# --- secrets -------------------------------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"password|secret|token|credential|jaas|oauthbearer\.config|\.pem$|keytab", re.I)
+MASK = "***"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a librdkafka property holds a secret (its value is never logged)."""
+    return bool(_SECRET_KEY.search(key))
+
+
+def mask_setting(name: str, value: Any) -> Any:
+    """``value`` as it may be logged: secret ``kafka_config`` entries replaced by ``***``."""
+    if name == "kafka_config" and isinstance(value, Mapping):
+        return {k: (MASK if is_secret_key(str(k)) else v) for k, v in value.items()}
+    return value
+
+
+# --- librdkafka properties ------------------------------------------------------------------------------
+
+# Handled by confluent-kafka itself (callables), never seen by librdkafka's configuration.
+_PYTHON_CLIENT_KEYS = {"error_cb", "throttle_cb", "stats_cb", "oauth_cb", "logger", "on_delivery", "on_commit",
+                       "delivery.report.only.error"}
+_SECURITY_PROTOCOLS = {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"}
+# Common properties offered as "did you mean" suggestions (librdkafka cannot list its own).
+_COMMON_KEYS = [
+    "security.protocol", "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
+    "sasl.oauthbearer.method", "sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.token.endpoint.url", "sasl.oauthbearer.scope", "sasl.kerberos.service.name",
+    "sasl.kerberos.principal", "sasl.kerberos.keytab", "ssl.ca.location", "ssl.certificate.location",
+    "ssl.key.location", "ssl.key.password", "ssl.endpoint.identification.algorithm", "ssl.ca.pem",
+    "ssl.certificate.pem", "ssl.key.pem", "ssl.keystore.location", "ssl.keystore.password", "client.id",
+    "client.rack", "socket.timeout.ms", "socket.keepalive.enable", "message.max.bytes", "fetch.max.bytes",
+    "max.partition.fetch.bytes", "compression.type", "linger.ms", "batch.size", "batch.num.messages",
+    "queue.buffering.max.messages", "queue.buffering.max.kbytes", "request.timeout.ms", "retry.backoff.ms",
+    "reconnect.backoff.ms", "reconnect.backoff.max.ms", "metadata.max.age.ms", "statistics.interval.ms",
+    "debug", "log_level", "broker.address.family", "api.version.request", "enable.ssl.certificate.verification",
+    "connections.max.idle.ms", "fetch.wait.max.ms", "fetch.min.bytes", "max.poll.interval.ms",
+]
+_NO_SUCH = re.compile(r'No such configuration property: "([^"]+)"')
+
+
+def check_librdkafka_config(config: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first key librdkafka does not know, or whose value it refuses.
+
+    librdkafka itself is the authority: a producer configuration is built without bootstrap
+    servers (no connection, no thread left behind). ``security.protocol`` is checked by value and
+    left out of that build, so SSL contexts and SASL logins are not set up here."""
+    if not config:
+        return
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ValueError(f"librdkafka property names are strings, got {key!r}")
+        if key in _PYTHON_CLIENT_KEYS:
+            continue
+        if not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"librdkafka property {key!r} needs a string, number or boolean value, "
+                             f"got {type(value).__name__}")
+    proto = config.get("security.protocol")
+    if proto is not None and str(proto).lower() not in _SECURITY_PROTOCOLS:
+        raise ValueError(f"librdkafka property 'security.protocol' must be one of "
+                         f"{sorted(p.upper() for p in _SECURITY_PROTOCOLS)}, got {proto!r}")
+    checked = {k: v for k, v in config.items() if k not in _PYTHON_CLIENT_KEYS and k != "security.protocol"}
+    if not checked:
+        return
+    error = _librdkafka_error(checked)
+    if error is None:
+        return
+    unknown = _NO_SUCH.search(error)
+    if unknown:
+        key = unknown.group(1)
+        hint = did_you_mean(key, _COMMON_KEYS, cutoff=0.75)
+        raise ValueError(f"unknown librdkafka property {key!r}" + (f"; did you mean {hint!r}?" if hint else
+                         " (see librdkafka's CONFIGURATION.md)"))
+    # A refused value names librdkafka's canonical property (e.g. request.required.acks for acks):
+    # find the key as written.
+    for key, value in checked.items():
+        if _librdkafka_error({key: value}) is not None:
+            shown = MASK if is_secret_key(key) else repr(value)
+            raise ValueError(f"librdkafka refuses {key}={shown}: {error}")
+    raise ValueError(f"librdkafka refuses this configuration: {error}")
+
+
+_null_logger = logging.getLogger("kstreamlet.config.librdkafka-check")
+_null_logger.addHandler(logging.NullHandler())
+_null_logger.propagate = False
+
+
+def _librdkafka_error(config: Mapping[str, Any]) -> str | None:
+    from confluent_kafka import KafkaException, Producer
+
+    try:
+        producer = Producer({**config, "logger": _null_logger})
+    except KafkaException as e:
+        err: Any = e.args[0] if e.args else None
+        return str(err.str()) if hasattr(err, "str") else str(e)
+    except (TypeError, ValueError) as e:
+        return str(e)
+    del producer
+    return None

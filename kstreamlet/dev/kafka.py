@@ -574,21 +574,34 @@ def dev_status() -> dict[str, object] | None:
     return state  # type: ignore[no-any-return]
 
 
-def dev_up(port: int = 9092) -> dict[str, object]:
-    """Start a detached broker that outlives this process; idempotent."""
+#: Port of the dev broker when none is asked for.
+DEV_PORT = 9092
+
+
+def dev_up(port: int | None = None) -> dict[str, object]:
+    """Start a detached broker on 127.0.0.1:``port`` (default 9092) that outlives this process.
+
+    Idempotent: a dev broker already running is returned as is (``"started": False``) when no
+    port or its own port is asked for; asking for another port while one runs is a
+    :class:`KafkaStartError` (stop it first), as is a port something else listens on."""
     state = dev_status()
     if state:
-        return state
+        running = str(state["bootstrap_servers"])
+        if port is not None and not running.endswith(f":{port}"):
+            raise KafkaStartError(
+                f"a dev broker is already running at {running} (pid {state['pid']}), not on port {port}; "
+                "use it, or stop it first with `kstreamlet dev kafka down`")
+        return {**state, "started": False}
     workdir = cache_dir() / "dev-kafka"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    broker = LocalKafkaBroker(port=port, workdir=workdir, keep_dir=True)
+    broker = LocalKafkaBroker(port=DEV_PORT if port is None else port, workdir=workdir, keep_dir=True)
     broker.start()
     assert broker.proc is not None
     state = {"pid": broker.proc.pid, "bootstrap_servers": broker.bootstrap_servers, "workdir": str(workdir),
              "version": broker.version, "startup_seconds": round(broker.startup_seconds, 2)}
     _state_file().write_text(json.dumps(state))
-    return state
+    return {**state, "started": True}
 
 
 def dev_down(timeout: float = 30.0) -> bool:

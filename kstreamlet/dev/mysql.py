@@ -22,8 +22,9 @@ Example::
         conn = db.connect()
         print(db.url)
 
-Command line: ``python -m kstreamlet.dev.mysql`` starts a server, prints its URL and
-waits for Ctrl-C.
+Command line: ``kstreamlet dev mysql up|down|status`` runs a detached local MariaDB for
+development (:func:`dev_up`); ``python -m kstreamlet.dev.mysql`` starts a server in the
+foreground, prints its URL and waits for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -554,6 +555,83 @@ def mysql_server(
     with LocalMariaDB(port=port) as db:
         _announce(LocalMariaDB.backend, db.endpoint.url, db.startup_seconds)
         yield db.endpoint
+
+
+# --- a long-lived dev server for people (``kstreamlet dev mysql up|down|status``) -------------
+
+
+def _dev_state_file() -> Path:
+    from kstreamlet.dev.kafka import cache_dir
+
+    return cache_dir() / "dev-mysql.json"
+
+
+def dev_status() -> dict[str, object] | None:
+    """The running dev MariaDB's state (``pid``, ``url``, ``port``, ``workdir``), or None."""
+    import json
+
+    try:
+        state = json.loads(_dev_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None
+    return state  # type: ignore[no-any-return]
+
+
+def dev_up(port: int | None = None, timeout: float = 60.0) -> dict[str, object]:
+    """Start a detached local MariaDB that outlives this process (on ``port``, else a free one).
+
+    Idempotent like ``kstreamlet dev kafka up``: a running one is returned (``"started": False``)
+    unless another port is asked for, which is a :class:`MySQLStartError`."""
+    import json
+
+    state = dev_status()
+    if state:
+        if port is not None and int(state["port"]) != port:  # type: ignore[call-overload]
+            raise MySQLStartError(
+                f"a dev MariaDB is already running on port {state['port']} (pid {state['pid']}), not on {port}; "
+                "use it, or stop it first with `kstreamlet dev mysql down`")
+        return {**state, "started": False}
+    from kstreamlet.dev.kafka import cache_dir
+
+    workdir = cache_dir() / "dev-mysql"
+    if len(str(workdir / "mysqld.sock")) > _MAX_SOCKET_PATH:
+        workdir = Path(tempfile.mkdtemp(prefix="kstreamlet-dev-mysql-", dir="/tmp"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    db = LocalMariaDB(port=port, workdir=workdir, keep_dir=True)
+    db.start(timeout)
+    atexit.unregister(db.stop)  # detached: it stays up after this process exits
+    assert db.proc is not None
+    state = {"pid": db.proc.pid, "url": db.endpoint.url, "port": db.endpoint.port, "workdir": str(workdir),
+             "startup_seconds": round(db.startup_seconds, 2)}
+    _dev_state_file().parent.mkdir(parents=True, exist_ok=True)
+    _dev_state_file().write_text(json.dumps(state))
+    return {**state, "started": True}
+
+
+def dev_down(timeout: float = 30.0) -> bool:
+    """Stop the dev MariaDB (clean shutdown, SIGKILL after ``timeout``); whether one was running."""
+    state = dev_status()
+    if not state:
+        return False
+    pid = int(state["pid"])  # type: ignore[call-overload]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _dev_state_file().unlink(missing_ok=True)
+    shutil.rmtree(str(state["workdir"]), ignore_errors=True)
+    return True
 
 
 # --- command line -----------------------------------------------------------------------------

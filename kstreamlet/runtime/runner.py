@@ -19,6 +19,8 @@ log = structlog.get_logger("kstreamlet.runner")
 def run_app(app: AppLike, workers: int = 1) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     configure_logging(app.settings.log_level)
+    # Once per start (before --workers forks): every effective setting and where it came from.
+    log.info("effective settings", **app.settings.report())
     app.topology()  # fail fast on topology errors, before forking
     if workers <= 1:
         Member(app, app.settings.effective_instance_id).run()

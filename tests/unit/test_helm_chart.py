@@ -388,6 +388,28 @@ def test_pod_environment_loads_into_the_intended_kstreamlet_settings(monkeypatch
     assert env["WORDS_TOPIC"] == "words", "extraEnv must reach the container"
 
 
+def test_chart_settings_take_effect_for_an_app_that_sets_them_in_code(monkeypatch):
+    """The README's first example sets application_id, processing_guarantee and commit_interval in
+    code; the chart's config.* values (environment) must still win, and the start-up report says so."""
+    from kstreamlet import App, serdes
+
+    docs = render("--set", "config.application_id=words", "--set", "config.commit_interval=0.5",
+                  "--set", "config.processing_guarantee=at_least_once")
+    env = _kubelet_env(docs, f"{FULLNAME}-0", {})
+    for k in [k for k in os.environ if k.startswith("KSTREAMLET_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    app = App(application_id="upper", processing_guarantee="exactly_once", commit_interval=0.1)
+    app.stream("lines", value_serde=serdes.STR).map(str.upper).to("upper-lines")
+    s = app.settings
+    assert (s.application_id, s.processing_guarantee, s.commit_interval, s.instance_id) == \
+        ("words", "at_least_once", 0.5, f"{FULLNAME}-0")
+    report = s.report()["settings"]
+    assert report["commit_interval"] == {"value": 0.5, "source": "env KSTREAMLET_COMMIT_INTERVAL", "overrides_code": 0.1}
+    assert "ignored_env" not in s.report(), "the chart renders no variable kstreamlet does not know"
+
+
 def test_kafka_config_from_a_whole_secret_or_plain_values():
     docs = render("--set", "kafka.configSecret.existingSecret=kafka-json", "--set", "kafka.configSecret.key=cfg.json")
     assert env_entry(docs, "KSTREAMLET_KAFKA_CONFIG")["valueFrom"] == \

@@ -1,0 +1,57 @@
+"""Command line: ``kstreamlet run|describe|dev ...`` (``kstreamlet --help`` lists them).
+
+One module per command group, each with ``register(subparsers)``: adding a group is one
+import and one call in :func:`build_parser`. Shared pieces (loading ``module:app``, the
+``--bootstrap-servers`` flag, one-line errors with exit code 2) are in
+:mod:`kstreamlet.cli.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from kstreamlet.cli import describe, dev, run
+from kstreamlet.cli.common import CliError, load_app, version_string
+
+_EPILOG = """\
+examples:
+  kstreamlet run services.wordcount:app --workers 2
+  kstreamlet describe services.wordcount:app --format mermaid
+  eval "$(kstreamlet dev kafka up)"      # start a local broker, export KSTREAMLET_BOOTSTRAP_SERVERS
+  kstreamlet dev mysql up --port 3307
+
+settings: CLI flags > KSTREAMLET_* environment > values in code > defaults; the effective
+settings and where each came from are logged once at start (see docs/settings.md).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kstreamlet", description="Kafka-Streams-style stream processing for Python.",
+                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_string())
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    run.register(sub)
+    describe.register(sub)
+    dev.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(parser, args)
+    try:
+        return int(args.fn(args))
+    except CliError as e:
+        return e.report()
+    except BrokenPipeError:  # `kstreamlet describe ... | head`: the reader left; not an error
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+__all__ = ["main", "build_parser", "load_app"]

@@ -1,0 +1,3 @@
+from kstreamlet.cli import main
+
+raise SystemExit(main())
