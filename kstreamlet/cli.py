@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from kstreamlet.errors import ConfigError, TopologyError
+from kstreamlet.tools import topics as topics_tool
 
 
 def load_app(spec: str) -> Any:
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("action", choices=["up", "down", "status"])
     k.add_argument("--port", type=int, default=9092)
     k.set_defaults(fn=_cmd_dev_kafka)
+    topics_tool.add_parser(sub)
     args = p.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         p.error("--workers must be >= 1")
