@@ -10,6 +10,9 @@ import sys
 from typing import Any
 
 from kstreamlet.errors import ConfigError, TopologyError
+from kstreamlet.tools import dlq as dlq_tool
+from kstreamlet.tools import reset as reset_tool
+from kstreamlet.tools import state as state_tool
 from kstreamlet.tools import topics as topics_tool
 
 
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--port", type=int, default=9092)
     k.set_defaults(fn=_cmd_dev_kafka)
     topics_tool.add_parser(sub)
+    dlq_tool.add_parser(sub)
+    state_tool.add_parser(sub)
+    reset_tool.add_parser(sub)
     args = p.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         p.error("--workers must be >= 1")
