@@ -9,10 +9,10 @@ What a reset does (``--dry-run`` prints it and does nothing):
    topics of its custom sources) to the earliest offset (default), the first offset at or after
    ``--to-datetime`` / ``now - --by-duration``, or ``--to-offset`` (clamped to each partition's
    range); the offsets' stream-time metadata goes with them;
-3. deletes the group's offsets of, and then deletes, the app's internal topics: repartition
-   topics and the changelogs of its stores (``<application_id>-<store>-changelog``); the
-   dead-letter topic (and the replay group of ``kstreamlet dlq replay``) only with
-   ``--include-dlq``;
+3. deletes the app's internal topics: repartition topics and the changelogs of its stores
+   (``<application_id>-<store>-changelog``), and with them the group's committed offsets of
+   the repartition topics (the broker drops a deleted topic's offsets); the dead-letter topic
+   (and the replay group of ``kstreamlet dlq replay``) only with ``--include-dlq``;
 4. wipes the local state directory ``state_dir/<application_id>`` of *this* machine. Each other
    machine (pod volume) that ran the app keeps its directory: wipe it too (its stores would
    otherwise be checked against the new, empty changelogs: a store whose changelog offset is
@@ -178,20 +178,6 @@ def execute(admin: Any, p: ResetPlan, timeout: float = 30.0) -> None:
     members = active_members(admin, p.group)
     if members:
         raise ToolError(_members_message(p.group, members))
-    existing = admin.list_topics(timeout=10).topics
-    internal_with_offsets = [TopicPartition(t, part) for t in p.delete_topics if t in existing
-                             for part in sorted(existing[t].partitions)]
-    if internal_with_offsets:
-        fut = admin.delete_consumer_group_offsets([ConsumerGroupTopicPartitions(p.group, internal_with_offsets)],
-                                                  request_timeout=timeout)[p.group]
-        try:
-            fut.result(timeout)
-        except KafkaException as e:
-            # No group yet, or no offsets of these partitions: nothing to delete.
-            if kafka_error_code(e) not in (KafkaError.GROUP_ID_NOT_FOUND, KafkaError.GROUP_SUBSCRIBED_TO_TOPIC,
-                                           KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._NOENT):
-                raise ToolError(f"cannot delete the offsets of group {p.group} on internal topics: "
-                                f"{kafka_error_text(e)}") from None
     if p.offsets:
         req = ConsumerGroupTopicPartitions(p.group, [TopicPartition(t, part, o) for (t, part), o in sorted(p.offsets.items())])
         fut = admin.alter_consumer_group_offsets([req], request_timeout=timeout)[p.group]
