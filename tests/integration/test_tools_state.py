@@ -70,7 +70,7 @@ def test_list_map_ttl_value_and_window_stores(kafka_bootstrap, kafka_topic, tmp_
     ts = 1_700_000_000_000  # all in one event-time hour
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     for i, v in enumerate(values):
-        p.produce(inp, v.encode(), timestamp=ts + i)
+        p.produce(inp, v.encode(), timestamp=ts + i, partition=0)  # one partition: the order per key is known
     p.flush(10)
     members = Members("tests.apps.stores:app", env, tmp_path)
     try:
