@@ -315,3 +315,14 @@ def test_reset_topic_sets():
                                "tools-unit-win-timers-changelog"])
     assert reset.internal_topics(app, include_dlq=True) == sorted(internal + ["tools-unit-dlq"])
     assert topics.app_topics(app) == {"sources": ["in"], "sinks": ["out"], "broadcasts": []}
+
+
+def test_reset_plan_text_and_json():
+    p = reset.ResetPlan("app", "app", reset.Position("timestamp", 5000), ["in"], {("in", 1): 3, ("in", 0): 2},
+                        ["app-c-value-changelog"], [], "/state/app", True, ["gone"])
+    text = p.to_text()
+    assert "offset  in[0] -> 2" in text and text.index("in[0]") < text.index("in[1]")
+    assert "delete  topic app-c-value-changelog" in text and "wipe    /state/app" in text and "gone" in text
+    j = p.to_json()
+    assert j["offsets"] == [{"topic": "in", "partition": 0, "offset": 2}, {"topic": "in", "partition": 1, "offset": 3}]
+    assert j["reset_to"] == "first offset at or after timestamp 5000 ms" and j["wipe_state_dir"]
