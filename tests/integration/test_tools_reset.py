@@ -82,6 +82,14 @@ def test_reset_refuses_while_running_then_reprocesses_from_the_start(kafka_boots
 
         members.start("m1")  # reprocesses everything, counting from scratch
         updates = read_committed(kafka_bootstrap, out, expect=2 * total, timeout=120, settle=2)
+        assert members.terminate("m1")[0] == 0
+        deadline = time.monotonic() + 30
+        while cli(["reset", "services.wordcount:app", "--dry-run"], env, check=None).returncode == 2:
+            assert time.monotonic() < deadline, "the group kept an active member after the stop"
+            time.sleep(1)
+        with_dlq = cli_json(["reset", "services.wordcount:app", "--include-dlq"], env)
+        assert f"{app_id}-dlq" in with_dlq["delete_topics"] and with_dlq["delete_groups"] == [f"{app_id}-dlq-replay"]
+        assert f"{app_id}-dlq" not in kafka_admin.list_topics(timeout=10).topics
     finally:
         codes = members.stop_all()
     assert all(c == 0 for c in codes.values()), codes
