@@ -326,3 +326,37 @@ def test_reset_plan_text_and_json():
     j = p.to_json()
     assert j["offsets"] == [{"topic": "in", "partition": 0, "offset": 2}, {"topic": "in", "partition": 1, "offset": 3}]
     assert j["reset_to"] == "first offset at or after timestamp 5000 ms" and j["wipe_state_dir"]
+
+
+def test_discovers_the_stores_of_joins_count_windows_broadcast_and_sinks(tmp_path):
+    from kstreamlet import KeyedBroadcastProcessFunction
+    from kstreamlet.sinks import FileSink
+
+    class Rules(KeyedBroadcastProcessFunction):
+        def open(self, ctx):  # type: ignore[no-untyped-def]
+            self.count = ctx.get_state(ValueStateDescriptor("count", serdes.INT64, default=0))
+
+        def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
+            pass
+
+        def process_broadcast_element(self, value, ctx):  # type: ignore[no-untyped-def]
+            pass
+
+    app = App(application_id="ops")
+    a = app.stream("a", value_serde=serdes.JSON)
+    b = app.stream("b", value_serde=serdes.JSON)
+    a.join(b).where(lambda v: v["k"], key_serde=serdes.STR).equal_to(lambda v: v["k"]).window(
+        TumblingEventTimeWindows.of(10)).apply(lambda x, y: [x, y], name="wj").to("out")
+    a.key_by(lambda v: v["k"], key_serde=serdes.STR, name="ak").interval_join(
+        b.key_by(lambda v: v["k"], key_serde=serdes.STR, name="bk")).between(-2, 1).apply(lambda x, y: 1, name="ij").to("out")
+    c = app.stream("c", key_serde=serdes.STR, value_serde=serdes.STR)
+    c.keyed().count_window(3, name="cw").to("out")
+    c.keyed().connect(app.broadcast("rules", value_serde=serdes.JSON)).process(Rules(), name="rules").to("out")
+    c.sink(FileSink(str(tmp_path)), name="files")
+    stores = state.discover_stores(app)
+    kinds = {n: s.kind for n, s in stores.items()}
+    assert kinds["wj-windows"] == "window" and kinds["wj-timers"] == "timers"
+    assert kinds["ij-buffers"] == "join-buffer" and not stores["ij-buffers"].decodable
+    assert kinds["cw-elements"] == "list" and kinds["cw-seen"] == "value"
+    assert kinds["rules-count"] == "value" and stores["rules-count"].key_serde is serdes.STR
+    assert kinds["files-2pc"] == "sink" and not stores["files-2pc"].decodable
