@@ -1,4 +1,4 @@
-"""Command line: ``kstreamlet run|describe|dev ...`` (``kstreamlet --help`` lists them).
+"""Command line: ``kstreamlet run|describe|dev|topics|dlq|state|reset ...`` (``kstreamlet --help`` lists them).
 
 One module per command group, each with ``register(subparsers)``: adding a group is one
 import and one call in :func:`build_parser`. Shared pieces (loading ``module:app``, the
@@ -12,6 +12,10 @@ import argparse
 
 from kstreamlet.cli import describe, dev, run
 from kstreamlet.cli.common import CliError, load_app, version_string
+from kstreamlet.tools import dlq as dlq_tool
+from kstreamlet.tools import reset as reset_tool
+from kstreamlet.tools import state as state_tool
+from kstreamlet.tools import topics as topics_tool
 
 _EPILOG = """\
 examples:
@@ -19,6 +23,10 @@ examples:
   kstreamlet describe services.wordcount:app --format mermaid
   eval "$(kstreamlet dev kafka up)"      # start a local broker, export KSTREAMLET_BOOTSTRAP_SERVERS
   kstreamlet dev mysql up --port 3307
+  kstreamlet topics create orders -p 6
+  kstreamlet dlq show services.wordcount:app
+  kstreamlet state scan services.wordcount:app counts
+  kstreamlet reset services.wordcount:app --dry-run
 
 settings: CLI flags > KSTREAMLET_* environment > values in code > defaults; the effective
 settings and where each came from are logged once at start (see docs/settings.md).
@@ -33,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     describe.register(sub)
     dev.register(sub)
+    topics_tool.add_parser(sub)
+    dlq_tool.add_parser(sub)
+    state_tool.add_parser(sub)
+    reset_tool.add_parser(sub)
     return p
 
 

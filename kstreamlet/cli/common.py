@@ -9,6 +9,7 @@ import platform
 import sys
 from typing import Any, Callable
 
+from kstreamlet.loader import load_app
 from kstreamlet.errors import ConfigError, TopologyError
 
 #: Exit code of a usage or configuration error (argparse uses it too).
@@ -44,20 +45,6 @@ def version_string() -> str:
     except Exception:  # pragma: no cover - confluent-kafka is a dependency
         clients = "confluent-kafka missing"
     return f"kstreamlet {own} ({clients}, Python {platform.python_version()})"
-
-
-def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` (attribute defaults to ``app``); SystemExit with one line if it fails."""
-    module_name, _, attr = spec.partition(":")
-    sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise SystemExit(f"kstreamlet: cannot import {module_name!r}: {e}") from None
-    try:
-        return getattr(module, attr or "app")
-    except AttributeError:
-        raise SystemExit(f"kstreamlet: module {module_name!r} has no attribute {attr or 'app'!r}") from None
 
 
 def add_app_argument(p: argparse.ArgumentParser) -> None:
