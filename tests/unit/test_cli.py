@@ -63,13 +63,17 @@ def test_help_has_examples(capsys, argv, needles):
 
 
 def test_a_command_group_is_one_register_call():
-    """Another group (topics, reset, ...) is added the same way: a module with register(sub)."""
+    """Each group is a module with one registering function: the cli's own (register) and the
+    operator tools' (add_parser)."""
     from kstreamlet.cli import describe, dev, run
+    from kstreamlet.tools import dlq, reset, state, topics
 
     for module in (run, describe, dev):
         assert callable(module.register)
+    for module in (topics, dlq, state, reset):
+        assert callable(module.add_parser)
     sub = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
-    assert set(sub.choices) == {"run", "describe", "dev"}
+    assert set(sub.choices) == {"run", "describe", "dev", "topics", "dlq", "state", "reset"}
 
 
 def _app() -> App:
