@@ -20,8 +20,8 @@ class Backend(Protocol):
     def write(self, batch: Mapping[bytes, bytes | None], offset: int | None) -> None:
         """Apply puts (value) and deletes (None) and the changelog offset atomically."""
 
-    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries with key >= start in key order (the offset key excluded)."""
+    def iter_from(self, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key < end`` (``end`` None: unbounded) in key order (the offset key excluded)."""
 
     def changelog_offset(self) -> int | None: ...
 
@@ -53,8 +53,8 @@ class MemoryBackend:
         if offset is not None:
             self._offset = offset
 
-    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for k in sorted(k for k in self._data if k >= start):
+    def iter_from(self, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        for k in sorted(k for k in self._data if k >= start and (end is None or k < end)):
             v = self._data.get(k)
             if v is not None:
                 yield k, v

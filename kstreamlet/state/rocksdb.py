@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from kstreamlet.state.backend import OFFSET_KEY
 
@@ -65,8 +65,16 @@ class RocksDBBackend:
             wb.put(OFFSET_KEY, _OFFSET.pack(offset))
         self._db.write(wb, self._wopts)
 
-    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-        it = self._db.iter()
+    def iter_from(self, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        if end is None:
+            it = self._db.iter()
+        else:
+            # An upper bound stops the iterator inside RocksDB: without it, a range with nothing
+            # live left (a join buffer or window whose entries were deleted) walks on through every
+            # tombstone after it until the next live key, which made a seek cost ~30 µs.
+            ro = ReadOptions()
+            ro.set_iterate_upper_bound(end)
+            it = self._db.iter(ro)
         it.seek(start)
         while it.valid():
             k = it.key()

@@ -82,9 +82,7 @@ class Store:
         buf = self.buffer
         pending = [(k, buf[k]) for k in self._sorted[lo:hi]]
         i = 0
-        for k, v in self.backend.iter_from(start):
-            if end is not None and k >= end:
-                break
+        for k, v in self.backend.iter_from(start, end):
             while i < len(pending) and pending[i][0] < k:
                 if pending[i][1] is not None:
                     yield pending[i]  # type: ignore[misc]
