@@ -175,7 +175,7 @@ def _batches(scenario: str) -> list[list[Msg]]:
     return out
 
 
-def measure(scenario: str = "stateless") -> dict[str, Any]:
+def measure(scenario: str = "stateless", batches_n: int | None = None) -> dict[str, Any]:
     """In this process: build a member on fakes (either API generation) and time the path."""
     import inspect
     import tempfile
@@ -206,6 +206,9 @@ def measure(scenario: str = "stateless") -> dict[str, Any]:
     on_assign = consumer.cb["assign"]  # type: ignore[union-attr]
     on_assign(consumer, [TopicPartition(t, p) for t in inputs for p in range(6)])
     ticking = scenario != "stateless"
+    global BATCHES
+    if batches_n:
+        BATCHES = batches_n
     batches = _batches(scenario)
     for b in batches[:20]:  # warm-up
         m._process(b)
@@ -233,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", help="git revision to compare the working tree with")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--scenario", choices=["stateless", "interval_join", "window"], default="stateless")
+    p.add_argument("--batches", type=int, default=BATCHES, help="batches of 1,000 records timed (default %(default)s)")
     p.add_argument("--_measure", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._measure:
-        print(json.dumps(measure(a.scenario)))
+        print(json.dumps(measure(a.scenario, a.batches)))
         return 0
     trees = {"new": common.kstreamlet_root(None)[0]}
     if a.ref:
@@ -244,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, list[float]] = {k: [] for k in trees}
     for rep in range(a.repeats):
         for k in (list(trees) if rep % 2 == 0 else list(reversed(list(trees)))):
-            out = subprocess.run([sys.executable, "-m", "bench.micro_path", "--_measure", "--scenario", a.scenario],
+            out = subprocess.run([sys.executable, "-m", "bench.micro_path", "--_measure", "--scenario", a.scenario,
+                                  "--batches", str(a.batches)],
                                  cwd=trees[k],
                                  env=common.worker_env(), capture_output=True, text=True, timeout=300)
             if out.returncode != 0:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from confluent_kafka import KafkaError, KafkaException
 
 from kstreamlet.loader import load_app
-from kstreamlet.config import Settings, load_settings
+from kstreamlet.config import Settings, resolve_settings
 from kstreamlet.errors import ConfigError, TopologyError
 
 #: Placeholder application id of commands that need no app (``topics``): only the connection
@@ -53,7 +53,8 @@ def subparser(sub: Any, name: str, help: str, examples: str, description: str | 
 def tool_settings(bootstrap_servers: str | None = None) -> Settings:
     """Connection settings for commands without an app: ``--bootstrap-servers``, else
     ``KSTREAMLET_BOOTSTRAP_SERVERS``, else the default; ``KSTREAMLET_KAFKA_CONFIG`` applies."""
-    return load_settings(application_id=TOOLS_APPLICATION_ID, bootstrap_servers=bootstrap_servers)
+    overrides = {"bootstrap_servers": (bootstrap_servers, "flag --bootstrap-servers")} if bootstrap_servers else {}
+    return resolve_settings({"application_id": TOOLS_APPLICATION_ID}, overrides)
 
 
 def load_tool_app(spec: str, bootstrap_servers: str | None = None) -> Any:

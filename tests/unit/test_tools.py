@@ -360,3 +360,13 @@ def test_discovers_the_stores_of_joins_count_windows_broadcast_and_sinks(tmp_pat
     assert kinds["cw-elements"] == "list" and kinds["cw-seen"] == "value"
     assert kinds["rules-count"] == "value" and stores["rules-count"].key_serde is serdes.STR
     assert kinds["files-2pc"] == "sink" and not stores["files-2pc"].decodable
+
+
+def test_bootstrap_flag_beats_the_environment_for_commands_without_an_app(monkeypatch):
+    """The precedence rule (flags > env > code): a tool's --bootstrap-servers is a flag."""
+    from kstreamlet.tools.common import tool_settings
+
+    monkeypatch.setenv("KSTREAMLET_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    s = tool_settings("127.0.0.1:9999")
+    assert s.bootstrap_servers == "127.0.0.1:9999" and s.sources["bootstrap_servers"] == "flag --bootstrap-servers"
+    assert tool_settings().bootstrap_servers == "127.0.0.1:1"
