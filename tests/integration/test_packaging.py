@@ -1,7 +1,7 @@
 """Packaging: what ``python -m build`` makes, installed into a fresh virtualenv and used from outside
 the repository, the way a user's service uses kstreamlet.
 
-* The sdist and the wheel are built once per module from a copy of the sources (the checkout
+* The sdist and the wheel are built once per test session from a copy of the sources (the checkout
   stays clean: setuptools writes ``build/`` and ``*.egg-info`` next to them); the wheel is built
   from the sdist, which ``python -m build`` does by default, so the sdist is proven complete too.
 * The wheel goes into a fresh ``python -m venv`` (``--without-pip``; the suite's pip installs into
@@ -35,6 +35,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+
+try:
+    import build  # noqa: F401  (run as `python -m build`)
+except ImportError as e:  # a dev dependency: missing means the environment is not set up
+    raise ImportError("the `build` package is a dev dependency: pip install -e '.[dev]'") from e
 
 pytestmark = [pytest.mark.integration]
 
@@ -78,7 +83,7 @@ def _run_or_skip(cmd: list[str], what: str, timeout: float, **kw) -> subprocess.
     return p
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dist(tmp_path_factory) -> Path:
     """``python -m build`` (sdist, then the wheel from the sdist) of a copy of the sources."""
     src = tmp_path_factory.mktemp("src")
@@ -96,7 +101,7 @@ def _one(d: Path, pattern: str) -> Path:
     return found[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def venv(dist, tmp_path_factory) -> Path:
     """A fresh virtualenv with the built wheel and its ``[state,mysql]`` extras; returns its bin/."""
     root = tmp_path_factory.mktemp("venv")
