@@ -542,3 +542,13 @@ def test_the_user_app_service_is_wired_like_the_others(compose):
     assert int(svc["stop_grace_period"].rstrip("s")) > float(env["KSTREAMLET_SHUTDOWN_TIMEOUT"])
     port = env["KSTREAMLET_HTTP_PORT"]
     assert f"{port}:{port}" in svc["ports"]
+
+
+def test_image_names_agree_between_compose_and_the_helm_chart(compose):
+    """The chart's default app (a service of services/) needs the services image, not the bare base."""
+    values = yaml.safe_load((ROOT / "helm" / "kstreamlet" / "values.yaml").read_text())
+    services_image = compose["services"]["sentences"]["image"].split(":")[0]
+    assert values["image"]["repository"] == services_image, \
+        f"chart image.repository {values['image']['repository']!r} vs the compose services image {services_image!r}"
+    assert values["app"].startswith("services."), values["app"]
+    assert compose["services"]["kafka-init"]["image"] == BASE_IMAGE
