@@ -174,11 +174,28 @@ ALL_FEATURES = (
 )
 
 
+#: The topic-creation Job with listed topics and the app's own, plus non-default placement.
+TOPICS_FEATURES = (
+    "--set", "topics.create=true",
+    "--set-json", 'topics.list=[{"name": "lines", "partitions": 12, "replicationFactor": 3, '
+                  '"config": {"retention.ms": "604800000", "cleanup.policy": "delete"}}, {"name": "counts"}]',
+    "--set-json", 'topics.config={"min.insync.replicas": 2}',
+    "--set", "topics.partitions=8",
+    "--set", "topics.replicationFactor=3",
+    "--set-json", 'extraEnv=[{"name": "IN_TOPIC", "value": "lines"}]',
+    "--set-json", 'envFrom=[{"secretRef": {"name": "app-env"}}]',
+    "--set-json", 'imagePullSecrets=[{"name": "regcred"}]',
+    "--set", "podAntiAffinityPreset.type=hard",
+    "--set-json", 'affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": '
+                  '[{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["streams"]}]}]}}}',
+)
+
+
 # --- lint and schema validity ---------------------------------------------------------------------
 
 
 def test_helm_lint_is_clean_in_strict_mode():
-    for args in ((), ("--set", "kind=Deployment"), ALL_FEATURES):
+    for args in ((), ("--set", "kind=Deployment"), ALL_FEATURES, TOPICS_FEATURES):
         r = helm("lint", str(CHART), "--strict", *args)
         assert r.returncode == 0, f"helm lint --strict {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
 
@@ -194,7 +211,10 @@ def test_helm_lint_is_clean_in_strict_mode():
         "--set", "podDisruptionBudget.minAvailable=50%", "--set", "podDisruptionBudget.maxUnavailable=null")),
     ("no-optional-objects", (
         "--set", "podDisruptionBudget.enabled=false", "--set", "metrics.service.enabled=false",
-        "--set", "serviceAccount.create=false", "--set", "metrics.podAnnotations=false")),
+        "--set", "serviceAccount.create=false", "--set", "metrics.podAnnotations=false",
+        "--set", "podAntiAffinityPreset.type=none", "--set", "topologySpread.enabled=false")),
+    ("topics-job-and-placement", TOPICS_FEATURES),
+    ("deployment-topics-job-all-features", ("--set", "kind=Deployment", *ALL_FEATURES, *TOPICS_FEATURES)),
 ])
 def test_rendered_manifests_validate_against_the_kubernetes_schema(mode, args, kube_version):
     docs = render(*args, kube_version=kube_version)
@@ -339,10 +359,12 @@ def test_config_values_render_into_the_configmap_read_by_envfrom():
     assert other["checksum/config"] != checksum, "a settings change must change the pod template (rolling restart)"
 
 
-def _kubelet_env(docs: list[dict[str, Any]], pod_name: str, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
-    """The container environment as the kubelet would build it (envFrom, then env with $(VAR) expansion)."""
+def _kubelet_env(docs: list[dict[str, Any]], pod_name: str, secrets: dict[str, dict[str, str]],
+                 c: dict[str, Any] | None = None) -> dict[str, str]:
+    """The environment of container ``c`` (default: the workload's) as the kubelet would build it
+    (envFrom, then env with $(VAR) expansion)."""
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
-    c = container(docs)
+    c = c or container(docs)
     env: dict[str, str] = {}
     for src in c.get("envFrom", []):
         if "configMapRef" in src:
@@ -462,6 +484,170 @@ def test_long_release_names_stay_within_kubernetes_name_limits():
     validate_offline(docs, KUBE_VERSIONS[-1])
 
 
+# --- placement: anti-affinity and topology spread ----------------------------------------------------
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return workload(docs)["spec"]["template"]["spec"]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
+def test_default_pods_prefer_distinct_nodes_and_spread_over_zones(kind):
+    docs = render("--set", f"kind={kind}")
+    spec = pod_spec(docs)
+    pod_labels = workload(docs)["spec"]["template"]["metadata"]["labels"]
+    selector = workload(docs)["spec"]["selector"]["matchLabels"]
+    assert set(spec["affinity"]) == {"podAntiAffinity"}, spec["affinity"]
+    (pref,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in spec["affinity"]["podAntiAffinity"], \
+        "the default is a preference: fewer nodes than replicas must still schedule every pod"
+    assert pref["weight"] == 100 and pref["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname", pref
+    term_selector = pref["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert term_selector == selector and selects(term_selector, pod_labels), \
+        f"anti-affinity must select this app's pods (and only them): {term_selector} vs {pod_labels}"
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread == {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+                      "labelSelector": {"matchLabels": selector}}, spread
+    other = pod_spec(render("--set", f"kind={kind}", release="other"))
+    other_selector = other["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert not selects(other_selector["podAffinityTerm"]["labelSelector"]["matchLabels"], pod_labels), \
+        "another release's pods must not repel these"
+
+
+def test_anti_affinity_can_be_hard_disabled_or_replaced_and_other_affinity_is_kept():
+    hard = pod_spec(render("--set", "podAntiAffinityPreset.type=hard",
+                           "--set", "podAntiAffinityPreset.topologyKey=topology.kubernetes.io/zone"))["affinity"]
+    (req,) = hard["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert req["topologyKey"] == "topology.kubernetes.io/zone" and "preferredDuringSchedulingIgnoredDuringExecution" \
+        not in hard["podAntiAffinity"], hard
+    assert "affinity" not in pod_spec(render("--set", "podAntiAffinityPreset.type=none")), "type=none: no default"
+    node_affinity = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["streams"]}]}]}}
+    kept = pod_spec(render("--set-json", "affinity=" + json.dumps({"nodeAffinity": node_affinity})))["affinity"]
+    assert kept["nodeAffinity"] == node_affinity and "podAntiAffinity" in kept, \
+        f"a node affinity of the user's must not drop the default anti-affinity: {kept}"
+    own = {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5, "podAffinityTerm": {
+        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"team": "x"}}}}]}
+    replaced = pod_spec(render("--set-json", "affinity=" + json.dumps({"podAntiAffinity": own})))["affinity"]
+    assert replaced == {"podAntiAffinity": own}, f"the user's podAntiAffinity replaces the default: {replaced}"
+
+
+def test_topology_spread_can_be_tuned_replaced_or_disabled():
+    (tuned,) = pod_spec(render("--set", "topologySpread.maxSkew=2",
+                               "--set", "topologySpread.whenUnsatisfiable=DoNotSchedule"))["topologySpreadConstraints"]
+    assert (tuned["maxSkew"], tuned["whenUnsatisfiable"]) == (2, "DoNotSchedule"), tuned
+    own = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}]
+    assert pod_spec(render("--set-json", "topologySpreadConstraints=" + json.dumps(own)))["topologySpreadConstraints"] == own
+    assert "topologySpreadConstraints" not in pod_spec(render("--set", "topologySpread.enabled=false"))
+
+
+# --- the topic-creation Job ----------------------------------------------------------------------------
+
+
+def topics_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Job", f"{FULLNAME}-topics")
+
+
+def job_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Job's containers in the order they run: init containers, then the container."""
+    spec = job["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_no_topics_job_by_default():
+    assert "Job" not in kinds(render()), "topic creation is opt-in (topics.create)"
+
+
+def test_topics_job_is_a_pre_install_pre_upgrade_hook_running_kstreamlet_topics_create():
+    from kstreamlet.cli import build_parser
+
+    docs = render(*TOPICS_FEATURES, "--set", "app=myservice.pipeline:app")
+    job = topics_job(docs)
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "pre-install,pre-upgrade", ann
+    assert set(ann["helm.sh/hook-delete-policy"].split(",")) == {"before-hook-creation", "hook-succeeded"}, ann
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 4, job["spec"]
+    steps = job_steps(job)
+    assert [c["name"] for c in steps] == ["topic-0", "topic-1", "app-topics"], [c["name"] for c in steps]
+    parsed = []
+    for c in steps:
+        assert c["command"] == ["kstreamlet"], "the image's entrypoint is `kstreamlet run`: the Job replaces it"
+        assert c["args"][:2] == ["topics", "create"], c["args"]
+        assert c["image"] == container(docs)["image"], "the Job runs the app's own image (it imports the app)"
+        parsed.append(build_parser().parse_args(c["args"]))  # the real CLI: an unknown flag fails here
+    lines, counts, app = parsed
+    assert (lines.names, lines.partitions, lines.replication_factor, lines.if_not_exists) == (["lines"], 12, 3, True)
+    assert lines.config == ["cleanup.policy=delete", "retention.ms=604800000"], lines.config
+    assert (counts.names, counts.partitions, counts.replication_factor, counts.if_not_exists, counts.config) == \
+        (["counts"], 8, 3, True, None), "list items default to topics.partitions / replicationFactor"
+    assert (app.names, app.partitions, app.replication_factor, app.config) == \
+        (["myservice.pipeline:app"], 8, 3, ["min.insync.replicas=2"]), "then the app's missing topics"
+    assert steps[-1]["args"][2] == "myservice.pipeline:app"
+    for c in steps:
+        assert not any("configMapRef" in e for e in c.get("envFrom", [])), \
+            "the chart's ConfigMap does not exist yet at pre-install"
+        assert c.get("envFrom") == [{"secretRef": {"name": "app-env"}}], "the user's envFrom is the pods'"
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ((), "default"),  # the chart's own ServiceAccount is created after pre-install hooks
+    (("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=streams-sa"), "streams-sa"),
+    (("--set", "topics.job.serviceAccountName=topic-admin"), "topic-admin"),
+])
+def test_topics_job_service_account_exists_before_install(args, expected):
+    job = topics_job(render("--set", "topics.create=true", *args))
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == expected
+
+
+def test_topics_job_pod_is_outside_every_selector_of_the_app():
+    docs = render(*TOPICS_FEATURES, "--set", "podAntiAffinityPreset.type=soft")
+    job_labels = topics_job(docs)["spec"]["template"]["metadata"]["labels"]
+    selectors = [workload(docs)["spec"]["selector"]["matchLabels"]]
+    selectors += [d["spec"]["selector"] for d in docs if d["kind"] == "Service"]
+    selectors += [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+    spec = pod_spec(docs)
+    selectors += [t["podAffinityTerm"]["labelSelector"]["matchLabels"]
+                  for t in spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]]
+    selectors += [t["labelSelector"]["matchLabels"] for t in spec["topologySpreadConstraints"]]
+    for sel in selectors:
+        assert not selects(sel, job_labels), f"the Job's pod {job_labels} would be selected by {sel}"
+    assert job_labels["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_topics_job_environment_loads_into_the_pods_settings(monkeypatch):
+    """Same Kafka connection and app settings as the pods, without the ConfigMap (inline)."""
+    from kstreamlet.config import load_settings
+
+    secrets = {"kafka-credentials": {"username": "svc-words", "password": "s3cr3t-p@ss"},
+               "mysql-url": {"url": "mysql://u:p@db:3306/app"}, "app-env": {}}
+    for extra in ((), ("--set", "kafka.sasl.enabled=false")):
+        docs = render(*ALL_FEATURES, *TOPICS_FEATURES, *extra)
+        pod_env = _kubelet_env(docs, f"{FULLNAME}-0", secrets)
+        for c in job_steps(topics_job(docs)):
+            job_env = _kubelet_env(docs, f"{FULLNAME}-topics-x", secrets, c)
+            seen = []
+            for env in (pod_env, job_env):
+                for k in [k for k in os.environ if k.startswith("KSTREAMLET_")]:
+                    monkeypatch.delenv(k)
+                for k, v in env.items():
+                    monkeypatch.setenv(k, v)
+                s = load_settings()
+                seen.append((s.application_id, s.bootstrap_servers, s.kafka_config, s.processing_guarantee,
+                             s.commit_interval))
+            assert seen[0] == seen[1], f"{c['name']}: the Job's settings differ from the pods':\n{seen[0]}\n{seen[1]}"
+            assert job_env["IN_TOPIC"] == "lines" and job_env["KSTREAMLET_MYSQL_URL"] == pod_env["KSTREAMLET_MYSQL_URL"], \
+                "the app is imported with the pods' own environment (extraEnv, MySQL URL)"
+
+
 # --- bad values are refused -------------------------------------------------------------------------
 
 
@@ -481,6 +667,16 @@ def test_long_release_names_stay_within_kubernetes_name_limits():
     (("--set", "kafka.sasl.enabled=true"), "existingSecret"),  # SASL without its Secret
     (("--set-json", 'kafka.config={"group.id": "x"}'), "group.id"),  # managed by kstreamlet
     (("--set", "podManagementPolicy=Random"), "podManagementPolicy"),
+    (("--set", "podAntiAffinityPreset.type=sometimes"), "podAntiAffinityPreset"),
+    (("--set", "podAntiAffinityPreset.weight=101"), "weight"),
+    (("--set", "topologySpread.whenUnsatisfiable=Maybe"), "whenUnsatisfiable"),
+    (("--set", "topologySpread.maxSkew=0"), "maxSkew"),
+    (("--set", "topics.crate=true"), "crate"),
+    (("--set", "topics.partitions=0"), "partitions"),
+    (("--set", "topics.replicationFactor=0"), "replicationFactor"),
+    (("--set-json", 'topics.list=[{"partitions": 3}]'), "name"),
+    (("--set-json", 'topics.list=[{"name": "bad name"}]'), "name"),
+    (("--set-json", 'topics.list=[{"name": "a", "partition": 3}]'), "partition"),
 ])
 def test_values_schema_rejects_bad_values(args, mentions):
     err = render_error(*args)
@@ -495,6 +691,8 @@ def test_values_schema_rejects_bad_values(args, mentions):
     (("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=2"),
      "must not exceed"),
     (("--set", "httpPort=65535", "--set", "workers=2"), "exceeds 65535"),
+    (("--set", "topics.create=true", "--set", "topics.fromApp=false"), "topics.create needs topics"),
+    (("--set", "topics.create=true", "--set-json", 'topics.list=[{"name": "a"}, {"name": "a"}]'), "names a twice"),
 ])
 def test_conflicting_values_fail_with_a_message(args, mentions):
     err = render_error(*args)

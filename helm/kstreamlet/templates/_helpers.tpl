@@ -98,6 +98,16 @@ Checks that cannot be expressed in values.schema.json.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
 {{- end }}
+{{- if and .Values.topics.create (not .Values.topics.fromApp) (not .Values.topics.list) }}
+{{- fail "topics.create needs topics to create: set topics.fromApp=true and/or list them in topics.list" }}
+{{- end }}
+{{- $names := list }}
+{{- range .Values.topics.list }}
+{{- if has .name $names }}
+{{- fail (printf "topics.list names %s twice" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- end }}
 {{- if gt (add .Values.httpPort (sub (int .Values.workers) 1)) 65535 }}
 {{- fail (printf "httpPort %v + workers - 1 exceeds 65535 (worker i serves on httpPort + i)" .Values.httpPort) }}
 {{- end }}
@@ -266,7 +276,7 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.affinity }}
+  {{- with (include "kstreamlet.affinity" . | fromYaml) }}
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -274,8 +284,133 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.topologySpreadConstraints }}
+  {{- with (include "kstreamlet.topologySpreadConstraints" . | fromYamlArray) }}
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/*
+The pods' affinity: `affinity` as given, plus the default pod anti-affinity of
+`podAntiAffinityPreset` (by the selector labels) unless `affinity` has its own podAntiAffinity
+or the preset is `none`.
+*/}}
+{{- define "kstreamlet.affinity" -}}
+{{- $affinity := deepCopy (.Values.affinity | default dict) }}
+{{- $preset := .Values.podAntiAffinityPreset }}
+{{- if and (ne $preset.type "none") (not (hasKey $affinity "podAntiAffinity")) }}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "kstreamlet.selectorLabels" . | fromYaml)) "topologyKey" $preset.topologyKey }}
+{{- if eq $preset.type "hard" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- else }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" (int $preset.weight) "podAffinityTerm" $term))) }}
+{{- end }}
+{{- end }}
+{{- toYaml $affinity }}
+{{- end }}
+
+{{/*
+The pods' topology spread constraints: `topologySpreadConstraints` when set, else the default
+zone spread of `topologySpread` (by the selector labels) unless it is disabled.
+*/}}
+{{- define "kstreamlet.topologySpreadConstraints" -}}
+{{- $constraints := .Values.topologySpreadConstraints | default list }}
+{{- if and (not $constraints) .Values.topologySpread.enabled }}
+{{- with .Values.topologySpread }}
+{{- $constraints = list (dict "maxSkew" (int .maxSkew) "topologyKey" .topologyKey "whenUnsatisfiable" .whenUnsatisfiable "labelSelector" (dict "matchLabels" (include "kstreamlet.selectorLabels" $ | fromYaml))) }}
+{{- end }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
+{{/*
+The kstreamlet settings of `config` and plain `kafka.config` as KSTREAMLET_* variables (a map):
+the ConfigMap's data, and the topic Job's env (which runs before the ConfigMap exists).
+*/}}
+{{- define "kstreamlet.configData" -}}
+{{- range $key, $value := .Values.config }}
+{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) }}
+KSTREAMLET_{{ upper $key }}: {{ include "kstreamlet.envValue" $value | quote }}
+{{- end }}
+{{- end }}
+{{- if and .Values.kafka.config (not .Values.kafka.sasl.enabled) (not .Values.kafka.configSecret.existingSecret) }}
+KSTREAMLET_KAFKA_CONFIG: {{ .Values.kafka.config | toJson | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the topic Job and its pod. No app.kubernetes.io/name: the Job's pod must not match the
+selectors of the workload, its Services, PDB, anti-affinity and spread (name + instance).
+*/}}
+{{- define "kstreamlet.topicsJobLabels" -}}
+helm.sh/chart: {{ include "kstreamlet.chart" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: {{ include "kstreamlet.name" . }}
+app.kubernetes.io/component: topic-setup
+app.kubernetes.io/version: {{ include "kstreamlet.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+`kstreamlet topics create` argument lists of the topic Job, one per step, in order: each topic of
+`topics.list`, then the app's missing topics (`topics.fromApp`). A list of {name, args}.
+*/}}
+{{- define "kstreamlet.topicSteps" -}}
+{{- $t := .Values.topics }}
+{{- $steps := list }}
+{{- range $i, $topic := $t.list }}
+{{- $partitions := ternary $topic.partitions $t.partitions (hasKey $topic "partitions") }}
+{{- $rf := ternary $topic.replicationFactor $t.replicationFactor (hasKey $topic "replicationFactor") }}
+{{- $args := list "topics" "create" $topic.name "-p" (include "kstreamlet.envValue" $partitions) "-r" (include "kstreamlet.envValue" $rf) }}
+{{- range $k, $v := ($topic.config | default dict) }}
+{{- $args = concat $args (list "--config" (printf "%s=%s" $k (include "kstreamlet.envValue" $v))) }}
+{{- end }}
+{{- $steps = append $steps (dict "name" (printf "topic-%d" $i) "args" (append $args "--if-not-exists")) }}
+{{- end }}
+{{- if $t.fromApp }}
+{{- $args := list "topics" "create" .Values.app "-p" (include "kstreamlet.envValue" $t.partitions) "-r" (include "kstreamlet.envValue" $t.replicationFactor) }}
+{{- range $k, $v := ($t.config | default dict) }}
+{{- $args = concat $args (list "--config" (printf "%s=%s" $k (include "kstreamlet.envValue" $v))) }}
+{{- end }}
+{{- $steps = append $steps (dict "name" "app-topics" "args" $args) }}
+{{- end }}
+{{- toYaml $steps }}
+{{- end }}
+
+{{/*
+One container of the topic Job: `kstreamlet topics create ...` with the pods' environment.
+Argument: dict "root" (the chart context) "step" ({name, args}).
+*/}}
+{{- define "kstreamlet.topicsContainer" -}}
+{{- $root := .root }}
+- name: {{ .step.name }}
+  image: "{{ $root.Values.image.repository }}:{{ include "kstreamlet.imageTag" $root }}"
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  # Replaces the image's entrypoint (`kstreamlet run`).
+  command: ["kstreamlet"]
+  args:
+    {{- range .step.args }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    {{- range $k, $v := (include "kstreamlet.configData" $root | fromYaml) }}
+    - name: {{ $k }}
+      value: {{ $v | quote }}
+    {{- end }}
+    {{- include "kstreamlet.env" $root | nindent 4 }}
+  {{- with $root.Values.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.topics.job.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
 {{- end }}
