@@ -419,6 +419,7 @@ class Member:
                 if now >= next_commit:
                     self._commit()
                     next_commit = now + interval
+                self.stores.maybe_cleanup()  # state dirs of partitions no longer owned, after state_cleanup_delay
             except ProcessingError as e:
                 self.log.error("processing failed with error_policy=fail; stopping", error=str(e))
                 try:
