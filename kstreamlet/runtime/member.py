@@ -44,6 +44,7 @@ from kstreamlet.runtime.readiness import Readiness
 from kstreamlet.runtime.task import Task
 from kstreamlet.runtime.tasks import TaskManager
 from kstreamlet.runtime.topics import TopicAdmin, prepare_topics
+from kstreamlet.runtime.topology_check import check_topology
 from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.factory import StoreFactory
 from kstreamlet.state.recovery import Restorer
@@ -151,6 +152,9 @@ class Member:
         try:
             self._check_bootstrap(self.topics.client)
             prepare_topics(self.topology, self.settings, self.topics)
+            # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
+            check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
+                           self.clients.consumer, self.clients.producer)
             self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
         except BaseException:
             if self.http_server is not None:
