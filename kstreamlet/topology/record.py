@@ -78,10 +78,12 @@ class ResourceRecord:
         return cls(**known)
 
     def what(self) -> str:
-        """``'RunningAggregate (value state) of operator count-0, reading [words]'``."""
-        kind = self.state_kind if self.resource == "store" else "repartition topic"
+        """``'RunningAggregate (value state, serde INT64) of operator 'count-0' reading [words]'``."""
         upstream = ", ".join(self.upstream) if self.upstream else "no topic"
-        return f"{self.operator_kind} ({kind}) of operator {self.operator!r} reading [{upstream}]"
+        if self.resource != "store":
+            return f"key_by {self.operator!r} reading [{upstream}]"
+        serde = f", serde {self.value_serde}" if self.value_serde else ""
+        return f"{self.operator_kind} ({self.state_kind} state{serde}) of operator {self.operator!r} reading [{upstream}]"
 
 
 @dataclass
@@ -275,7 +277,8 @@ def topology_record(topology: Any, settings: Any = None,
         for n in st.nodes:
             if isinstance(n, SinkNode):
                 if n.internal and n.key_fn is not None:
-                    r = ResourceRecord("repartition", n.topic, n.name, "key_by", "repartition",
+                    r = ResourceRecord("repartition", n.topic, _repartition_name(n.topic, topology), "key_by",
+                                       "repartition",
                                        _serde(n.key_serde), _serde(n.value_serde),
                                        bool(is_generated(_repartition_name(n.topic, topology))),
                                        upstream[st.id])
@@ -351,21 +354,28 @@ def compare(recorded: dict[str, ResourceRecord], current: dict[str, ResourceReco
             continue
         if not _same_operator(old, cur):
             if old.generated or cur.generated:
+                moved = [r for r in new.values() if r.resource == old.resource and _same_operator(old, r)]
+                fix = (f"; keep it with name={old.operator!r} on the operator now generated as {moved[0].operator!r}, "
+                       f"and give the new one its own name" if moved else "")
                 changes.append(Change("shifted", old.name, (
-                    f"{old.resource} {old.name!r} was the state of {old.what()}, now of {cur.what()}: adding or "
-                    f"removing an operator shifted the generated names, so {cur.operator!r} would take over another "
-                    "operator's state")))
+                    f"{_label(old)} {old.name!r} belonged to {old.what()}, now to {cur.what()}: adding or removing "
+                    f"an operator shifted the generated names, so {cur.operator!r} would take over another "
+                    f"operator's state{fix}")))
             else:
                 changes.append(Change("operator", old.name, (
-                    f"{old.resource} {old.name!r} was the state of {old.what()}, now of {cur.what()}: the name "
+                    f"{_label(old)} {old.name!r} belonged to {old.what()}, now to {cur.what()}: the name "
                     "is reused for another operator")))
             continue
         for what, a, b in (("key serde", old.key_serde, cur.key_serde), ("value serde", old.value_serde, cur.value_serde)):
             if a != b:
                 changes.append(Change("serde", old.name, (
-                    f"{old.resource} {old.name!r} ({cur.what()}): {what} changed {a} -> {b}; the stored "
-                    "state was written with " f"{a} and would not decode")))
+                    f"{_label(old)} {old.name!r} of operator {cur.operator!r}: {what} changed {a} -> {b}; what "
+                    f"is stored was written with {a} and would not decode")))
     return changes
+
+
+def _label(r: ResourceRecord) -> str:
+    return "store" if r.resource == "store" else "repartition topic"
 
 
 def explain(changes: list[Change], application_id: str, topic: str) -> str:
@@ -377,9 +387,10 @@ def explain(changes: list[Change], application_id: str, topic: str) -> str:
     lines.append("Fix: name the stateful operators and key_by()s explicitly with name= so each keeps its state "
                  "(for shifted generated names: the old name, e.g. .count(name='count-0')); see "
                  "docs/operations.md, \"Upgrading a running application\".")
-    lines.append("Or, if the change is intended: start once with allow_topology_change=true (env "
-                 "KSTREAMLET_ALLOW_TOPOLOGY_CHANGE=true, or kstreamlet run --allow-topology-change) after resetting "
-                 f"the affected state ({', '.join(stores)}) with `kstreamlet reset module:app` (the app stopped).")
+    lines.append("Or, if the change is intended: stop the app, reset its state with `kstreamlet reset module:app` "
+                 f"(the affected: {', '.join(stores)}; a reset reprocesses the inputs), and start once with "
+                 "allow_topology_change=true (env KSTREAMLET_ALLOW_TOPOLOGY_CHANGE=true, or kstreamlet run "
+                 "--allow-topology-change), which records the new topology.")
     return "\n".join(lines)
 
 
