@@ -151,10 +151,10 @@ class Member:
         self.http_server = self._start_http()
         try:
             self._check_bootstrap(self.topics.client)
-            prepare_topics(self.topology, self.settings, self.topics)
             # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
             check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
                            self.clients.consumer, self.clients.producer)
+            prepare_topics(self.topology, self.settings, self.topics)
             self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
         except BaseException:
             if self.http_server is not None:
