@@ -456,7 +456,16 @@ class Member:
             listener.on_batch(self, msgs, n)
 
     def _consumer_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            if "instance id is still used" in str(err.str()).lower():
+                # KIP-848: this static member's previous process was killed without leaving; the broker
+                # refuses its instance id (UNRELEASED_INSTANCE_ID) until that session times out. Retry.
+                self.log.warning("the instance id is still held by this member's previous process (killed "
+                                 "without leaving the group); rejoining when its session times out", error=str(err))
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end and not self._stop.is_set():
+                    self.heartbeat.beat()
+                    time.sleep(0.1)
             raise FatalClientError(f"consumer: {err}")
         self.log.warning("consumer error", error=str(err))
 
