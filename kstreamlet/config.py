@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         description="Seconds a local state directory of a partition this member no longer owns is kept (a task "
         "that comes back within it needs no restore) before it is removed (Kafka Streams' state.cleanup.delay.ms).",
     )
+    require_explicit_names: bool = Field(
+        False,
+        description="Refuse to start when a stateful operator or key_by has a generated name (Kafka Streams' "
+        "KIP-1111 ensure.explicit.internal.resource.naming): its state would shift when operators are added.",
+    )
     allow_topology_change: bool = Field(
         False,
         description="Start even when the topology's stores differ from the recorded ones (renamed operators, a "

@@ -78,6 +78,8 @@ def check_topology(topology: Topology, settings: Any, admin: AdminClient, config
     Returns the changes accepted under ``allow_topology_change`` (empty when nothing changed)."""
     app = settings.application_id
     topic = topology_topic(app)
+    if getattr(settings, "require_explicit_names", False):
+        require_explicit_names(topology, settings)
     ensure_topic(admin, topic)
     recorded = read_recorded(make_consumer, config, app, topic)
     current, unknown = topology_record(topology, settings)
@@ -110,4 +112,16 @@ def check_topology(topology: Topology, settings: Any, admin: AdminClient, config
     return changes
 
 
-__all__ = ["check_topology", "TopologyChangeError", "topology_topic", "read_recorded"]
+def require_explicit_names(topology: Topology, settings: Any) -> None:
+    """ConfigError naming every store and repartition topic whose operator's name was generated."""
+    current, _ = topology_record(topology, settings)
+    unnamed = sorted({(r.operator, r.resource) for r in current.values() if r.generated})
+    if unnamed:
+        listed = ", ".join(f"{op!r} ({'key_by' if kind == 'repartition' else 'stateful operator'})" for op, kind in unnamed)
+        raise ConfigError(
+            f"require_explicit_names (env KSTREAMLET_REQUIRE_EXPLICIT_NAMES) is set, but these operators have generated "
+            f"names, which shift when operators are added in front of them: {listed}; give each name= (to keep a "
+            "running app's state, its current name)")
+
+
+__all__ = ["check_topology", "require_explicit_names", "TopologyChangeError", "topology_topic", "read_recorded"]

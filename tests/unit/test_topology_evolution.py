@@ -270,3 +270,18 @@ def test_allowed_change_is_recorded_with_tombstones_and_then_passes():
     strict = App(application_id="h")
     strict.stream("in", value_serde=serdes.JSON).key_by(lambda v: v, name="k").count(name="counts").to("o")
     assert run_check(strict, log, admin) == []
+
+
+def test_require_explicit_names_lists_the_unnamed_stateful_operators():
+    from kstreamlet.runtime.topology_check import require_explicit_names
+
+    app = App(application_id="i", require_explicit_names=True)
+    windowed(app, "clicks", "out")
+    app.stream("v", value_serde=serdes.JSON).key_by(lambda v: v, name="v").count(name="vc").to("o")
+    with pytest.raises(ConfigError, match=r"'key_by-0' \(key_by\), 'window-aggregate-0' \(stateful operator\)"):
+        require_explicit_names(app.topology(), app.settings)
+    with pytest.raises(ConfigError, match="require_explicit_names"):
+        run_check(app, Log(), FakeAdmin())
+    named = App(application_id="i", require_explicit_names=True)
+    windowed(named, "clicks", "out", name="w", key_name="k")
+    assert run_check(named, Log(), FakeAdmin()) == []
