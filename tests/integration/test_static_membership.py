@@ -112,7 +112,9 @@ def test_restart_within_session_timeout_keeps_partitions_and_state(kafka_bootstr
 
     rnd = random.Random(16)
     vocab = [f"w{i}" for i in range(300)]
-    lines = [" ".join(rnd.choice(vocab) for _ in range(5)) for _ in range(40_000)]
+    # Input for ~60 s: it must outlast both restarts (KIP-848's kill -9 case waits a session timeout),
+    # or a restarted member would have no record to process.
+    lines = [" ".join(rnd.choice(vocab) for _ in range(5)) for _ in range(90_000)]
     truth = collections.Counter(w for line in lines for w in line.split())
     timings: dict[str, float] = {}
     try:
@@ -169,6 +171,7 @@ def test_restart_within_session_timeout_keeps_partitions_and_state(kafka_bootstr
         else:
             assert members.events("m2", "the instance id is still held by this member's previous process (killed "
                                         "without leaving the group); rejoining when its session times out")
+        assert feeder.is_alive(), "input finished before the kill -9 restart was measured"
         feeder.join(120)
         updates = read_counts(kafka_bootstrap, out, expect=sum(truth.values()))
     finally:
