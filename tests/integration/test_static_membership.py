@@ -10,6 +10,7 @@ record are printed (``-s``) and noted in issue 16.
 from __future__ import annotations
 
 import collections
+import json
 import random
 import time
 import uuid
@@ -24,8 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 def _incarnation_events(members: Members, name: str, n: int, event: str) -> list[dict]:
     """The ``event`` records of the ``n``-th start of member ``name``."""
-    import json
-
     f = members.log_dir / f"{name}-{n}.log"
     out = []
     for line in f.read_text(errors="replace").splitlines() if f.exists() else []:
@@ -63,8 +62,6 @@ def _assigned(members: Members, name: str, n: int) -> set[str]:
 
 
 def _events_in_order(members: Members, name: str, n: int) -> list[dict]:
-    import json
-
     f = members.log_dir / f"{name}-{n}.log"
     out = []
     for line in f.read_text(errors="replace").splitlines():
