@@ -72,7 +72,7 @@ ErrorPolicy = Literal["dlq", "skip", "fail"]
 # Settings kstreamlet owns: passing them through kafka_config would break its guarantees.
 _RESERVED = {
     "group.id", "enable.auto.commit", "transactional.id", "isolation.level",
-    "enable.auto.offset.store", "bootstrap.servers",
+    "enable.auto.offset.store", "bootstrap.servers", "group.instance.id",
 }
 
 
@@ -131,6 +131,27 @@ class Settings(BaseSettings):
     state_backend: Literal["rocksdb", "memory"] = Field("rocksdb", description="Where keyed state lives locally.")
     rocksdb_block_cache_mb: int = Field(64, ge=1, description="Block cache shared by all RocksDB stores of a process.")
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
+    static_membership: bool | None = Field(
+        None,
+        description="Static group membership (KIP-345, group.instance.id = the instance id): a restart within the "
+        "session timeout keeps the member's partitions and local state, without a rebalance. None = on when "
+        "instance_id is set explicitly (a StatefulSet pod name), off for the generated HOSTNAME-pid id.",
+    )
+    state_cleanup_delay: float = Field(
+        600.0, ge=0,
+        description="Seconds a local state directory of a partition this member no longer owns is kept (a task "
+        "that comes back within it needs no restore) before it is removed (Kafka Streams' state.cleanup.delay.ms).",
+    )
+    require_explicit_names: bool = Field(
+        False,
+        description="Refuse to start when a stateful operator or key_by has a generated name (Kafka Streams' "
+        "KIP-1111 ensure.explicit.internal.resource.naming): its state would shift when operators are added.",
+    )
+    allow_topology_change: bool = Field(
+        False,
+        description="Start even when the topology's stores differ from the recorded ones (renamed operators, a "
+        "store whose serde changed, a removed store): the change is intended; reset the affected stores.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("application_id")
@@ -169,6 +190,17 @@ class Settings(BaseSettings):
                 "checkpoint's transaction is open for a commit interval; use several commit intervals")
         return self
 
+    @model_validator(mode="after")
+    def _static_needs_a_stable_id(self) -> "Settings":
+        # The generated id (HOSTNAME-pid) changes with every start: as a group.instance.id each restart
+        # would leave a ghost member holding partitions until the session timeout.
+        if self.static_membership and self.instance_id is None:
+            raise ValueError(
+                "static_membership (env KSTREAMLET_STATIC_MEMBERSHIP) needs a stable instance_id (env "
+                "KSTREAMLET_INSTANCE_ID, e.g. the StatefulSet pod name): the generated HOSTNAME-pid id changes "
+                "with every start")
+        return self
+
     @property
     def sources(self) -> dict[str, str]:
         """Where each setting's value came from: ``default``, ``code``, ``env KSTREAMLET_<NAME>``,
@@ -193,6 +225,11 @@ class Settings(BaseSettings):
     @property
     def effective_instance_id(self) -> str:
         return self.instance_id or f"{_default_instance_id()}-{os.getpid()}"
+
+    @property
+    def effective_static_membership(self) -> bool:
+        """Static membership on: set explicitly, or (None) when the instance id was given."""
+        return self.static_membership if self.static_membership is not None else self.instance_id is not None
 
     @property
     def effective_dlq_topic(self) -> str:

@@ -58,7 +58,8 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: Flags that are settings: argparse dest -> setting name.
-SETTING_FLAGS = {"bootstrap_servers": "bootstrap_servers", "instance_id": "instance_id"}
+SETTING_FLAGS = {"bootstrap_servers": "bootstrap_servers", "instance_id": "instance_id",
+                 "allow_topology_change": "allow_topology_change"}
 
 
 def apply_setting_flags(app: Any, args: argparse.Namespace) -> Any:

@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
                    help="group members to fork in this process (default $KSTREAMLET_WORKERS or 1)")
     add_connection_arguments(p)
     p.add_argument("--instance-id", help="stable instance id (e.g. the pod name); beats KSTREAMLET_INSTANCE_ID")
+    p.add_argument("--allow-topology-change", action="store_true", default=None,
+                   help="start although stores changed against the recorded topology (intended; reset them "
+                        "first): setting allow_topology_change")
     p.set_defaults(fn=_run, check=_check)
 
 

@@ -39,7 +39,7 @@ class BroadcastConnectedStream(Generic[S]):
         if not keyed and not isinstance(fn, BroadcastProcessFunction):
             raise TypeError("process() takes a BroadcastProcessFunction or KeyedBroadcastProcessFunction")
         node = BroadcastProcessNode(fn, self._broadcast, self._stream.key_serde if keyed else None,
-                                    name or f"broadcast-{self._stream._builder.next_op_id()}")
+                                    name or self._stream._builder.generated_name("broadcast"))
         return self._stream._then(node, value_serde=output_serde)
 
 

@@ -38,7 +38,7 @@ class ConnectedStreams(Generic[S]):
         """Run ``fn`` over both inputs; returns the stream of what it emits (JSON values unless
         ``output_serde``)."""
         first, second = self._first, self._second
-        name = name or f"connect-{first._builder.next_op_id()}"
+        name = name or first._builder.generated_name("connect")
         union = tagged_union(first, second, name)
         out = _serdes.resolve(output_serde, _serdes.JSON)
         if first.is_keyed:

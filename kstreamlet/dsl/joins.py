@@ -116,7 +116,7 @@ class _WindowedPairBuilder(Generic[S]):
                name: str | None) -> S:
         if self._key_left is None or self._key_right is None or self._assigner is None:
             raise ValueError(f"a {self._what} needs .where(...), .equal_to(...) and .window(...) before .apply(...)")
-        name = name or f"{self._prefix}-{self._left._builder.next_op_id()}"
+        name = name or self._left._builder.generated_name(self._prefix)
         lk = self._left.key_by(self._key_left, key_serde=self._key_serde, name=f"{name}-left")
         rk = self._right.key_by(self._key_right, key_serde=self._key_serde, name=f"{name}-right")
         union = tagged_union(lk, rk, name)
@@ -221,7 +221,7 @@ class IntervalJoinBuilder(Generic[S]):
         to the side outputs set with ``side_output_left_late_data`` / ``..._right_late_data``."""
         if self._lower is None or self._upper is None:
             raise ValueError("an interval join needs .between(lower, upper)")
-        name = name or f"interval-join-{self._left._builder.next_op_id()}"
+        name = name or self._left._builder.generated_name("interval-join")
         union = tagged_union(self._left, self._right, name)
         lower = self._lower + (0 if self._lower_inclusive else 1)
         upper = self._upper - (0 if self._upper_inclusive else 1)
@@ -242,7 +242,7 @@ def join_table(stream: Handle[S], table: Table, fn: Callable[[Any, Any], Any], h
     """``keyed.join_table(table, fn)``: each record looks up its key's current table value."""
     if how not in ("inner", "left"):
         raise ValueError("a stream-table join is 'inner' or 'left'")
-    name = name or f"table-join-{table.name}-{stream._builder.next_op_id()}"
+    name = name or stream._builder.generated_name(f"table-join-{table.name}")
     union = tagged_union(stream, table.source, name)
     op = TableJoinOperator(fn, how, table.source.value_serde)
     return union._then(KeyedProcessNode(op, union.key_serde, name), value_serde=output_serde or _serdes.JSON)

@@ -216,7 +216,7 @@ class Stream:
         checkpoint with two-phase commit (see :mod:`kstreamlet.sinks`)."""
         from kstreamlet.sinks.twophase.operator import TwoPhaseCommitSinkNode
 
-        self._attach(TwoPhaseCommitSinkNode(sink, name or f"sink-{self._builder.next_op_id()}"))
+        self._attach(TwoPhaseCommitSinkNode(sink, name or self._builder.generated_name("sink")))
 
     def to(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
            partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None) -> None:
@@ -244,11 +244,11 @@ class KeyedStream(Stream):
     def process(self, fn: KeyedProcessFunction | Callable[[Any, ProcessorContext], None],
                 name: str | None = None) -> Stream:
         if isinstance(fn, KeyedProcessFunction):
-            return self._then(KeyedProcessNode(fn, self.key_serde, name or f"process-{self._builder.next_op_id()}"))
+            return self._then(KeyedProcessNode(fn, self.key_serde, name or self._builder.generated_name("process")))
         return super().process(fn, name)
 
     def _aggregate_fn(self, fn: KeyedProcessFunction, serde: Serde[Any], name: str | None, op: str) -> Stream:
-        node = KeyedProcessNode(fn, self.key_serde, name or f"{op}-{self._builder.next_op_id()}")
+        node = KeyedProcessNode(fn, self.key_serde, name or self._builder.generated_name(op))
         return self._then(node, value_serde=serde)
 
     def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | str | None = None,
@@ -306,7 +306,7 @@ class KeyedStream(Stream):
         """Count windows: every ``slide`` (default ``size``) elements of a key, ``fn(key, last_size_elements, out)``
         runs (default: emits the element list). Tumbling when ``slide`` is None."""
         op = CountWindowOperator(size, slide, fn or (lambda key, items, out: out(items)), self.value_serde)
-        node = KeyedProcessNode(op, self.key_serde, name or f"count-window-{self._builder.next_op_id()}")
+        node = KeyedProcessNode(op, self.key_serde, name or self._builder.generated_name("count-window"))
         return self._then(node, value_serde=output_serde or _serdes.JSON)
 
 

@@ -108,7 +108,7 @@ class WindowedStream(Generic[S]):
         operator = window_operator(self._assigner, fn, self._trigger, self._lateness, self._late_tag,
                                    self._emit_updates, self._evictor, self._keyed.value_serde)
         keyed = self._keyed
-        node = KeyedProcessNode(operator, keyed.key_serde, name or f"window-{op}-{keyed._builder.next_op_id()}")
+        node = KeyedProcessNode(operator, keyed.key_serde, name or keyed._builder.generated_name(f"window-{op}"))
         return keyed._then(node, value_serde=out_serde)
 
     def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | None = None, name: str | None = None,

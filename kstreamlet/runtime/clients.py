@@ -22,7 +22,12 @@ def client_config(settings: "Settings", logger: Any = None) -> dict[str, Any]:
 
 def consumer_config(s: "Settings", topology: "Topology", base: dict[str, Any], instance_id: str,
                     error_cb: Callable[[KafkaError], None]) -> dict[str, Any]:
-    """The group member's consumer: read_committed, offsets committed only by the checkpoint."""
+    """The group member's consumer: read_committed, offsets committed only by the checkpoint.
+
+    Static membership (``Settings.effective_static_membership``): ``group.instance.id`` is
+    ``instance_id`` (the pod name; ``<pod>-w<i>`` per ``--workers`` worker). A static member does not
+    leave the group on close (classic: no LeaveGroup; KIP-848: a heartbeat with member epoch -2),
+    so a restart within the session timeout gets its partitions back without a rebalance."""
     cc: dict[str, Any] = {
         **base,
         "group.id": s.application_id,
@@ -38,6 +43,8 @@ def consumer_config(s: "Settings", topology: "Topology", base: dict[str, Any], i
         # catch-up read far below what processing can do; a short backoff keeps fetching.
         "fetch.queue.backoff.ms": s.kafka_config.get("fetch.queue.backoff.ms", 10),
     }
+    if s.effective_static_membership:
+        cc["group.instance.id"] = instance_id
     if s.group_protocol == "classic":
         # Co-partitioned inputs need partition p of each topic in one member: only the range
         # assignor guarantees that (eager); otherwise cooperative-sticky (incremental).

@@ -44,6 +44,7 @@ from kstreamlet.runtime.readiness import Readiness
 from kstreamlet.runtime.task import Task
 from kstreamlet.runtime.tasks import TaskManager
 from kstreamlet.runtime.topics import TopicAdmin, prepare_topics
+from kstreamlet.runtime.topology_check import check_topology
 from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.factory import StoreFactory
 from kstreamlet.state.recovery import Restorer
@@ -150,6 +151,9 @@ class Member:
         self.http_server = self._start_http()
         try:
             self._check_bootstrap(self.topics.client)
+            # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
+            check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
+                           self.clients.consumer, self.clients.producer)
             prepare_topics(self.topology, self.settings, self.topics)
             self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
         except BaseException:
@@ -419,6 +423,7 @@ class Member:
                 if now >= next_commit:
                     self._commit()
                     next_commit = now + interval
+                self.stores.maybe_cleanup()  # state dirs of partitions no longer owned, after state_cleanup_delay
             except ProcessingError as e:
                 self.log.error("processing failed with error_policy=fail; stopping", error=str(e))
                 try:
@@ -451,7 +456,16 @@ class Member:
             listener.on_batch(self, msgs, n)
 
     def _consumer_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            if "instance id is still used" in str(err.str()).lower():
+                # KIP-848: this static member's previous process was killed without leaving; the broker
+                # refuses its instance id (UNRELEASED_INSTANCE_ID) until that session times out. Retry.
+                self.log.warning("the instance id is still held by this member's previous process (killed "
+                                 "without leaving the group); rejoining when its session times out", error=str(err))
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end and not self._stop.is_set():
+                    self.heartbeat.beat()
+                    time.sleep(0.1)
             raise FatalClientError(f"consumer: {err}")
         self.log.warning("consumer error", error=str(err))
 

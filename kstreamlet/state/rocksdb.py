@@ -46,6 +46,8 @@ class RocksDBBackend:
 
     def __init__(self, path: Path, block_cache_mb: int = 64) -> None:
         self.path = path
+        #: Set by close()/destroy(): the directory is free (state/factory.py cleans up only free ones).
+        self.closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path), _options(block_cache_mb))
         self._wopts = WriteOptions()
@@ -100,8 +102,10 @@ class RocksDBBackend:
             self._db.flush()
         finally:
             self._db.close()
+            self.closed = True
 
     def destroy(self) -> None:
+        self.closed = True
         try:
             self._db.close()
         except Exception:

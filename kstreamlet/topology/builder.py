@@ -83,6 +83,15 @@ class Topology:
     broadcasts: dict[str, BroadcastSpec] = field(default_factory=dict)
     #: Custom sources the members run (each writes its internal topic).
     custom_sources: list[CustomSourceSpec] = field(default_factory=list)
+    #: Prefix of the internal topics (``<application_id>-<name>-repartition``).
+    application_id: str = ""
+    #: Operator / key_by names the builder generated (not given with ``name=``); see :meth:`is_generated_name`.
+    generated_names: frozenset[str] = frozenset()
+
+    def is_generated_name(self, name: str) -> bool:
+        """Whether ``name`` (an operator's, or a key_by's) was generated, or derived from a generated
+        one (a join's ``<join>-left`` / ``-right`` repartitions)."""
+        return name in self.generated_names or any(name.startswith(g + "-") for g in self.generated_names)
 
     def subtopology_of(self, topic: str) -> SubTopology:
         for st in self.subtopologies:
@@ -124,7 +133,8 @@ class Topology:
 
 def build_topology(sources: list[SourceNode], internal_topics: dict[str, InternalTopic],
                    broadcasts: dict[str, BroadcastSpec] | None = None,
-                   custom_sources: list[CustomSourceSpec] | None = None) -> Topology:
+                   custom_sources: list[CustomSourceSpec] | None = None, application_id: str = "",
+                   generated_names: frozenset[str] = frozenset()) -> Topology:
     if not sources:
         raise TopologyError("the app defines no streams: call app.stream(...) before running it")
     seen: dict[int, int] = {}
@@ -155,7 +165,7 @@ def build_topology(sources: list[SourceNode], internal_topics: dict[str, Interna
     if dup:
         raise TopologyError(f"topics {sorted(dup)} are read by several unconnected streams; read each topic once")
     return Topology(subs, internal_topics, broadcasts if broadcasts is not None else {},
-                    custom_sources if custom_sources is not None else [])
+                    custom_sources if custom_sources is not None else [], application_id, generated_names)
 
 
 class TopologyBuilder:
@@ -169,6 +179,9 @@ class TopologyBuilder:
         self.custom_sources: list[CustomSourceSpec] = []
         self.broadcasts: dict[str, BroadcastSpec] = {}
         self._names: set[str] = set()
+        #: Names the builder generated (``generated_name``, unnamed key_by): the recorded topology
+        #: tells shifted generated names from renamed operators by them (topology/record.py).
+        self.generated: set[str] = set()
         self._op_counter = -1
         self._topology: Topology | None = None
 
@@ -190,9 +203,21 @@ class TopologyBuilder:
         self._op_counter += 1
         return self._op_counter
 
+    def generated_name(self, kind: str) -> str:
+        """The name of an operator defined without ``name=``: ``<kind>-<n>``, ``n`` counting the
+        unnamed stateful operators of the app in definition order. Adding one in front of others
+        shifts theirs; the start-up check detects that (docs/operations.md, "Upgrading a running
+        application"); ``name=`` avoids it."""
+        name = f"{kind}-{self.next_op_id()}"
+        self.generated.add(name)
+        return name
+
     def repartition_topic(self, name: str | None, partitions: int | None) -> str:
-        """The internal topic ``<application_id>-<name>-repartition`` of a ``key_by``."""
-        name = name or f"key_by-{len(self.internal_topics)}"
+        """The internal topic ``<application_id>-<name>-repartition`` of a ``key_by``; without a
+        ``name``, ``key_by-<n>`` (``n`` = internal topics defined before it)."""
+        if not name:
+            name = f"key_by-{len(self.internal_topics)}"
+            self.generated.add(name)
         self.check_name(name)
         topic = f"{self.application_id}-{name}-repartition"
         self.internal_topics[topic] = InternalTopic(topic, partitions)
@@ -225,7 +250,12 @@ class TopologyBuilder:
     def build(self) -> Topology:
         """Build (once) and return the topology; raises TopologyError if it cannot run."""
         if self._topology is None:
-            self._topology = build_topology(self.sources, self.internal_topics, self.broadcasts, self.custom_sources)
+            from kstreamlet.topology.record import check_reserved_names
+
+            topology = build_topology(self.sources, self.internal_topics, self.broadcasts, self.custom_sources,
+                                      self.application_id, frozenset(self.generated))
+            check_reserved_names(topology)
+            self._topology = topology
         return self._topology
 
 

@@ -261,6 +261,14 @@ def test_instance_id_is_the_pod_name_from_the_downward_api():
             f"{args}: expected KSTREAMLET_INSTANCE_ID from metadata.name, saw {entry}"
 
 
+def test_static_membership_is_on_for_a_statefulset_and_off_for_a_deployment():
+    cases = (((), "true"), (("--set", "staticMembership=false"), "false"), (("--set", "kind=Deployment"), "false"),
+             (("--set", "kind=Deployment", "--set", "staticMembership=true"), "false"))
+    for args, expected in cases:
+        entry = env_entry(render(*args), "KSTREAMLET_STATIC_MEMBERSHIP")
+        assert entry.get("value") == expected, f"{args}: expected KSTREAMLET_STATIC_MEMBERSHIP={expected}, saw {entry}"
+
+
 def test_statefulset_mounts_a_pvc_per_pod_at_the_state_dir():
     docs = render("--set", "stateDir=/data/state", "--set", "persistence.size=20Gi",
                   "--set", "persistence.storageClassName=fast-ssd")
@@ -702,7 +710,8 @@ def test_conflicting_values_fail_with_a_message(args, mentions):
 # --- chart hygiene ----------------------------------------------------------------------------------
 
 #: Settings the chart sets itself instead of through `config`.
-CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_dir", "kafka_config"}
+CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_dir", "kafka_config",
+                        "static_membership"}
 
 
 def test_config_values_cover_exactly_the_kstreamlet_settings():

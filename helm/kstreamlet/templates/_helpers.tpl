@@ -124,6 +124,9 @@ must come before the variable that references them.
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+# Static membership (group.instance.id = the pod name): only with a StatefulSet's stable names.
+- name: KSTREAMLET_STATIC_MEMBERSHIP
+  value: {{ and (eq .Values.kind "StatefulSet") .Values.staticMembership | toString | quote }}
 - name: KSTREAMLET_HTTP_PORT
   value: {{ .Values.httpPort | int | toString | quote }}
 - name: KSTREAMLET_SHUTDOWN_TIMEOUT
