@@ -131,11 +131,12 @@ class Settings(BaseSettings):
     state_backend: Literal["rocksdb", "memory"] = Field("rocksdb", description="Where keyed state lives locally.")
     rocksdb_block_cache_mb: int = Field(64, ge=1, description="Block cache shared by all RocksDB stores of a process.")
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
-    static_membership: bool | None = Field(
-        None,
+    static_membership: bool = Field(
+        False,
         description="Static group membership (KIP-345, group.instance.id = the instance id): a restart within the "
-        "session timeout keeps the member's partitions and local state, without a rebalance. None = on when "
-        "instance_id is set explicitly (a StatefulSet pod name), off for the generated HOSTNAME-pid id.",
+        "session timeout keeps the member's partitions and local state, without a rebalance; a member that does "
+        "not come back holds its partitions until the session times out. Opt-in, as in Kafka Streams; needs an "
+        "explicit instance_id (the Helm chart turns it on for StatefulSets, with the pod name as instance id).",
     )
     state_cleanup_delay: float = Field(
         600.0, ge=0,
@@ -228,8 +229,8 @@ class Settings(BaseSettings):
 
     @property
     def effective_static_membership(self) -> bool:
-        """Static membership on: set explicitly, or (None) when the instance id was given."""
-        return self.static_membership if self.static_membership is not None else self.instance_id is not None
+        """Static membership on (it is opt-in: ``static_membership=true`` with an explicit instance id)."""
+        return self.static_membership
 
     @property
     def effective_dlq_topic(self) -> str:

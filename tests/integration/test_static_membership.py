@@ -96,7 +96,8 @@ def test_restart_within_session_timeout_keeps_partitions_and_state(kafka_bootstr
     out = kafka_topic(partitions=6, name="counts")
     env = {"IN_TOPIC": inp, "OUT_TOPIC": out, "KSTREAMLET_APPLICATION_ID": f"static-{uuid.uuid4().hex[:8]}",
            "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2",
-           "KSTREAMLET_GROUP_PROTOCOL": protocol, "KSTREAMLET_SESSION_TIMEOUT": "10"}
+           "KSTREAMLET_GROUP_PROTOCOL": protocol, "KSTREAMLET_SESSION_TIMEOUT": "10",
+           "KSTREAMLET_STATIC_MEMBERSHIP": "true"}
     members = Members("services.wordcount:app", env, tmp_path)
     names = ["m1", "m2", "m3"]
     state = {n: tmp_path / f"state-{n}" for n in names}

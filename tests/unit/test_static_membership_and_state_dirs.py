@@ -30,18 +30,18 @@ def cc(**settings):
     return consumer_config(s, topology(), {}, s.effective_instance_id, lambda e: None), s
 
 
-def test_static_membership_follows_an_explicit_instance_id():
-    conf, s = cc(instance_id="pod-0")
+def test_static_membership_is_opt_in_and_uses_the_explicit_instance_id():
+    conf, s = cc(instance_id="pod-0", static_membership=True)
     assert conf["group.instance.id"] == "pod-0" and s.effective_static_membership
+    conf, s = cc(instance_id="pod-0")  # as in Kafka Streams: no group.instance.id unless asked for
+    assert "group.instance.id" not in conf and not s.effective_static_membership
     conf, s = cc()
     assert "group.instance.id" not in conf and not s.effective_static_membership
-    conf, _ = cc(instance_id="pod-0", static_membership=False)
-    assert "group.instance.id" not in conf
 
 
 def test_static_membership_on_both_group_protocols_and_a_stable_transactional_id():
     for protocol in ("consumer", "classic"):
-        conf, s = cc(instance_id="pod-1", group_protocol=protocol)
+        conf, s = cc(instance_id="pod-1", group_protocol=protocol, static_membership=True)
         assert conf["group.instance.id"] == "pod-1"
         pc = producer_config(s, {}, "pod-1", lambda e: None, None, lambda e, m: None)
         assert pc["transactional.id"] == "sm-pod-1"
