@@ -307,11 +307,12 @@ def test_restore_progress_series_exist_from_the_assignment(tmp_path):
 def _registered_metric_names() -> set[str]:
     import kstreamlet.metrics  # noqa: F401  (registers every kstreamlet metric)
 
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names = set()
-    for fam in REGISTRY.collect():
-        for s in fam.samples:
-            names.add(s.name)
-        names.add(fam.name)
+    for fam in REGISTRY.collect():  # a labelled metric without any series yet has no samples: by its type
+        for suffix in suffixes.get(fam.type, ("",)):
+            names.add(fam.name + suffix)
+        names.update(s.name for s in fam.samples)
     return names
 
 
