@@ -175,7 +175,7 @@ def check_prometheus_rule(rule: dict[str, Any], docs: list[dict[str, Any]]) -> N
             assert r["alert"] and isinstance(r["expr"], str), r
             assert re.fullmatch(r"[0-9]+(ms|s|m|h)", r["for"]), r["for"]
             assert r["expr"].count("(") == r["expr"].count(")") and r["expr"].count("{") == r["expr"].count("}"), r["expr"]
-            used = set(re.findall(r"\bkstreamlet_[a-z_]+", r["expr"]))
+            used = set(re.findall(r"\bkstreamlet_[a-z0-9_]+", r["expr"]))
             assert used and used <= names, f"{r['alert']} queries metrics kstreamlet does not export: {used - names}"
             for text in r["annotations"].values():
                 assert "{{ $" in text or "$labels" not in text, text

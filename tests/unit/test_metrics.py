@@ -336,7 +336,7 @@ def test_dashboard_json_loads_and_queries_only_metrics_kstreamlet_registers():
     walk(dash)
     assert len(exprs) >= 10, exprs
     names = _registered_metric_names()
-    used = {n for e in exprs for n in re.findall(r"\bkstreamlet_[a-z_]+", e)}
+    used = {n for e in exprs for n in re.findall(r"\bkstreamlet_[a-z0-9_]+", e)}
     missing = sorted(used - names)
     assert not missing, f"the dashboard queries metrics kstreamlet does not export: {missing}"
     for required in ("kstreamlet_consumer_lag_records", "kstreamlet_consumer_lag_seconds", "kstreamlet_records_in_total",
