@@ -60,17 +60,21 @@ class ConsumerStats:
     """The member consumer's ``stats_cb``: lag per assigned partition."""
 
     def __init__(self, assigned_at: dict[TP, float], consumed_ts: dict[TP, int],
-                 clock: Callable[[], float] = time.time, chain: Callable[[str], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, chain: Callable[[str], None] | None = None,
+                 active: Callable[[], bool] | None = None) -> None:
         #: Assigned input partitions -> wall clock of their assignment (kept by the member).
         self.assigned_at = assigned_at
         #: Input partition -> timestamp (ms) of the last record consumed (kept by the task manager).
         self.consumed_ts = consumed_ts
         self.clock = clock
         self.chain = chain
+        #: False once the consumer was abandoned (a rebuild): its statistics no longer describe the assignment.
+        self.active = active
 
     def __call__(self, raw: str) -> None:
         try:
-            self.update(json.loads(raw))
+            if self.active is None or self.active():
+                self.update(json.loads(raw))
         except Exception as e:  # statistics must never break the loop that serves them
             log.warning("consumer statistics not understood", error=repr(e))
         if self.chain is not None:

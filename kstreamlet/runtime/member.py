@@ -240,7 +240,9 @@ class Member:
         if stats_interval:
             user_cb = s.kafka_config.get("stats_cb")
             cc["statistics.interval.ms"] = pc["statistics.interval.ms"] = stats_interval
-            cc["stats_cb"] = ConsumerStats(self.assigned_at, self.tasks.consumed_ts, chain=user_cb)
+            generation = self._generation
+            cc["stats_cb"] = ConsumerStats(self.assigned_at, self.tasks.consumed_ts, chain=user_cb,
+                                           active=lambda: generation == self._generation)
             pc["stats_cb"] = ProducerStats(watermarks_sent, chain=user_cb)
         producer = self.clients.producer(pc)
         if self._generation:  # a rebuilt producer: the old one may have failed on a rejected output

@@ -202,6 +202,10 @@ def test_consumer_lag_in_records_and_seconds_from_statistics():
     assert value("kstreamlet_consumer_lag_seconds", topic="lag-in", partition="2") == 0, "assigned just now"
     assert value("kstreamlet_consumer_lag_records", topic="lag-in", partition="3") is None
     stats("not json")  # never raises out of the client's poll
+    abandoned = ConsumerStats(assigned_at, consumed, clock=lambda: 1000.0, active=lambda: False)
+    abandoned(_consumer_stats({0: {"ls_offset": 999, "app_offset": 1}}))
+    assert value("kstreamlet_consumer_lag_records", topic="lag-in", partition="0") == 50, \
+        "the statistics of a consumer abandoned by a rebuild are ignored"
 
 
 def test_records_out_from_producer_statistics_exclude_watermark_records_and_never_decrease():
