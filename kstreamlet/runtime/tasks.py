@@ -349,7 +349,7 @@ class TaskManager:
             if task.watermarks_in:  # watermark records of forwarded inputs are not records in
                 for t, k in task.watermarks_in.items():
                     if k:
-                        counts[t] -= k
+                        counts[t] = counts.get(t, 0) - k
                         task.watermarks_in[t] = 0
         self.last_ts = last_m.timestamp()[1] if last_m is not None else None
         return n
