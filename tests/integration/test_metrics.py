@@ -137,3 +137,50 @@ def test_metrics_of_a_running_member_before_and_after_input(kafka_bootstrap, kaf
     finally:
         codes = members.stop_all()
     assert codes == {"m1": 0}, codes
+
+
+def test_watermark_records_of_repartition_topics_are_not_records_in_or_out(kafka_bootstrap, kafka_topic, tmp_path):
+    """The windowed service forwards watermarks through its repartition topics (watermark records
+    at each checkpoint): the records in/out of a repartition topic are exactly the data records."""
+    import json
+
+    topics = {n: kafka_topic(partitions=2, name=f"metrics-{n}") for n in ("events", "clicks", "sums", "joined")}
+    app_id = f"metricsw-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    members = Members("tests.apps.windows:app", {
+        "EVENTS_TOPIC": topics["events"], "CLICKS_TOPIC": topics["clicks"], "SUMS_TOPIC": topics["sums"],
+        "JOINED_TOPIC": topics["joined"], "KSTREAMLET_APPLICATION_ID": app_id,
+        "KSTREAMLET_BOOTSTRAP_SERVERS": kafka_bootstrap, "KSTREAMLET_COMMIT_INTERVAL": "0.2",
+        "KSTREAMLET_STATE_DIR": str(tmp_path / "state"), "KSTREAMLET_HTTP_PORT": str(port),
+        "KSTREAMLET_KAFKA_CONFIG": '{"statistics.interval.ms": 500}',
+    }, tmp_path)
+    rep = f"{app_id}-events-by-k-repartition"
+    n = 400
+    try:
+        members.start("m1")
+        members.wait_event("m1", "partitions assigned", 60)
+        start = wait_for(port, "repartition series", lambda s: get(s, "kstreamlet_records_in_total", topic=rep) is not None,
+                         30, members)
+        assert get(start, "kstreamlet_records_out_total", topic=rep) == 0
+        p = Producer({"bootstrap.servers": kafka_bootstrap})
+        for i in range(n):
+            p.produce(topics["events"], json.dumps({"k": f"k{i % 7}", "ts": 1_000 + 10 * i, "v": 1, "id": f"e{i}"}).encode(),
+                      f"k{i % 7}".encode())
+        p.flush(30)
+        after = wait_for(
+            port, "every event in and out of the repartition topic, and watermark records forwarded",
+            lambda s: (get(s, "kstreamlet_records_in_total", topic=topics["events"]) == n
+                       and get(s, "kstreamlet_records_out_total", topic=rep) == n
+                       and get(s, "kstreamlet_records_in_total", topic=rep) == n
+                       and any(k[0] == "kstreamlet_task_watermark_ms" and v > 0 for k, v in s.items())),
+            90, members)
+        time.sleep(3)  # more checkpoints, more watermark records: the counts must not move
+        later = scrape(port)
+        for name, topic in (("kstreamlet_records_in_total", rep), ("kstreamlet_records_out_total", rep),
+                            ("kstreamlet_records_in_total", topics["events"])):
+            assert get(later, name, topic=topic) == n, f"{name}{{topic={topic}}} = {get(later, name, topic=topic)}"
+        assert get(after, "kstreamlet_checkpoint_state_records_sum") > 0, "window state was written to changelogs"
+        assert get(after, "kstreamlet_checkpoint_state_bytes_sum") > 0
+    finally:
+        codes = members.stop_all()
+    assert codes == {"m1": 0}, codes
