@@ -446,6 +446,10 @@ class Member:
                 msgs = consumer.consume(batch, 0.0 if restoring else 0.05)
                 if msgs:
                     self._process(msgs)
+                elif self.collector is not None:
+                    # Without input: delivery reports and the producer's statistics (records out) are
+                    # still served (_process serves them once per batch otherwise).
+                    self.collector.poll()
                 if self.tasks.timed:
                     self._tick(ckpt)
                 if self.broadcasts is not None and self.broadcasts.consumer is not None:
