@@ -167,14 +167,13 @@ def test_watermark_records_of_repartition_topics_are_not_records_in_or_out(kafka
             p.produce(topics["events"], json.dumps({"k": f"k{i % 7}", "ts": 1_000 + 10 * i, "v": 1, "id": f"e{i}"}).encode(),
                       f"k{i % 7}".encode())
         p.flush(30)
-        after = wait_for(
+        wait_for(
             port, "every event in and out of the repartition topic, and watermark records forwarded",
             lambda s: (get(s, "kstreamlet_records_in_total", topic=topics["events"]) == n
                        and get(s, "kstreamlet_records_out_total", topic=rep) == n
                        and get(s, "kstreamlet_records_in_total", topic=rep) == n
                        and any(k[0] == "kstreamlet_task_watermark_ms" and v > 0 for k, v in s.items())),
             90, members)
-        del after
         time.sleep(3)  # more checkpoints, more watermark records: the counts must not move
         later = scrape(port)
         for name, topic in (("kstreamlet_records_in_total", rep), ("kstreamlet_records_out_total", rep),
