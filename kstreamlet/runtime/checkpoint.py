@@ -41,6 +41,9 @@ class Collector(Protocol):
     producer: Producer
     #: At-least-once: the first delivery error since the last commit.
     delivery_failed: KafkaError | None
+    #: Changelog records and bytes sent since the last checkpoint (reset by the checkpoint).
+    state_records: int
+    state_bytes: int
 
 
 class CheckpointTask(Protocol):
@@ -92,6 +95,8 @@ class Checkpointer:
         #: Work without consumed records wants a commit (a due tick: fired timers, an idle task's
         #: watermark record). Under EOS the open transaction says so; at-least-once needs this.
         self.work_pending = False
+        #: Input records processed since the last commit (added per batch by the member).
+        self.input_records = 0
 
     def begin(self) -> None:
         if self.exactly_once and not self.in_transaction:
@@ -115,10 +120,8 @@ class Checkpointer:
             self.begin()
         # 1. Each task produces what commits with its offsets, and returns the offsets.
         gathered: dict[TP, tuple[int, str | None]] = {}
-        firsts: dict[TP, int] = {}
         for task in tasks:
             gathered.update(task.prepare_commit())
-            firsts.update(task.first)
         offsets = [TopicPartition(t, p, o) if md is None else TopicPartition(t, p, o, md)
                    for (t, p), (o, md) in gathered.items()]
         # 2. Offsets and outputs become durable together.
@@ -143,12 +146,16 @@ class Checkpointer:
         # 3. Tasks apply their state and tell their participants.
         for task in tasks:
             task.committed()
-        for (topic, p), (off, _) in gathered.items():
-            metrics.RECORDS_IN.labels(topic).inc(off - firsts.get((topic, p), off))
         self.work_pending = False
         self.last_commit_seconds = time.monotonic() - t0
         metrics.CHECKPOINTS.inc()
         metrics.CHECKPOINT_SECONDS.observe(self.last_commit_seconds)
+        metrics.LAST_CHECKPOINT.set(time.time())
+        c = self.collector
+        metrics.CHECKPOINT_RECORDS.observe(self.input_records)
+        metrics.CHECKPOINT_STATE_RECORDS.observe(c.state_records)
+        metrics.CHECKPOINT_STATE_BYTES.observe(c.state_bytes)
+        self.input_records = c.state_records = c.state_bytes = 0
         return True
 
     def _txn_call(self, fn: Any, what: str, retry: bool = False) -> None:
@@ -196,7 +203,9 @@ class Checkpointer:
         for task in tasks:
             rewind.update(task.aborted())
         self.work_pending = False
+        self.input_records = 0
         self.collector.delivery_failed = None
+        self.collector.state_records = self.collector.state_bytes = 0
         if failed is not None:
             raise FatalClientError(f"abort_transaction: {failed}") from failed
         return rewind

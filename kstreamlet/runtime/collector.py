@@ -34,6 +34,11 @@ class RecordCollector:
         self.delivery_failed: KafkaError | None = None
         #: The dead-letter handler (runtime/dlq.py) failing timer calls are handed to; set by the member.
         self.errors: Any = None
+        #: Topic -> watermark records sent (librdkafka counts them as produced; records out does not).
+        self.watermarks_sent: dict[str, int] = {}
+        #: Changelog records and bytes (key + value) sent since the last checkpoint (its state size).
+        self.state_records = 0
+        self.state_bytes = 0
         self.send = self._bind_send()
 
     def _bind_send(self) -> Callable[[str, bytes | None, bytes | None, int, int], None]:
@@ -95,6 +100,7 @@ class RecordCollector:
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: Headers) -> None:
         """A watermark record to one partition of a repartition topic (inside the checkpoint)."""
         self.produce(topic, None, key, partition, timestamp=ts, headers=headers)
+        self.watermarks_sent[topic] = self.watermarks_sent.get(topic, 0) + 1
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None, ts: int, headers: Headers) -> None:
         """A dead-letter record; one too large for its topic is cut to fit, with a header saying so."""
@@ -103,6 +109,8 @@ class RecordCollector:
 
     def send_changelog(self, topic: str, key: bytes, value: bytes | None, partition: int, on_delivery: Any) -> None:
         """A store's changelog record (``on_delivery``: at-least-once stores learn its offset)."""
+        self.state_records += 1
+        self.state_bytes += len(key) + (len(value) if value is not None else 0)
         if on_delivery is None:
             self.produce(topic, value, key, partition)
         else:

@@ -54,15 +54,17 @@ class ErrorHandler:
         self.dlq_topic = dlq_topic
         self.application_id = application_id
         self.send_raw = send_raw
+        #: kstreamlet_dlq_records_total{policy, error_type}, one series per error type from the start.
+        self._counted = {e: metrics.DLQ_RECORDS.labels(policy, e) for e in metrics.ERROR_TYPES}
 
     def handle(self, m: Message, exc: BaseException) -> None:
-        metrics.DLQ_RECORDS.labels(self.policy).inc()
         stage = "deserialize" if isinstance(exc, DeserializationError) else "process"
         where: dict[str, Any] = dict(topic=m.topic(), partition=m.partition(), offset=m.offset())
         extra = _production_headers(exc, self.policy)
         if extra:
             stage = "produce"
             where["output_topic"] = exc.topic  # type: ignore[attr-defined]
+        self._counted[stage].inc()
         if self.policy == "fail":
             where.pop("output_topic", None)
             raise ProcessingError(f"{stage} failed: {type(exc).__name__}: {exc}", **where) from exc
@@ -86,7 +88,7 @@ class ErrorHandler:
     def handle_timer(self, operator: str, task: str, key: bytes, domain: str, ts: int, exc: BaseException,
                      now: int | None = None) -> None:
         """A timer call of ``operator`` raised (its outputs and state writes are already undone)."""
-        metrics.DLQ_RECORDS.labels(self.policy).inc()
+        self._counted["timer"].inc()
         where = f"timer {domain}@{ts} key={key!r} of {operator} in task {task}"
         if self.policy == "fail":
             raise ProcessingError(f"on_timer failed: {type(exc).__name__}: {exc}", where=where) from exc

@@ -32,6 +32,7 @@ from kstreamlet.config import Settings
 from kstreamlet.errors import ConfigError, ProcessingError
 from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
+from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, ConsumerStats, ProducerStats
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
@@ -114,6 +115,14 @@ class Member:
         self._generation = 0
         self._rebuild_needed = False
         self._rebuild_reason = ""
+        # Metrics (kstreamlet/metrics.py, docs/metrics.md): every series known at start exists from now.
+        #: Assigned input partitions -> wall clock of their assignment (lag in seconds before a first record).
+        self.assigned_at: dict[tuple[str, int], float] = {}
+        #: Timestamps (ms) of sampled input records of the open checkpoint: end-to-end latency at its commit.
+        self._e2e_samples: list[int] = []
+        self._records_in: dict[str, Any] = {}
+        metrics.init_member(self.topology.source_topics, self._written_topics(), s.error_policy,
+                            s.commit_interval, time.time())
 
     @property
     def producer(self) -> Producer | None:
@@ -229,10 +238,21 @@ class Member:
         cc = consumer_config(s, self.topology, base, self.instance_id, self._client_error)
         pc = producer_config(s, base, self.instance_id, self._client_error, self.limits.batch_size(),
                              on_delivery=lambda err, msg: collector[0].on_delivery(err, msg))
+        # librdkafka statistics: consumer lag and records out (observability/kafka_stats.py).
+        watermarks_sent: dict[str, int] = {}
+        stats_interval = s.kafka_config.get("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        if stats_interval:
+            user_cb = s.kafka_config.get("stats_cb")
+            cc["statistics.interval.ms"] = pc["statistics.interval.ms"] = stats_interval
+            generation = self._generation
+            cc["stats_cb"] = ConsumerStats(self.assigned_at, self.tasks.consumed_ts, chain=user_cb,
+                                           active=lambda: generation == self._generation)
+            pc["stats_cb"] = ProducerStats(watermarks_sent, chain=user_cb)
         producer = self.clients.producer(pc)
         if self._generation:  # a rebuilt producer: the old one may have failed on a rejected output
             self._refresh_limits_soon()
         self.collector = RecordCollector(producer, self.limits, s.transaction_timeout)
+        self.collector.watermarks_sent = watermarks_sent
         collector.append(self.collector)
         if self.eos:
             self._init_transactions(producer)
@@ -351,6 +371,12 @@ class Member:
             consumer.pause(a.paused)
         metrics.REBALANCES.labels("assigned").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self.tasks.assigned))
+        now = time.time()
+        for tp in partitions:
+            self.assigned_at[(tp.topic, tp.partition)] = now
+            metrics.init_partition(tp.topic, tp.partition)
+        for task in a.created:
+            metrics.init_task(task.id, task.needs_watermarks)
         self.log.info("partitions assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in a.positioned],
                       tasks=sorted(t.id for t in self.tasks), restoring=sorted(t.id for t in a.restoring))
         for listener in self.listeners:
@@ -377,6 +403,7 @@ class Member:
                 task.aborted()
             self._rebuild_needed = True
         self.tasks.revoke(partitions, self.restorer)
+        self._forget_partitions(partitions)
         metrics.REBALANCES.labels("revoked").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self.tasks.assigned))
         self.log.info("partitions revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
@@ -385,10 +412,22 @@ class Member:
         self.log.warning("partitions lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
         # Another member may own them already: our checkpoint must not commit.
         self.tasks.revoke(partitions, self.restorer)
+        self._forget_partitions(partitions)
+        metrics.REBALANCES.labels("lost").inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(self.tasks.assigned))
         try:
             self._abort_and_rewind()
         except FatalClientError:
             self._rebuild_needed = True
+
+    def _forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
+        """Revoked, lost or dropped input partitions: their lag series and metric notes go."""
+        for tp in partitions:
+            t = (tp.topic, tp.partition)
+            self.assigned_at.pop(t, None)
+            self.tasks.consumed_ts.pop(t, None)
+            self.tasks.max_ts.pop(t, None)
+            metrics.forget_partition(tp.topic, tp.partition)
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -411,6 +450,10 @@ class Member:
                 msgs = consumer.consume(batch, 0.0 if restoring else 0.05)
                 if msgs:
                     self._process(msgs)
+                elif self.collector is not None:
+                    # Without input: delivery reports and the producer's statistics (records out) are
+                    # still served (_process serves them once per batch otherwise).
+                    self.collector.poll()
                 if self.tasks.timed:
                     self._tick(ckpt)
                 if self.broadcasts is not None and self.broadcasts.consumer is not None:
@@ -449,11 +492,44 @@ class Member:
         # Serve delivery reports once per batch: under EOS they would otherwise pile up until the
         # commit and fill the producer queue (each BufferError costs a poll with a timeout).
         collector.poll()
+        self._count_batch(ckpt, n)
         if self.first_record_at is None and n:
             self.first_record_at = time.monotonic()
             self.log.info("first record processed", seconds_since_start=round(self.first_record_at - self.started_at, 3))
         for listener in self.listeners:
             listener.on_batch(self, msgs, n)
+
+    def _count_batch(self, ckpt: Checkpointer, n: int) -> None:
+        """Per batch: records in per topic, the checkpoint's input records, and one latency sample
+        (the batch's last record: its outputs were handed to the producer by now)."""
+        counters = self._records_in
+        for topic, k in self.tasks.batch_in.items():
+            if k > 0:
+                c = counters.get(topic)
+                if c is None:
+                    c = counters[topic] = metrics.RECORDS_IN.labels(topic)
+                c.inc(k)
+        ckpt.input_records += n
+        ts = self.tasks.last_ts
+        if ts is not None and ts > 0:
+            metrics.PROCESSING_LATENCY.observe(max(0.0, time.time() - ts / 1000.0))
+            if len(self._e2e_samples) < 1000:
+                self._e2e_samples.append(ts)
+
+    def _observe_commit(self) -> None:
+        """After a committed checkpoint: end-to-end latency of its samples, tasks' stream time."""
+        now = time.time()
+        for ts in self._e2e_samples:
+            metrics.E2E_LATENCY.observe(max(0.0, now - ts / 1000.0))
+        self._e2e_samples.clear()
+        max_ts = self.tasks.max_ts
+        for task in self.tasks:
+            if task.needs_watermarks:  # exact, and restored from the committed metadata
+                st = max((i.max_ts for i in task.watermarks.inputs.values()), default=-1)
+            else:
+                st = max((max_ts.get((t, task.partition), -1) for t in task.subtopology.sources), default=-1)
+            if st > 0:
+                metrics.TASK_STREAM_TIME.labels(task.id).set(st)
 
     def _consumer_error(self, err: KafkaError) -> None:
         if err.fatal() or err.code() == KafkaError._FATAL:
@@ -503,6 +579,7 @@ class Member:
             self._on_rejected_output(e)
             raise
         if committed:
+            self._observe_commit()
             for listener in self.listeners:
                 listener.on_commit(self, ckpt.last_commit_seconds)
 
@@ -537,6 +614,7 @@ class Member:
 
     def _abort_and_rewind(self) -> None:
         assert self.ckpt is not None and self.consumer is not None
+        self._e2e_samples.clear()
         rewind = self.ckpt.abort(self.tasks)
         self._refresh_limits_soon()  # the replay must catch an output the broker rejected
         assigned = self.tasks.assigned
@@ -561,6 +639,10 @@ class Member:
         self._generation += 1
         self._rebuild_needed = False
         self._rebuild_reason = ""
+        metrics.REBALANCES.labels("rebuilt").inc()
+        self._e2e_samples.clear()
+        self._forget_partitions([TopicPartition(t, p) for t, p in list(self.assigned_at)])
+        metrics.ASSIGNED_PARTITIONS.set(0)
         consumer, restorer = self.consumer, self.restorer
         self.consumer = None
         self.restorer = None

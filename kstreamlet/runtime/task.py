@@ -157,7 +157,7 @@ class Task:
         "_read_all", "msg", "keyctx", "operator_keyctx", "stores", "_timers", "_closers", "participants",
         "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
         "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
-        "_queues", "offsets", "first", "_committed_wm", "_committed_sent",
+        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in",
     )
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
@@ -207,6 +207,9 @@ class Task:
         self._committed_max_ts: dict[str, Any] = {}
         self._fired_wm = MIN_WATERMARK
         self._compiled: dict[int, Push] = {}
+        #: Watermark records consumed per forwarded input since the task manager last read them
+        #: (they are not records in: kstreamlet_records_in_total excludes them).
+        self.watermarks_in: dict[str, int] = {}
         self.on_message: dict[str, Callable[[Message], None]] = {
             topic: self._compile_source(src) for topic, src in subtopology.sources.items()
         }
@@ -324,12 +327,16 @@ class Task:
         tracker = self.watermarks
         clock = self.clock
         forwarded = tracker.inputs[topic].upstream is not None
+        watermarks_in = self.watermarks_in
+        if forwarded:
+            watermarks_in[topic] = 0
 
         def on_message_timed(m: Message) -> None:
             task.msg = m
             if forwarded and m.value() is None and m.key() == WATERMARK_KEY:
                 headers = dict(m.headers() or ())
                 if WATERMARK_HEADER in headers:
+                    watermarks_in[topic] += 1
                     wm = int(headers[WATERMARK_HEADER])
                     if tracker.observe_upstream(topic, headers[WATERMARK_SOURCE_HEADER].decode(), wm, clock(),
                                                 WATERMARK_IDLE_HEADER in headers) > task._fired_wm:
@@ -562,12 +569,8 @@ class Task:
             p.recover()
 
     def close(self) -> None:
-        if self._wm_gauge is not None:
-            try:
-                metrics.TASK_WATERMARK.remove(self.id)
-            except KeyError:
-                pass
-            self._wm_gauge = None
+        metrics.forget_task(self.id)  # its watermark and stream-time series
+        self._wm_gauge = None
         for p in self.participants:
             try:
                 p.close()

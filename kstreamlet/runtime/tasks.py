@@ -69,6 +69,13 @@ class TaskManager:
         self.assigned_committed: dict[TP, int] = {}
         #: The broadcast elements read so far: a task created later replays them first.
         self.broadcast_history: list[tuple[str, bytes | None, bytes | None, int]] = []
+        #: Metrics (kstreamlet/metrics.py), noted once per run of records of a partition: records
+        #: per input topic of the last batch (watermark records excluded), the timestamp of the last
+        #: record consumed per input partition (lag in seconds), and of the last record of the batch.
+        self.batch_in: dict[str, int] = {}
+        self.consumed_ts: dict[TP, int] = {}
+        self.max_ts: dict[TP, int] = {}
+        self.last_ts: int | None = None
 
     def __iter__(self) -> Any:
         return iter(self.tasks.values())
@@ -289,6 +296,10 @@ class TaskManager:
         route: Callable[[Message], None] | None = None
         offsets: dict[TP, int] = {}
         last_off = -1
+        counts = self.batch_in
+        counts.clear()
+        run_n = 0
+        last_m: Any = None
         try:
             for m in msgs:
                 err = m.error()
@@ -300,6 +311,8 @@ class TaskManager:
                 if p != cur_p or t != cur_t:
                     if route is not None:
                         offsets[tp] = last_off + 1
+                        self._note_run(tp, n - run_n, last_m)
+                    run_n = n
                     cur_p, cur_t = p, t
                     tp = (t, p)
                     route = routes.get(tp)
@@ -316,9 +329,11 @@ class TaskManager:
                 except Exception as e:
                     handle(m, e)
                 last_off = m.offset()
+                last_m = m
                 n += 1
             if route is not None:
                 offsets[tp] = last_off + 1
+                self._note_run(tp, n - run_n, last_m)
         except BaseException:
             # The consumer's position is past the whole batch: when processing stops early (an
             # abort), every partition of the batch must rewind, not only those already reached.
@@ -330,7 +345,25 @@ class TaskManager:
             raise
         for task in self.multi_input:
             task.drain(functools.partial(self._process_buffered, task, handle=handle))
+        for task in self.timed:
+            if task.watermarks_in:  # watermark records of forwarded inputs are not records in
+                for t, k in task.watermarks_in.items():
+                    if k:
+                        counts[t] = counts.get(t, 0) - k
+                        task.watermarks_in[t] = 0
+        self.last_ts = last_m.timestamp()[1] if last_m is not None else None
         return n
+
+    def _note_run(self, tp: TP, records: int, last: Any) -> None:
+        """Metrics of a run of ``records`` records of input partition ``tp`` ending with ``last``."""
+        if records <= 0:
+            return
+        counts = self.batch_in
+        counts[tp[0]] = counts.get(tp[0], 0) + records
+        ts = last.timestamp()[1]
+        self.consumed_ts[tp] = ts
+        if ts > self.max_ts.get(tp, -1):
+            self.max_ts[tp] = ts
 
     @staticmethod
     def _process_buffered(task: Task, m: Message, handle: Callable[[Any, Exception], None]) -> None:

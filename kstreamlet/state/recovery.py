@@ -108,6 +108,9 @@ class Restorer:
                 self._wipe(store, f"local offset {offset} is beyond the changelog end {end}")
                 offset = None
             start = offset + 1 if offset is not None else 0
+            # Restore progress series exist from the assignment on (0 when nothing is to restore).
+            metrics.RESTORED_RECORDS.labels(store.name)
+            metrics.RESTORE_REMAINING.labels(store.name, str(store.partition)).set(max(0, end - start))
             if start >= end:
                 continue
             self.active[tp] = _Restoring(store, task_key, end)

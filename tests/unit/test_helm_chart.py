@@ -113,7 +113,7 @@ def validate_offline(docs: list[dict[str, Any]], kube_version: str) -> None:
     for d in docs:
         what = f"{d.get('kind')}/{d.get('metadata', {}).get('name')}"
         if d.get("apiVersion", "").startswith("monitoring.coreos.com/"):
-            check_service_monitor(d, docs)
+            (check_prometheus_rule if d.get("kind") == "PrometheusRule" else check_service_monitor)(d, docs)
             continue
         try:
             kubernetes_validate.validate(d, kube_version, strict=True)
@@ -156,11 +156,38 @@ def check_service_monitor(sm: dict[str, Any], docs: list[dict[str, Any]]) -> Non
             assert re.fullmatch(r"[0-9]+(ms|s|m|h)", ep[k]), f"{k}={ep[k]!r} is not a Prometheus duration"
 
 
+PROMETHEUS_RULE_FIELDS = {"alert", "expr", "for", "labels", "annotations", "record", "keep_firing_for"}
+
+
+def check_prometheus_rule(rule: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+    """Structure of a monitoring.coreos.com/v1 PrometheusRule; every metric it queries is kstreamlet's."""
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule", rule
+    assert set(rule) <= {"apiVersion", "kind", "metadata", "spec"}, f"unexpected top-level fields {set(rule)}"
+    assert rule["metadata"]["name"] and rule["metadata"]["namespace"], rule["metadata"]
+    assert set(rule["spec"]) == {"groups"} and rule["spec"]["groups"], rule["spec"]
+    from tests.unit.test_metrics import _registered_metric_names
+
+    names = _registered_metric_names()
+    for g in rule["spec"]["groups"]:
+        assert set(g) <= {"name", "interval", "rules", "limit"} and g["name"], g
+        for r in g["rules"]:
+            assert set(r) <= PROMETHEUS_RULE_FIELDS, f"unknown rule fields {set(r) - PROMETHEUS_RULE_FIELDS}"
+            assert r["alert"] and isinstance(r["expr"], str), r
+            assert re.fullmatch(r"[0-9]+(ms|s|m|h)", r["for"]), r["for"]
+            assert r["expr"].count("(") == r["expr"].count(")") and r["expr"].count("{") == r["expr"].count("}"), r["expr"]
+            used = set(re.findall(r"\bkstreamlet_[a-z0-9_]+", r["expr"]))
+            assert used and used <= names, f"{r['alert']} queries metrics kstreamlet does not export: {used - names}"
+            for text in r["annotations"].values():
+                assert "{{ $" in text or "$labels" not in text, text
+
+
 ALL_FEATURES = (
     "--set", "autoscaling.enabled=true",
     "--set", "autoscaling.targetMemoryUtilizationPercentage=80",
     "--set", "metrics.serviceMonitor.enabled=true",
     "--set", "metrics.serviceMonitor.labels.release=prometheus",
+    "--set", "metrics.prometheusRule.enabled=true",
+    "--set", "metrics.grafanaDashboard.enabled=true",
     "--set", "kafka.sasl.enabled=true",
     "--set", "kafka.sasl.existingSecret=kafka-credentials",
     "--set-json", 'kafka.config={"ssl.ca.location": "/etc/kafka/ca.crt"}',
@@ -482,6 +509,42 @@ def test_service_monitor_scrapes_every_worker_port_of_the_metrics_service():
     assert "ServiceMonitor" not in kinds(render()), "ServiceMonitor is off by default (needs the operator's CRD)"
 
 
+def test_grafana_dashboard_configmap_carries_the_dashboard_for_the_sidecar():
+    assert not [d for d in render() if d["metadata"]["name"].endswith("-dashboard")], "off by default"
+    docs = render("--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.namespace=monitoring",
+                  "--set", "metrics.grafanaDashboard.annotations.grafana_folder=Streams")
+    cm = one(docs, "ConfigMap", f"{FULLNAME}-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]["labels"]
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Streams"}
+    shipped = json.loads(cm["data"]["kstreamlet.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "kstreamlet.json").read_text()), "the ConfigMap holds the chart's file"
+    validate_offline(docs, KUBE_VERSIONS[-1])
+
+
+def test_prometheus_rule_alerts_on_lag_stuck_checkpoints_and_dlq_records():
+    assert "PrometheusRule" not in kinds(render()), "off by default (needs the operator's CRD)"
+    docs = render("--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.prometheusRule.labels.release=prom",
+                  "--set", "metrics.prometheusRule.lagGrowingMinutes=15", "--set", "metrics.prometheusRule.checkpointStuckIntervals=20")
+    rule = one(docs, "PrometheusRule", FULLNAME)
+    check_prometheus_rule(rule, docs)
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"KstreamletConsumerLagGrowing", "KstreamletCheckpointsStuck", "KstreamletDeadLetterRecords"}
+    lag, stuck, dlq = (alerts[a] for a in ("KstreamletConsumerLagGrowing", "KstreamletCheckpointsStuck", "KstreamletDeadLetterRecords"))
+    assert lag["for"] == "15m" and "[15m]" in lag["expr"] and "kstreamlet_consumer_lag_records" in lag["expr"]
+    assert "20 * kstreamlet_commit_interval_seconds" in stuck["expr"]
+    assert "kstreamlet_last_checkpoint_timestamp_seconds" in stuck["expr"]
+    assert "rate(kstreamlet_dlq_records_total" in dlq["expr"] and "error_type" in dlq["expr"]
+    selector = f'namespace="{NAMESPACE}", service="{FULLNAME}-metrics"'
+    for r in alerts.values():
+        assert r["expr"].count("kstreamlet_") == r["expr"].count("{" + selector + "}"), \
+            f"every series of {r['alert']} must be selected by the release's labels: {r['expr']}"
+    custom = one(render("--set", "metrics.prometheusRule.enabled=true", "--set-string",
+                        'metrics.prometheusRule.selector=job="words"'), "PrometheusRule")
+    assert all('{job="words"}' in r["expr"] for g in custom["spec"]["groups"] for r in g["rules"])
+
+
 def test_long_release_names_stay_within_kubernetes_name_limits():
     release = ("a-very-long-release-name-" + "x" * 53)[:53]  # helm's own limit for release names
     docs = render(release=release)
@@ -685,6 +748,9 @@ def test_topics_job_environment_loads_into_the_pods_settings(monkeypatch):
     (("--set-json", 'topics.list=[{"partitions": 3}]'), "name"),
     (("--set-json", 'topics.list=[{"name": "bad name"}]'), "name"),
     (("--set-json", 'topics.list=[{"name": "a", "partition": 3}]'), "partition"),
+    (("--set", "metrics.prometheusRule.lagGrowingMinutes=0"), "lagGrowingMinutes"),
+    (("--set", "metrics.prometheusRule.selector={job=x}"), "selector"),
+    (("--set", "metrics.grafanaDashboard.enable=true"), "enable"),
 ])
 def test_values_schema_rejects_bad_values(args, mentions):
     err = render_error(*args)
