@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from kstreamlet.dev._process import stop_pid
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
 
 log = logging.getLogger("kstreamlet.dev.kafka")
@@ -609,17 +610,7 @@ def dev_down(timeout: float = 30.0) -> bool:
     state = dev_status()
     if not state:
         return False
-    pid = int(state["pid"])  # type: ignore[call-overload]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
-        time.sleep(0.2)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    stop_pid(int(state["pid"]), timeout)  # type: ignore[call-overload]
     _state_file().unlink(missing_ok=True)
     shutil.rmtree(str(state["workdir"]), ignore_errors=True)
     return True

@@ -46,6 +46,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+from kstreamlet.dev._process import stop_pid
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
 from kstreamlet.sinks.mysql.url import MySQLEndpoint, mask_url, parse_mysql_url
 
@@ -618,17 +619,7 @@ def dev_down(timeout: float = 30.0) -> bool:
     state = dev_status()
     if not state:
         return False
-    pid = int(state["pid"])  # type: ignore[call-overload]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    stop_pid(int(state["pid"]), timeout)  # type: ignore[call-overload]
     _dev_state_file().unlink(missing_ok=True)
     shutil.rmtree(str(state["workdir"]), ignore_errors=True)
     return True

@@ -253,8 +253,10 @@ class KeyedStream(Stream):
 
     def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | str | None = None,
                name: str | None = None) -> Stream:
-        """Running ``fn(accumulated, value)`` per key; emits the new value per record."""
-        s = _serdes.resolve(serde, _serdes.JSON)
+        """Running ``fn(accumulated, value)`` per key; emits the new value per record. A reduce
+        returns the input's type, so state and output use the input's value serde unless ``serde``
+        says otherwise (as ``window(w).reduce`` and Kafka Streams' ``reduce`` do)."""
+        s = _serdes.resolve(serde, self.value_serde)
         return self._aggregate_fn(RunningReduce(fn, s), s, name, "reduce")
 
     def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any],

@@ -13,14 +13,13 @@ to Kafka or any other server. A function whose ``open`` fails is listed with ``s
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kstreamlet.topology.builder import Topology
-from kstreamlet.topology.nodes import (BranchNode, KeyedProcessNode, Node, SideOutputNode, SinkNode,
-                                       SourceNode)
+from kstreamlet.topology.nodes import BranchNode, Node, SideOutputNode, SinkNode, SourceNode
+from kstreamlet.topology.record import declared_stores
 
 FORMATS = ("text", "mermaid", "json")
 
@@ -49,74 +48,14 @@ def _successors(n: Node) -> list[Node]:
     return out
 
 
-class _RecordingTask:
-    """Just enough of a task (``TaskServices``) for ``open()``: in-memory stores whose names are noted."""
-
-    def __init__(self, settings: Any) -> None:
-        from kstreamlet.state.keyed import KeyContext
-
-        self.id = "describe"
-        self.partition = 0
-        self.msg = None
-        self.settings = settings
-        self.clock: Callable[[], int] = lambda: 0
-        self.keyctx = KeyContext(self.clock)
-        self.operator_keyctx = KeyContext(self.clock)
-        self.collector = None
-        self.watermark = -(2 ** 63)
-        self.stores: list[str] = []
-
-    def store(self, name: str) -> Any:
-        from kstreamlet.state.backend import MemoryBackend
-        from kstreamlet.state.store import Store
-
-        if name not in self.stores:
-            self.stores.append(name)
-        return Store(name, 0, MemoryBackend(), None, None)
-
-    def read_all_partitions(self, store: Any) -> dict[int, dict[bytes, bytes]]:
-        return {}
-
-    def partitions_of(self, topic: str) -> int:
-        return 1
-
-    def __getattr__(self, name: str) -> Any:  # anything else an open() might touch: harmless no-ops
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return lambda *a, **k: None
-
-
 def _stores_of(n: Node, settings: Any) -> list[str] | None:
-    names: list[str] = []
-    store_name = getattr(n, "store_name", None)
-    if getattr(n, "kind", "") == "sink2pc":  # a two-phase-commit sink: its committable store (+ timers)
-        names.append(str(store_name))
-        if getattr(n, "uses_processing_time", False):
-            names.append(str(getattr(n, "timer_store_name")))
-        return names
-    fn = getattr(n, "fn", None)
-    if fn is None or not callable(store_name) or not callable(getattr(fn, "open", None)):
-        return names
-    from kstreamlet.api.context import RuntimeContext
-
-    task = _RecordingTask(settings)
-    try:
-        f = copy.copy(fn)
-        f.open(RuntimeContext(task, n))  # type: ignore[arg-type]
-        close = getattr(f, "close", None)
-        if callable(close):
-            close()
-    except Exception:
-        return None
-    names.extend(task.stores)
-    if isinstance(n, KeyedProcessNode) and n._has_timers():
-        names.append(n.store_name("timers"))
-    elif getattr(n, "key_serde", None) is not None and hasattr(fn, "on_timer"):  # keyed broadcast function
-        from kstreamlet.api.functions import KeyedProcessFunction
-
-        if type(fn).on_timer is not KeyedProcessFunction.on_timer:
-            names.append(store_name("timers"))
-    return names
+    """The store names of node ``n`` in declaration order ([] for a node without state; None when
+    its function's ``open()`` failed on the recording task). One discovery serves this and the
+    recorded topology (:func:`kstreamlet.topology.record.declared_stores`)."""
+    d = declared_stores(n, settings)
+    if d is None:
+        return []
+    return list(d.stores) if d.ok else None
 
 
 def _source_name(src: Any) -> str:

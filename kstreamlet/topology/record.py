@@ -194,8 +194,9 @@ class _Declared:
     ok: bool = True
 
 
-def _declared(n: Node, settings: Any) -> _Declared | None:
-    """The stores of node ``n`` (None: the node has no state)."""
+def declared_stores(n: Node, settings: Any) -> _Declared | None:
+    """The stores of node ``n``, found by opening a copy of its function on a recording task (None:
+    the node has no state). ``describe`` and the recorded topology both use it."""
     store_name = getattr(n, "store_name", None)
     if getattr(n, "kind", "") == "sink2pc":  # a two-phase-commit sink: its committable store (+ timers)
         stores: dict[str, tuple[str, str | None]] = {str(store_name): ("sink", None)}
@@ -284,7 +285,7 @@ def topology_record(topology: Any, settings: Any = None,
                                        upstream[st.id])
                     out[r.key] = r
                 continue
-            d = _declared(n, settings)
+            d = declared_stores(n, settings)
             if d is None:
                 continue
             if not d.ok:
@@ -315,7 +316,7 @@ def check_reserved_names(topology: Any, settings: Any = None) -> None:
         for n in st.nodes:
             if isinstance(n, SinkNode):
                 continue
-            d = _declared(n, settings)
+            d = declared_stores(n, settings)
             if d is None:
                 continue
             for name in d.state_names:
