@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-from kstreamlet.dev._process import stop_pid
+from kstreamlet.dev._process import live_state, stop_pid
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
 
 log = logging.getLogger("kstreamlet.dev.kafka")
@@ -564,15 +564,7 @@ def _state_file() -> Path:
 
 def dev_status() -> dict[str, object] | None:
     """The running dev broker's state, or None."""
-    try:
-        state = json.loads(_state_file().read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return None
-    return state  # type: ignore[no-any-return]
+    return live_state(_state_file())
 
 
 #: Port of the dev broker when none is asked for.

@@ -46,7 +46,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from kstreamlet.dev._process import stop_pid
+from kstreamlet.dev._process import live_state, stop_pid
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
 from kstreamlet.sinks.mysql.url import MySQLEndpoint, mask_url, parse_mysql_url
 
@@ -569,17 +569,7 @@ def _dev_state_file() -> Path:
 
 def dev_status() -> dict[str, object] | None:
     """The running dev MariaDB's state (``pid``, ``url``, ``port``, ``workdir``), or None."""
-    import json
-
-    try:
-        state = json.loads(_dev_state_file().read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return None
-    return state  # type: ignore[no-any-return]
+    return live_state(_dev_state_file())
 
 
 def dev_up(port: int | None = None, timeout: float = 60.0) -> dict[str, object]:
