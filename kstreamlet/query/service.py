@@ -179,6 +179,15 @@ class QueryService:
 
     # --- ownership ---------------------------------------------------------------------------
 
+    def local_tasks(self) -> list[TaskKey]:
+        """The task keys of this member (a snapshot; the loop thread changes the dict meanwhile)."""
+        for _ in range(10):
+            try:
+                return sorted(self.tasks.tasks)
+            except RuntimeError:
+                continue
+        return sorted(dict(self.tasks.tasks))
+
     def owner(self, task: TaskKey) -> InstanceInfo | None:
         """None: this member runs the task; else the live instance the group assigned it to."""
         if task in self.tasks.tasks:
@@ -326,6 +335,7 @@ class QueryService:
     def metadata(self) -> dict[str, Any]:
         owners = self.board.owners() if self.board is not None else {}
         instances = self.board.instances() if self.board is not None else []
+        mine = self.local_tasks()
         stores: dict[str, Any] = {}
         for name, info in self.stores().items():
             r = self._routes.get(name)
@@ -334,13 +344,12 @@ class QueryService:
             n = self.partitions(r)
             by_p: dict[str, str | None] = {}
             for p in range(n):
-                if (r.subtopology, p) in self.tasks.tasks:
+                if (r.subtopology, p) in mine:
                     by_p[str(p)] = self.instance_id
                 else:
                     o = owners.get((r.subtopology, p))
                     by_p[str(p)] = o.instance if o is not None else None
             stores[name] = {"kind": info.kind, "subtopology": r.subtopology, "partitions": n, "owners": by_p}
-        mine = sorted(self.tasks.tasks)
         listed = [i.to_json() for i in instances if i.instance != self.instance_id]
         me = {"instance": self.instance_id, "url": self.url, "tasks": [list(t) for t in mine]}
         return {"application_id": self.settings.application_id, **me,
