@@ -192,7 +192,7 @@ class Member:
             return None
         port = worker_http_port(self.settings.http_port)
         try:
-            return start_http_server(port, health=self.heartbeat, ready=self.is_ready)
+            return start_http_server(port, health=self.heartbeat, ready=self.is_ready, queries=self._no_queries)
         except OSError as e:
             raise ConfigError(f"cannot serve /healthz /readyz /metrics on port {port} (setting http_port, "
                               f"env KSTREAMLET_HTTP_PORT): {e.strerror or e}") from None
@@ -220,6 +220,11 @@ class Member:
         server.queries = self.query.handle
         self.log.info("serving interactive queries", url=url)
 
+    def _no_queries(self, path: str, query: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """/stores and /metadata before the query service runs (start-up) and after it stopped."""
+        what = "stopping" if self._stop.is_set() else "starting"
+        return 503, {"Retry-After": "1"}, f'{{"error": "the instance is {what}"}}'.encode()
+
     def _query_unavailable(self) -> str | None:
         if self._stop.is_set():
             return "the instance is stopping"
@@ -232,6 +237,8 @@ class Member:
         if query is None:
             return
         unregister_queries(query)
+        if self.http_server is not None:
+            self.http_server.queries = self._no_queries
         if query.board is not None:
             query.board.stop()
 
