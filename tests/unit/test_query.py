@@ -249,3 +249,109 @@ def test_advertised_url():
 def test_app_query_needs_a_member_in_this_process():
     with pytest.raises(RuntimeError, match="no member"):
         make_app().query("counts-value")
+
+
+class _Log:
+    """One compacted topic partition shared by fake producers and consumers."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+
+class _Msg:
+    def __init__(self, key: bytes, value: bytes | None) -> None:
+        self._k, self._v = key, value
+
+    def error(self) -> None:
+        return None
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v
+
+
+class _Producer:
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def produce(self, topic: str, value: bytes | None, key: bytes) -> None:
+        self.log.records.append((key, value))
+
+    def poll(self, t: float) -> None:
+        pass
+
+    def flush(self, t: float) -> None:
+        pass
+
+
+class _Consumer:
+    def __init__(self, log: _Log) -> None:
+        self.log, self.pos = log, 0
+
+    def assign(self, tps: Any) -> None:
+        pass
+
+    def consume(self, n: int, timeout: float) -> list[_Msg]:
+        out = [_Msg(k, v) for k, v in self.log.records[self.pos:]]
+        self.pos = len(self.log.records)
+        if not out:
+            threading.Event().wait(min(timeout, 0.02))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class _Admin:
+    def __init__(self) -> None:
+        self.members: list[Any] = []
+
+    def describe_consumer_groups(self, groups: list[str], request_timeout: float) -> dict[str, Any]:
+        from concurrent.futures import Future
+        from types import SimpleNamespace
+
+        f: Future[Any] = Future()
+        f.set_result(SimpleNamespace(members=self.members, state=SimpleNamespace(name="STABLE")))
+        return {groups[0]: f}
+
+
+def test_metadata_boards_publish_read_each_other_and_drop_a_stopped_member():
+    from types import SimpleNamespace
+
+    log, admin = _Log(), _Admin()
+    tasks = {"m1": [(0, 0), (0, 1)], "m2": [(0, 2)]}
+
+    def board(name: str) -> MetadataBoard:
+        return MetadataBoard(InstanceInfo(name, f"http://{name}:1", f"app-{name}"), "app", {},
+                             tasks=lambda: tasks[name], subtopology_of=lambda t: 0,
+                             make_consumer=lambda c: _Consumer(log), make_producer=lambda c: _Producer(log),
+                             admin=lambda: admin, refresh=0.05)
+
+    def assigned(client: str, parts: list[int]) -> Any:
+        tps = [SimpleNamespace(topic="t", partition=p) for p in parts]
+        return SimpleNamespace(client_id=client, assignment=SimpleNamespace(topic_partitions=tps))
+
+    admin.members = [assigned("app-m1", [0, 1]), assigned("app-m2", [2])]
+    b1, b2 = board("m1"), board("m2")
+    b1.start()
+    b2.start()
+    try:
+        def wait(cond: Any) -> None:
+            for _ in range(200):
+                if cond():
+                    return
+                threading.Event().wait(0.02)
+            raise AssertionError("not reached")
+
+        wait(lambda: {t: e.instance for t, e in b1.owners().items()} == {(0, 0): "m1", (0, 1): "m1", (0, 2): "m2"})
+        assert b1.owners()[(0, 2)].url == "http://m2:1"
+        tasks["m1"] = [(0, 0)]  # a rebalance: the board republishes
+        wait(lambda: b2.entries.get("m1") is not None and b2.entries["m1"].tasks == [(0, 0)])
+        b2.stop()  # a tombstone
+        admin.members = [assigned("app-m1", [0, 1, 2])]
+        wait(lambda: "m2" not in b1.entries and getattr(b1.owners().get((0, 2)), "instance", None) == "m1")
+    finally:
+        b1.stop()
+        b2.stop()
