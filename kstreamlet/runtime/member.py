@@ -169,7 +169,6 @@ class Member:
                            self.clients.consumer, self.clients.producer)
             prepare_topics(self.topology, self.settings, self.topics)
             self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
-            self._start_queries()
         except BaseException:
             if self.http_server is not None:
                 self.http_server.shutdown()
@@ -180,6 +179,7 @@ class Member:
         self.log.info("member started", topics=self.topology.source_topics,
                       guarantee=self.settings.processing_guarantee, group_protocol=self.settings.group_protocol)
         try:
+            self._start_queries()
             self._loop()
         finally:
             self._shutdown()
