@@ -208,8 +208,14 @@ class Member:
         register_queries(self.query)
         if server is None or url is None:
             return
-        create_topics(self.topics.client, {metadata_topic(s.application_id): 1},
-                      config={"cleanup.policy": "compact"}, exist_ok=True)
+        try:
+            create_topics(self.topics.client, {metadata_topic(s.application_id): 1},
+                          config={"cleanup.policy": "compact"}, exist_ok=True)
+        except (KafkaException, TimeoutError) as e:  # queries still answer for this member's own keys
+            self.log.warning("cannot create the query metadata topic; queries of keys on other instances answer 503",
+                             topic=metadata_topic(s.application_id), error=str(e))
+            server.queries = self.query.handle
+            return
         board = MetadataBoard(InstanceInfo(self.instance_id, url, f"{s.application_id}-{self.instance_id}"),
                               s.application_id, self._kafka_config(), tasks=lambda: list(self.tasks.tasks),
                               subtopology_of=lambda topic: self.topology.subtopology_of(topic).id,
