@@ -138,7 +138,8 @@ def test_queries_across_three_members_failover_and_restore(kafka_bootstrap, kafk
             members.wait_event(n, "partitions assigned", 90)
 
         expected = expected_counts()
-        p = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+        # log_level 0: these producers outlive the test until the session's broker stops
+        p = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "log_level": 0})
         total = 0
         for i, key in enumerate(KEYS):
             for j in range(expected[key]):
@@ -204,7 +205,7 @@ def test_queries_across_three_members_failover_and_restore(kafka_bootstrap, kafk
         # back on an empty state directory restores what it is given.
         changelog = f"{app_id}-counts-value-changelog"
         filler = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
-                           "queue.buffering.max.messages": 1_000_000})
+                           "queue.buffering.max.messages": 1_000_000, "log_level": 0})
         per_partition = 200_000
         for q in range(PARTITIONS):
             for i in range(per_partition):
