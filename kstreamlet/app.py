@@ -3,7 +3,7 @@ defined in, and how it runs."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.config import Settings, resolve_settings
@@ -15,6 +15,9 @@ from kstreamlet.serdes import Serde
 from kstreamlet.sources.base import Source
 from kstreamlet.topology.builder import Topology, TopologyBuilder
 from kstreamlet.topology.nodes import SourceNode, StartPosition
+
+if TYPE_CHECKING:
+    from kstreamlet.query import StoreQuery
 
 
 class App:
@@ -142,6 +145,15 @@ class App:
         from kstreamlet.topology.describe import describe
 
         return describe(self.topology(), self.settings.application_id, format, self.settings)
+
+    def query(self, store: str) -> "StoreQuery":
+        """Interactive queries of ``store`` (a store name, or an operator with one store) from
+        inside the process running this app: ``get(key)``, ``range(from, to)``, ``all()`` and, for
+        window stores, ``fetch(key, time_from, time_to)`` over committed state, routed to the
+        instance owning each key (docs/operations.md, "Interactive queries")."""
+        from kstreamlet.query import store_query
+
+        return store_query(self.settings.application_id, store)
 
     def run(self, workers: int = 1) -> int:
         """Join the group and process until SIGTERM/SIGINT. Returns the exit code."""

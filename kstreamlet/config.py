@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     state_backend: Literal["rocksdb", "memory"] = Field("rocksdb", description="Where keyed state lives locally.")
     rocksdb_block_cache_mb: int = Field(64, ge=1, description="Block cache shared by all RocksDB stores of a process.")
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
+    advertised_url: str | None = Field(
+        None, description="URL other instances reach this one's HTTP port at, for interactive queries routed to the "
+        "owner of a key (docs/operations.md); default http://<hostname>:<http_port>. The Helm chart sets the pod's "
+        "DNS name.")
     static_membership: bool = Field(
         False,
         description="Static group membership (KIP-345, group.instance.id = the instance id): a restart within the "

@@ -9,6 +9,8 @@ processing loop (each request gets its own short-lived thread).
 ``/healthz``   200 ``ok`` when ``health()`` is true, else 503 (liveness probe)
 ``/readyz``    200 ``ready`` when ``ready()`` is true, else 503 (readiness probe)
 ``/metrics``   Prometheus text format of the registry (default: the process registry)
+``/stores...`` interactive queries, ``/metadata...`` which instance owns what (JSON; only when the
+               member passes a ``queries`` handler: kstreamlet/query/service.py, docs/operations.md)
 anything else  404
 =============  ======================================================================
 
@@ -31,6 +33,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 log = structlog.get_logger("kstreamlet.http")
 
 Check = Callable[[], bool]
+#: ``queries(path, query_string, headers) -> (status, extra headers, JSON body)``: the interactive
+#: query routes (kstreamlet/query/service.py); it never raises for a bad request (4xx/503 instead).
+QueryHandler = Callable[[str, str, dict[str, str]], tuple[int, dict[str, str], bytes]]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -46,8 +51,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(send_body=False)
 
     def _respond(self, send_body: bool) -> None:
-        path = urlsplit(self.path).path
-        if path == "/healthz":
+        url = urlsplit(self.path)
+        path = url.path
+        extra: dict[str, str] = {}
+        queries = self.server.queries
+        if queries is not None and (path in ("/stores", "/metadata") or path.startswith(("/stores/", "/metadata/"))):
+            try:
+                code, extra, body = queries(path, url.query, dict(self.headers.items()))
+                status, ctype = HTTPStatus(code), "application/json"
+            except Exception as e:  # a bug in a route: say so instead of dropping the connection
+                log.warning("query failed", path=path, error=repr(e))
+                status, ctype, body = HTTPStatus.INTERNAL_SERVER_ERROR, "application/json", \
+                    b'{"error": "internal error"}'
+        elif path == "/healthz":
             status, ctype, body = self._check(self.server.health, b"ok\n", b"unhealthy\n")
         elif path == "/readyz":
             status, ctype, body = self._check(self.server.ready, b"ready\n", b"not ready\n")
@@ -64,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         # Probe answers and metrics are point-in-time; no proxy may serve a stale one.
         self.send_header("Cache-Control", "no-store")
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.end_headers()
         if send_body:
             self.wfile.write(body)
@@ -92,13 +110,16 @@ class ObservabilityServer(ThreadingHTTPServer):
     # few keep-alive clients; a dropped SYN costs the client a 1 s retransmit.
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], health: Check, ready: Check, registry: CollectorRegistry) -> None:
+    def __init__(self, address: tuple[str, int], health: Check, ready: Check, registry: CollectorRegistry,
+                 queries: QueryHandler | None = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.health = health
         self.ready = ready
         self.registry = registry
+        #: Interactive query routes (None: /stores and /metadata are 404); may be set after start.
+        self.queries = queries
         self._thread: threading.Thread | None = None
         self._closed = False
         self._close_lock = threading.Lock()
@@ -138,6 +159,7 @@ def start_http_server(
     ready: Check,
     host: str = "0.0.0.0",
     registry: CollectorRegistry = REGISTRY,
+    queries: QueryHandler | None = None,
 ) -> ObservabilityServer:
     """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on ``host:port`` from a daemon thread.
 
@@ -147,11 +169,12 @@ def start_http_server(
         ready: readiness check, e.g. ``member.ready.is_set``.
         host: bind address; the default serves the pod IP (kubelet and Prometheus connect from outside).
         registry: metrics registry to expose; the process-wide default holds ``kstreamlet.metrics``.
+        queries: the interactive query routes ``/stores...`` and ``/metadata...`` (kstreamlet/query).
 
     Raises:
         OSError: the port is taken; raised here, at start, rather than lost in a thread.
     """
-    server = ObservabilityServer((host, port), health, ready, registry)
+    server = ObservabilityServer((host, port), health, ready, registry, queries)
     server._start()
     log.debug("http endpoint listening", host=host, port=server.port)
     return server

@@ -28,11 +28,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 from kstreamlet import metrics
-from kstreamlet.config import Settings
+from kstreamlet.config import WORKER_INDEX_ENV, Settings
 from kstreamlet.errors import ConfigError, ProcessingError
 from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, ConsumerStats, ProducerStats
+from kstreamlet.query import InstanceInfo, MetadataBoard, QueryService, advertised_url, metadata_topic
+from kstreamlet.query.service import register as register_queries, unregister as unregister_queries
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
@@ -44,7 +46,7 @@ from kstreamlet.runtime.production import OutputLimits, rejected_output
 from kstreamlet.runtime.readiness import Readiness
 from kstreamlet.runtime.task import Task
 from kstreamlet.runtime.tasks import TaskManager
-from kstreamlet.runtime.topics import TopicAdmin, prepare_topics
+from kstreamlet.runtime.topics import TopicAdmin, create_topics, prepare_topics
 from kstreamlet.runtime.topology_check import check_topology
 from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.factory import StoreFactory
@@ -105,6 +107,8 @@ class Member:
         self.ckpt: Checkpointer | None = None
         self.restorer: Restorer | None = None
         self.errors: ErrorHandler | None = None
+        #: Interactive queries (kstreamlet/query): /stores and /metadata, app.query(store).
+        self.query: QueryService | None = None
         self.records_processed = 0
         self.started_at = time.monotonic()
         self.first_record_at: float | None = None
@@ -175,9 +179,11 @@ class Member:
         self.log.info("member started", topics=self.topology.source_topics,
                       guarantee=self.settings.processing_guarantee, group_protocol=self.settings.group_protocol)
         try:
+            self._start_queries()
             self._loop()
         finally:
             self._shutdown()
+            self._stop_queries()
             if self.http_server is not None:
                 self.http_server.shutdown()
 
@@ -186,10 +192,61 @@ class Member:
             return None
         port = worker_http_port(self.settings.http_port)
         try:
-            return start_http_server(port, health=self.heartbeat, ready=self.is_ready)
+            return start_http_server(port, health=self.heartbeat, ready=self.is_ready, queries=self._no_queries)
         except OSError as e:
             raise ConfigError(f"cannot serve /healthz /readyz /metrics on port {port} (setting http_port, "
                               f"env KSTREAMLET_HTTP_PORT): {e.strerror or e}") from None
+
+    def _start_queries(self) -> None:
+        """Interactive queries: the service, and with an HTTP port the metadata every instance
+        publishes (its URL and tasks: ``<application_id>-query-metadata``) to route keys to owners."""
+        s, server = self.settings, self.http_server
+        index = int(os.environ.get(WORKER_INDEX_ENV, "0") or 0)
+        url = advertised_url(s.advertised_url, server.port, index) if server is not None else None
+        self.query = QueryService(s, self.topology, self.tasks, self.topics.partitions_of, self.instance_id, url,
+                                  unavailable=self._query_unavailable)
+        register_queries(self.query)
+        if server is None or url is None:
+            return
+        try:
+            create_topics(self.topics.client, {metadata_topic(s.application_id): 1},
+                          config={"cleanup.policy": "compact"}, exist_ok=True)
+        except (KafkaException, TimeoutError) as e:  # queries still answer for this member's own keys
+            self.log.warning("cannot create the query metadata topic; queries of keys on other instances answer 503",
+                             topic=metadata_topic(s.application_id), error=str(e))
+            server.queries = self.query.handle
+            return
+        board = MetadataBoard(InstanceInfo(self.instance_id, url, f"{s.application_id}-{self.instance_id}"),
+                              s.application_id, self._kafka_config(), tasks=lambda: list(self.tasks.tasks),
+                              subtopology_of=lambda topic: self.topology.subtopology_of(topic).id,
+                              make_consumer=self.clients.consumer, make_producer=self.clients.producer,
+                              admin=lambda: self.topics.client)
+        board.start()
+        self.query.board = board
+        server.queries = self.query.handle
+        self.log.info("serving interactive queries", url=url)
+
+    def _no_queries(self, path: str, query: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """/stores and /metadata before the query service runs (start-up) and after it stopped."""
+        what = "stopping" if self._stop.is_set() else "starting"
+        return 503, {"Retry-After": "1"}, f'{{"error": "the instance is {what}"}}'.encode()
+
+    def _query_unavailable(self) -> str | None:
+        if self._stop.is_set():
+            return "the instance is stopping"
+        if self._degraded:
+            return "its Kafka clients are being rebuilt"
+        return None
+
+    def _stop_queries(self) -> None:
+        query = self.query
+        if query is None:
+            return
+        unregister_queries(query)
+        if self.http_server is not None:
+            self.http_server.queries = self._no_queries
+        if query.board is not None:
+            query.board.stop()
 
     def _check_bootstrap(self, admin: AdminClient, timeout: float = 8.0) -> None:
         """Fail at start, in one line, when no broker answers at the bootstrap address."""

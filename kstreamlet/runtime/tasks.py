@@ -15,6 +15,7 @@ per run of records of the same partition, then the task's compiled node chain.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -76,6 +77,10 @@ class TaskManager:
         self.consumed_ts: dict[TP, int] = {}
         self.max_ts: dict[TP, int] = {}
         self.last_ts: int | None = None
+        #: Interactive queries (kstreamlet/query): tasks whose stores hold committed, fully restored
+        #: state, read from the HTTP threads under ``query_lock``; a task leaves before it is closed.
+        self.queryable: dict[tuple[int, int], Task] = {}
+        self.query_lock = threading.Lock()
 
     def __iter__(self) -> Any:
         return iter(self.tasks.values())
@@ -128,6 +133,10 @@ class TaskManager:
                 out.restoring.append(task)
             else:
                 task.recover()
+        with self.query_lock:
+            for task in out.created:
+                if task not in out.restoring:
+                    self.queryable[(task.subtopology.id, task.partition)] = task
         out.paused = [tp for task in out.restoring for tp in self._inputs_of(task)]
         return out
 
@@ -210,6 +219,8 @@ class TaskManager:
         closed = []
         for key, task in list(self.tasks.items()):
             if not any((t, task.partition) in self.assigned for t in task.subtopology.sources):
+                with self.query_lock:  # waits for a query reading its stores
+                    self.queryable.pop(key, None)
                 del self.tasks[key]
                 if task in self.multi_input:
                     self.multi_input.remove(task)
@@ -222,6 +233,8 @@ class TaskManager:
         return closed
 
     def close_all(self) -> None:
+        with self.query_lock:
+            self.queryable.clear()
         for task in self.tasks.values():
             task.close()
         self.tasks.clear()
@@ -242,6 +255,8 @@ class TaskManager:
             if task is None:
                 continue
             task.recover()
+            with self.query_lock:
+                self.queryable[key] = task
             done.append(task)
             resume += self._inputs_of(task)
         return done, resume

@@ -288,6 +288,34 @@ def test_instance_id_is_the_pod_name_from_the_downward_api():
             f"{args}: expected KSTREAMLET_INSTANCE_ID from metadata.name, saw {entry}"
 
 
+def test_the_query_url_is_the_pods_stable_dns_name_through_the_headless_service(monkeypatch):
+    """Interactive queries: other pods forward a key's query to KSTREAMLET_ADVERTISED_URL, the pod's
+    DNS name <pod>.<headless service>.<namespace>.svc on the HTTP port; a Deployment's pod IP."""
+    from kstreamlet.config import load_settings
+
+    docs = render("--set", "httpPort=9090", "--set", "config.application_id=words")
+    headless = one(docs, "Service", f"{FULLNAME}-headless")
+    assert workload(docs)["spec"]["serviceName"] == headless["metadata"]["name"]
+    assert 9090 in [p["port"] for p in headless["spec"]["ports"]]
+    env = _kubelet_env(docs, f"{FULLNAME}-2", {})
+    url = f"http://{FULLNAME}-2.{FULLNAME}-headless.{NAMESPACE}.svc:9090"
+    assert env["KSTREAMLET_ADVERTISED_URL"] == url
+    for k in [k for k in os.environ if k.startswith("KSTREAMLET_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert load_settings().advertised_url == url
+    names = [e["name"] for e in container(docs)["env"]]
+    assert names.index("KSTREAMLET_INSTANCE_ID") < names.index("KSTREAMLET_ADVERTISED_URL"), \
+        "$(KSTREAMLET_INSTANCE_ID) is expanded only when defined before"
+    deployment = container(render("--set", "kind=Deployment"))["env"]
+    by_name = {e["name"]: e for e in deployment}
+    assert by_name["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert by_name["KSTREAMLET_ADVERTISED_URL"]["value"] == "http://$(POD_IP):8080"
+    assert [e["name"] for e in deployment].index("POD_IP") < [e["name"] for e in deployment].index(
+        "KSTREAMLET_ADVERTISED_URL")
+
+
 def test_static_membership_is_on_for_a_statefulset_and_off_for_a_deployment():
     cases = (((), "true"), (("--set", "staticMembership=false"), "false"), (("--set", "kind=Deployment"), "false"),
              (("--set", "kind=Deployment", "--set", "staticMembership=true"), "false"))
@@ -777,7 +805,7 @@ def test_conflicting_values_fail_with_a_message(args, mentions):
 
 #: Settings the chart sets itself instead of through `config`.
 CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_dir", "kafka_config",
-                        "static_membership"}
+                        "static_membership", "advertised_url"}
 
 
 def test_config_values_cover_exactly_the_kstreamlet_settings():

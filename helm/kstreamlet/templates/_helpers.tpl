@@ -129,6 +129,20 @@ must come before the variable that references them.
   value: {{ and (eq .Values.kind "StatefulSet") .Values.staticMembership | toString | quote }}
 - name: KSTREAMLET_HTTP_PORT
   value: {{ .Values.httpPort | int | toString | quote }}
+# Interactive queries: the URL other pods forward a query to this pod's keys at (worker i adds i
+# to its port). A StatefulSet pod's stable DNS name through the headless Service; a Deployment's
+# pod IP (its pod names resolve nowhere).
+{{- if eq .Values.kind "StatefulSet" }}
+- name: KSTREAMLET_ADVERTISED_URL
+  value: {{ printf "http://$(KSTREAMLET_INSTANCE_ID).%s.%s.svc:%d" (include "kstreamlet.headlessServiceName" .) .Release.Namespace (int .Values.httpPort) | quote }}
+{{- else }}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: KSTREAMLET_ADVERTISED_URL
+  value: {{ printf "http://$(POD_IP):%d" (int .Values.httpPort) | quote }}
+{{- end }}
 - name: KSTREAMLET_SHUTDOWN_TIMEOUT
   value: {{ .Values.shutdownTimeoutSeconds | int | toString | quote }}
 - name: KSTREAMLET_STATE_DIR
