@@ -32,3 +32,12 @@ class RecordProductionError(KStreamletError):
     def __init__(self, topic: str, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.topic, self.code, self.detail = topic, code, message
+
+
+class InspectionError(KStreamletError):
+    """A store could not be found, read or decoded (kstreamlet/state/inspect.py); ``code`` is the
+    exit code the CLI gives it (1: not found, 2: refused)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code

@@ -3,7 +3,7 @@
 app's HTTP port and backs ``app.query(store)`` (:class:`StoreQuery`)."""
 
 from kstreamlet.query.metadata import InstanceInfo, MetadataBoard, metadata_topic
-from kstreamlet.query.partitioner import murmur2, partition_of
+from kstreamlet.partitioner import murmur2, partition_of
 from kstreamlet.query.service import (
     FORWARDED,
     RETRY_AFTER,

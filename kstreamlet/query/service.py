@@ -12,7 +12,7 @@
   closed (revocation, loss, rebuild, shutdown), so a read never meets a closed store and a
   restoring or moved task is never read. Otherwise the answer is 503 with ``Retry-After``.
 - **Routing.** Key -> partition is murmur2 of the key serialized with the store's key serde
-  (query/partitioner.py); partition -> instance comes from the group's assignment, instance
+  (kstreamlet/partitioner.py); partition -> instance comes from the group's assignment, instance
   -> URL from the metadata topic (query/metadata.py). A key owned elsewhere is **forwarded**
   (urllib, ``forward_timeout``) and the owner's answer returned; a forwarded request is never
   forwarded again (header ``X-Kstreamlet-Forwarded``). An owner that cannot be reached, or no
@@ -20,7 +20,7 @@
   fan out: every partition is read from its owner, and a single unavailable partition makes
   the whole answer 503 (never a partial one).
 - Owners send raw committed entries (``raw=1``, internal); the instance that was asked
-  decodes them with the store's serdes (tools/state.py's decoders, as ``kstreamlet state``).
+  decodes them with the store's serdes (kstreamlet/state/inspect.py's decoders, as ``kstreamlet state``).
 """
 
 from __future__ import annotations
@@ -37,10 +37,19 @@ from typing import Any, Callable, Iterable, Protocol
 import structlog
 
 from kstreamlet.query.metadata import InstanceInfo, MetadataBoard, TaskKey
-from kstreamlet.query.partitioner import partition_of
+from kstreamlet.partitioner import partition_of
 from kstreamlet.state.codec import key_prefix
-from kstreamlet.tools.common import ToolError, jsonable
-from kstreamlet.tools.state import Entry, StoreInfo, decode, discover_stores, find_store, parse_key, store_key_matches
+from kstreamlet.errors import InspectionError
+from kstreamlet.state.inspect import (
+    Entry,
+    StoreInfo,
+    decode,
+    discover_stores,
+    find_store,
+    jsonable,
+    parse_key,
+    store_key_matches,
+)
 
 log = structlog.get_logger("kstreamlet.query")
 
@@ -90,7 +99,7 @@ class _Route:
 
 
 class _AppView:
-    """What tools/state.py's store discovery asks of an app."""
+    """What kstreamlet/state/inspect.py's store discovery asks of an app."""
 
     def __init__(self, settings: Any, topology: Any) -> None:
         self.settings = settings
@@ -152,7 +161,7 @@ class QueryService:
             if self._stores is None:
                 try:
                     self._stores = discover_stores(_AppView(self.settings, self.topology))
-                except ToolError as e:
+                except InspectionError as e:
                     raise QueryError(str(e)) from None
                 for st in self.topology.subtopologies:
                     names = {n.name for n in st.nodes}
@@ -164,7 +173,7 @@ class QueryService:
     def route(self, store: str) -> _Route:
         try:
             info = find_store(self.stores(), store)
-        except ToolError as e:
+        except InspectionError as e:
             raise NotFound(str(e)) from None
         r = self._routes.get(info.name)
         if r is None:
@@ -290,7 +299,7 @@ class QueryService:
     def _decode(self, r: _Route, raw: Raw) -> list[Entry]:
         try:
             return decode(r.info, raw)
-        except ToolError as e:
+        except InspectionError as e:
             raise BadQuery(str(e)) from None
 
     def _keyed(self, r: _Route) -> None:
@@ -380,7 +389,7 @@ class QueryService:
     def _key(self, r: _Route, text: str, params: dict[str, str]) -> bytes:
         try:
             return parse_key(text, r.info.key_serde, params.get("key_hex") in ("1", "true"))
-        except ToolError as e:
+        except InspectionError as e:
             raise BadQuery(str(e)) from None
 
     @staticmethod

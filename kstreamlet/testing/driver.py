@@ -55,6 +55,7 @@ from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
 from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
+from kstreamlet.partitioner import partition_of
 from kstreamlet.serdes import Serde
 from kstreamlet.state.backend import MemoryBackend
 from kstreamlet.state.store import Store
@@ -107,29 +108,7 @@ class _Message:
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's Java clients (and librdkafka's ``murmur2``) choose for ``key``."""
-    data = key
-    length = len(data)
-    m = 0x5BD1E995
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest = length % 4
-    tail = length - rest
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return (h & 0x7FFFFFFF) % partitions
+    return partition_of(key, partitions)
 
 
 class TestInputTopic:

@@ -4,9 +4,7 @@ errors with exit codes, JSON output, and parsing of times and durations."""
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
-import json
 import re
 import sys
 from datetime import datetime, timezone
@@ -16,7 +14,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from kstreamlet.loader import load_app
 from kstreamlet.config import Settings, resolve_settings
-from kstreamlet.errors import ConfigError, TopologyError
+from kstreamlet.errors import ConfigError, InspectionError, TopologyError
+# The rendering of decoded data lives with the decoders; the tools take it from here.
+from kstreamlet.state.inspect import bytes_fields, dumps, jsonable, show, text_or_base64  # noqa: F401
 
 #: Placeholder application id of commands that need no app (``topics``): only the connection
 #: settings (bootstrap servers, ``kafka_config``) of the resolved settings are used.
@@ -106,7 +106,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     def run(args: argparse.Namespace) -> int:
         try:
             return int(fn(args))
-        except ToolError as e:
+        except (ToolError, InspectionError) as e:
             print(f"kstreamlet: {e}", file=sys.stderr)
             return e.code
         except (ConfigError, TopologyError) as e:
@@ -122,51 +122,6 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 
 # --- output -------------------------------------------------------------------------------------
-
-def text_or_base64(raw: bytes | None) -> tuple[str | None, bool]:
-    """``(text, is_base64)``: UTF-8 text when the bytes are valid UTF-8, else their base64."""
-    if raw is None:
-        return None, False
-    try:
-        return raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode(), True
-
-
-def bytes_fields(name: str, raw: bytes | None) -> dict[str, Any]:
-    """``{name: text}`` for UTF-8 bytes, ``{name + "_base64": ...}`` otherwise (None stays None)."""
-    text, b64 = text_or_base64(raw)
-    return {f"{name}_base64": text} if b64 else {name: text}
-
-
-def jsonable(obj: Any) -> Any:
-    """A decoded key or value as JSON-compatible data (pydantic models dumped, bytes as text or
-    ``base64:...``, tuples and sets as lists)."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, (bytes, bytearray)):
-        text, b64 = text_or_base64(bytes(obj))
-        return f"base64:{text}" if b64 else text
-    if isinstance(obj, dict):
-        return {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in obj]
-    dump = getattr(obj, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    return str(obj)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(jsonable(obj), ensure_ascii=False)
-
-
-def show(obj: Any) -> str:
-    """A decoded key or value for text output: strings as is, everything else as JSON."""
-    if isinstance(obj, str):
-        return obj
-    return dumps(obj)
-
 
 # --- times ----------------------------------------------------------------------------------------
 

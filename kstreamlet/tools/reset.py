@@ -10,7 +10,9 @@ What a reset does (``--dry-run`` prints it and does nothing):
    ``--to-datetime`` / ``now - --by-duration``, or ``--to-offset`` (clamped to each partition's
    range); the offsets' stream-time metadata goes with them;
 3. deletes the app's internal topics: repartition topics and the changelogs of its stores
-   (``<application_id>-<store>-changelog``), and with them the group's committed offsets of
+   (``<application_id>-<store>-changelog``), the recorded topology (``<application_id>-topology``,
+   so the app may start as a changed topology) and the query metadata
+   (``<application_id>-query-metadata``), and with them the group's committed offsets of
    the repartition topics (the broker drops a deleted topic's offsets); the dead-letter topic
    (and the replay group of ``kstreamlet dlq replay``) only with ``--include-dlq``;
 4. wipes the local state directory ``state_dir/<application_id>`` of *this* machine. Each other
@@ -112,13 +114,19 @@ def input_topics(app: Any) -> list[str]:
 
 
 def internal_topics(app: Any, include_dlq: bool = False) -> list[str]:
-    """The app's topics a reset deletes: repartition topics and store changelogs (and the DLQ)."""
-    from kstreamlet.tools.state import discover_stores
+    """The app's topics a reset deletes: repartition topics, store changelogs, the recorded
+    topology and the query metadata (and the DLQ)."""
+    from kstreamlet.query.metadata import metadata_topic
+    from kstreamlet.runtime.topology_check import topology_topic
+    from kstreamlet.state.inspect import discover_stores
 
     topology = app.topology()
     custom = {cs.topic for cs in topology.custom_sources}
     out = {t for t in topology.internal_topics if t not in custom}
     out |= {s.changelog for s in discover_stores(app).values()}
+    # With its state gone the app may start as a changed topology: the record of the old one goes too.
+    app_id = app.settings.application_id
+    out |= {topology_topic(app_id), metadata_topic(app_id)}
     if include_dlq:
         out.add(app.settings.effective_dlq_topic)
     return sorted(out)

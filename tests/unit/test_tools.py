@@ -30,6 +30,7 @@ from kstreamlet.state.keyed import (
 )
 from kstreamlet.state.store import Store
 from kstreamlet.tools import dlq, reset, state, topics
+from kstreamlet.errors import InspectionError
 from kstreamlet.tools.common import ToolError, jsonable, parse_datetime_ms, parse_duration
 
 
@@ -186,7 +187,7 @@ def test_discovers_every_store_with_its_kind_and_changelog():
     assert all(s.key_serde is serdes.STR for s in stores.values())
     assert state.find_store(stores, "counts").name == "counts-value"  # the operator's one store
     assert state.find_store(stores, "win").name == "win-windows"  # timers do not count
-    with pytest.raises(ToolError, match="rem-last"):
+    with pytest.raises(InspectionError, match="rem-last"):
         state.find_store(stores, "rem")
 
 
@@ -277,7 +278,7 @@ def test_aggregating_state_shows_the_result_and_undecodable_kinds_say_so():
     info = state.StoreInfo("op-avg", "aggregating", "op", "c", serdes.STR, desc)
     entries = {key_prefix(b"k"): (0, serdes.JSON.serialize([6, 3]))}
     assert [(e.key, e.value) for e in state.decode(info, entries)] == [("k", 2.0)]
-    with pytest.raises(ToolError, match="--raw"):
+    with pytest.raises(InspectionError, match="--raw"):
         state.decode(state.StoreInfo("j-buffers", "join-buffer", "j", "c"), {})
 
 
@@ -288,7 +289,7 @@ def test_keys_are_parsed_with_the_store_key_serde():
     assert state.parse_key("7", serdes.JSON) == b"7"
     assert state.parse_key("word", serdes.JSON) == b'"word"'  # not JSON: a JSON string
     assert state.parse_key("00ff", serdes.STR, is_hex=True) == b"\x00\xff"
-    with pytest.raises(ToolError):
+    with pytest.raises(InspectionError):
         state.parse_key("x", serdes.INT64)
 
 
@@ -312,7 +313,8 @@ def test_reset_topic_sets():
                                "tools-unit-rem-seen-changelog", "tools-unit-rem-per-changelog",
                                "tools-unit-rem-last-changelog", "tools-unit-rem-ops-changelog",
                                "tools-unit-rem-timers-changelog", "tools-unit-win-windows-changelog",
-                               "tools-unit-win-timers-changelog"])
+                               "tools-unit-win-timers-changelog",
+                               "tools-unit-topology", "tools-unit-query-metadata"])
     assert reset.internal_topics(app, include_dlq=True) == sorted(internal + ["tools-unit-dlq"])
     assert topics.app_topics(app) == {"sources": ["in"], "sinks": ["out"], "broadcasts": []}
 

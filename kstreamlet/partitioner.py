@@ -4,7 +4,8 @@ The member's producers use librdkafka's ``murmur2_random`` partitioner (runtime/
 a keyed record goes to ``murmur2(serialized key) % partitions``, exactly as Kafka's Java
 clients' default partitioner. A ``key_by`` writes its repartition topic that way, so the task
 (partition) holding a key's state is this function of the key bytes serialized with the
-store's key serde. (The same function as ``kstreamlet.testing.driver.murmur2_partition``.)
+store's key serde. Interactive queries (kstreamlet/query/) route a key with it, and the
+TopologyTestDriver (kstreamlet/testing/driver.py) partitions piped records with it.
 """
 
 from __future__ import annotations
