@@ -32,3 +32,9 @@ class RecordProductionError(KStreamletError):
     def __init__(self, topic: str, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.topic, self.code, self.detail = topic, code, message
+
+
+class AccessError(ConfigError):
+    """The cluster refuses the app's credentials, certificate or an operation (a missing ACL): the
+    message names the setting or the ACL (resource and operation). Fatal for the member; like every
+    ConfigError, ``kstreamlet run`` prints it as one line and exits with code 2."""

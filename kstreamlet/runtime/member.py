@@ -17,6 +17,7 @@ or outage ends the member (docs/architecture.md, "Broker and coordinator outages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -29,10 +30,11 @@ from confluent_kafka.admin import AdminClient
 
 from kstreamlet import metrics
 from kstreamlet.config import Settings
-from kstreamlet.errors import ConfigError, ProcessingError
+from kstreamlet.errors import AccessError, ConfigError, ProcessingError
 from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, ConsumerStats, ProducerStats
+from kstreamlet.runtime.acls import access_error, acl_error, missing_topic_acls, required_acls
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
@@ -90,7 +92,10 @@ class Member:
         self._install_signals = install_signal_handlers
         #: librdkafka's log lines (every client of this member) become structlog events with app/instance.
         self.rdkafka_logger = librdkafka_logger(app=s.application_id, instance=instance_id)
-        self.topics = TopicAdmin(lambda: self.clients.admin(self._kafka_config()))
+        #: A refused login, an untrusted certificate or a missing ACL reported by a client's error
+        #: callback (librdkafka retries those forever): the loop ends the member with it.
+        self._access_problem: BaseException | KafkaError | None = None
+        self.topics = TopicAdmin(lambda: self.clients.admin({**self._kafka_config(), "error_cb": self._admin_error}))
         #: What the broker accepts per written topic (sizes, timestamps): runtime/production.py.
         self.limits = OutputLimits(s.kafka_config)
         self.tasks = TaskManager(self.topology, self._new_task, self.eos, s.transaction_timeout)
@@ -159,19 +164,28 @@ class Member:
         self.heartbeat = Heartbeat(max_silence=max(60.0, 3 * self.settings.transaction_timeout + 60))
         self.http_server = self._start_http()
         try:
-            self._check_bootstrap(self.topics.client)
-            # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
-            check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
-                           self.clients.consumer, self.clients.producer)
-            prepare_topics(self.topology, self.settings, self.topics)
-            self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
+            try:
+                self._check_bootstrap(self.topics.client)
+                self._check_topic_acls()
+                # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
+                check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
+                               self.clients.consumer, self.clients.producer)
+                prepare_topics(self.topology, self.settings, self.topics)
+                self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
+                self._start_sources()
+                self._create_clients()
+                self._start_broadcasts()
+                self._raise_access_problem()
+            except (KafkaException, FatalClientError, AbortCheckpoint, CallTimedOut, TimeoutError) as e:
+                # A refused login, certificate or ACL at start: one line naming it (else as before).
+                ae = self._as_access_error(e)
+                if ae is None:
+                    raise
+                raise ae from None
         except BaseException:
             if self.http_server is not None:
                 self.http_server.shutdown()
             raise
-        self._start_sources()
-        self._create_clients()
-        self._start_broadcasts()
         self.log.info("member started", topics=self.topology.source_topics,
                       guarantee=self.settings.processing_guarantee, group_protocol=self.settings.group_protocol)
         try:
@@ -192,15 +206,82 @@ class Member:
                               f"env KSTREAMLET_HTTP_PORT): {e.strerror or e}") from None
 
     def _check_bootstrap(self, admin: AdminClient, timeout: float = 8.0) -> None:
-        """Fail at start, in one line, when no broker answers at the bootstrap address."""
+        """Fail at start, in one line, when no broker answers at the bootstrap address, or when it
+        refuses the login or the TLS handshake (wrong password, unknown user, untrusted CA: the
+        admin client's error callback says so within a second or two; AccessError names the setting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                return
+            except KafkaException as e:
+                admin.poll(0)  # serve the error callback
+                ae = self._as_access_error(e)
+                if ae is not None:
+                    raise ae from None
+                if time.monotonic() < deadline:
+                    continue
+                err = e.args[0] if e.args else e
+                detail = err.str() if isinstance(err, KafkaError) else str(err)
+                raise ConfigError(
+                    f"cannot reach Kafka at {self.settings.bootstrap_servers} within {timeout:g}s (setting "
+                    f"bootstrap_servers, env KSTREAMLET_BOOTSTRAP_SERVERS; security: security_protocol, sasl_*, "
+                    f"ssl_*): {detail}") from None
+
+    # --- access: credentials, certificates, ACLs (runtime/acls.py, docs/security.md) ---------------
+
+    def _admin_error(self, err: KafkaError) -> None:
+        """Error callback of the member's admin client: remembers a refused login or certificate."""
+        if self._is_access_problem(err):
+            self._access_problem = err
+
+    def _is_access_problem(self, err: KafkaError) -> bool:
+        return access_error(self.settings, err) is not None
+
+    def _checked_topics(self) -> list[str]:
+        return sorted(set(self.topology.source_topics) | set(self.topology.broadcasts) | set(self._written_topics()))
+
+    def _as_access_error(self, e: BaseException | KafkaError | None = None) -> AccessError | None:
+        """The AccessError for ``e`` or for what an error callback reported, else None. A topic
+        authorization failure is narrowed to the topic and operation by asking the broker."""
+        for cause in (e, self._access_problem):
+            if cause is None:
+                continue
+            try:
+                admin: Any = self.topics.client
+            except Exception:
+                admin = None
+            ae = access_error(self.settings, cause, admin, self.topology, self._checked_topics())
+            if ae is not None:
+                return ae
+        return None
+
+    def _raise_access_problem(self) -> None:
+        problem = self._access_problem
+        if problem is None:
+            return
+        ae = self._as_access_error(problem)
+        if ae is not None:
+            self.log.error("access refused by Kafka; stopping", error=str(ae))
+            raise ae
+        self._access_problem = None
+
+    def _check_topic_acls(self) -> None:
+        """Under SASL/SSL: the existing input and output topics' ACLs, asked of the broker
+        (authorized operations), before anything else runs; a missing one is an AccessError."""
+        s = self.settings
+        proto = str(s.security_protocol or s.kafka_config.get("security.protocol") or "PLAINTEXT").upper()
+        if proto == "PLAINTEXT":
+            return
+        topics = sorted(set(self.topology.source_topics) | set(self.topology.broadcasts)
+                        | {sink.topic for st in self.topology.subtopologies for sink in st.sinks})
         try:
-            admin.list_topics(timeout=timeout)
-        except KafkaException as e:
-            err = e.args[0] if e.args else e
-            detail = err.str() if isinstance(err, KafkaError) else str(err)
-            raise ConfigError(
-                f"cannot reach Kafka at {self.settings.bootstrap_servers} within {timeout:g}s (setting "
-                f"bootstrap_servers, env KSTREAMLET_BOOTSTRAP_SERVERS; SASL/SSL via kafka_config): {detail}") from None
+            missing = missing_topic_acls(self.topics.client, required_acls(self.topology, s), topics)
+        except Exception as e:  # an older broker or a fake client: the run-time checks remain
+            self.log.debug("topic ACL check skipped", error=str(e))
+            return
+        if missing:
+            raise acl_error(s, missing)
 
     def is_ready(self) -> bool:
         """Readiness (``/readyz``): see runtime/readiness.py."""
@@ -304,6 +385,10 @@ class Member:
                 raise
 
     def _client_error(self, err: KafkaError) -> None:
+        if self._is_access_problem(err):
+            # librdkafka retries a refused login or ACL forever: the loop ends the member with a message.
+            self._access_problem = err
+            return
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self.readiness.all_brokers_down()  # readiness drops until a probe reaches a broker
         if err.fatal():
@@ -438,6 +523,7 @@ class Member:
         batch = s.poll_batch_size
         while not self._stop.is_set():
             self.heartbeat.beat()
+            self._raise_access_problem()
             for src in self.sources:
                 if src.error is not None:
                     raise RuntimeError(f"source {src.name!r} failed: {src.error!r}") from src.error
@@ -595,7 +681,14 @@ class Member:
 
     def _recover(self, e: Exception) -> None:
         """Abortable → abort and replay from the last commit; fenced/fatal/unabortable → rebuild.
-        Every client error ends here, so no outage or fence ends the member."""
+        Every client error ends here, so no outage or fence ends the member — except a missing ACL
+        or a refused login (AccessError): replaying cannot fix it, so it is fatal with its message."""
+        ae = self._as_access_error(e)
+        if ae is not None:
+            self.log.error("access refused by Kafka; stopping", error=str(ae))
+            with contextlib.suppress(Exception):
+                self._abort_and_rewind()
+            raise ae from None
         if isinstance(e, KafkaException):
             kind = classify(e)
             code = e.args[0].code()
