@@ -165,7 +165,7 @@ class Member:
         self.http_server = self._start_http()
         try:
             try:
-                self._check_bootstrap(self.topics.client)
+                self._check_bootstrap()
                 self._check_topic_acls()
                 # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
                 check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
@@ -205,20 +205,28 @@ class Member:
             raise ConfigError(f"cannot serve /healthz /readyz /metrics on port {port} (setting http_port, "
                               f"env KSTREAMLET_HTTP_PORT): {e.strerror or e}") from None
 
-    def _check_bootstrap(self, admin: AdminClient, timeout: float = 8.0) -> None:
+    def _check_bootstrap(self, timeout: float = 8.0) -> None:
         """Fail at start, in one line, when no broker answers at the bootstrap address, or when it
-        refuses the login or the TLS handshake (wrong password, unknown user, untrusted CA: the
-        admin client's error callback says so within a second or two; AccessError names the setting)."""
+        refuses the login or the TLS handshake (wrong password, unknown user, untrusted CA: the probe's
+        error callback says so within a second or two; AccessError names the setting).
+
+        The probe is a client of its own with librdkafka's log off: its error callback is served
+        every second, which must not flush its connection-refused lines into the log."""
+        problems: list[KafkaError] = []
+        probe = self.clients.admin({**client_config(self.settings), "log_level": 0,
+                                    "error_cb": lambda err: problems.append(err)})
         deadline = time.monotonic() + timeout
         while True:
             try:
-                admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                probe.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
                 return
             except KafkaException as e:
-                admin.poll(0)  # serve the error callback
-                ae = self._as_access_error(e)
-                if ae is not None:
-                    raise ae from None
+                probe.poll(0)  # serve the error callback
+                causes: list[BaseException | KafkaError] = [e, *problems]
+                for cause in causes:
+                    ae = access_error(self.settings, cause)
+                    if ae is not None:
+                        raise ae from None
                 if time.monotonic() < deadline:
                     continue
                 err = e.args[0] if e.args else e
