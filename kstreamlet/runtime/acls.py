@@ -227,11 +227,13 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def missing_topic_acls(admin: Any, acls: Iterable[Acl], topics: Iterable[str], timeout: float = 10.0) -> list[Acl]:
+def missing_topic_acls(admin: Any, acls: Iterable[Acl], topics: Iterable[str], timeout: float = 10.0,
+                       fatal_only: bool = True) -> list[Acl]:
     """Of the topic-level operations ``acls`` require on ``topics``, those the broker says the
     principal is not allowed (``describe_topics(include_authorized_operations=True)``). A topic the
     principal may not even describe counts as missing its operations. Topics that do not exist
-    are skipped (their check is prepare_topics')."""
+    are skipped (their check is prepare_topics'). ``fatal_only``: leave out DESCRIBE_CONFIGS, whose
+    absence only degrades the output size checks (a warning, runtime/production.py)."""
     from confluent_kafka import TopicCollection
 
     names = sorted(set(topics))
@@ -242,7 +244,8 @@ def missing_topic_acls(admin: Any, acls: Iterable[Acl], topics: Iterable[str], t
                                     include_authorized_operations=True)
     missing: list[Acl] = []
     for name, fut in futures.items():
-        ops_needed = sorted({a.operation for a in wanted if a.covers("TOPIC", name, a.operation)})
+        ops_needed = sorted({a.operation for a in wanted if a.covers("TOPIC", name, a.operation)}
+                            - ({"DESCRIBE_CONFIGS"} if fatal_only else set()))
         try:
             desc = fut.result(timeout)
         except KafkaException as e:
@@ -256,7 +259,7 @@ def missing_topic_acls(admin: Any, acls: Iterable[Acl], topics: Iterable[str], t
         for op in ops_needed:
             if op == "ALL":
                 # ALL on a prefix is what internal topics need; check what kstreamlet does with them.
-                lacking = [o for o in ("READ", "WRITE", "DESCRIBE_CONFIGS") if o not in allowed]
+                lacking = [o for o in ("READ", "WRITE", "CREATE") if o not in allowed]
                 if lacking:
                     missing.append(Acl("TOPIC", name, "LITERAL", "ALL"))
             elif op not in allowed:

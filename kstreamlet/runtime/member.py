@@ -762,6 +762,10 @@ class Member:
                 self.log.info("clients rebuilt; rejoining the group")
                 return
             except (KafkaException, CallTimedOut) as e:
+                ae = self._as_access_error(e)
+                if ae is not None:  # a refused login or ACL is no outage: retrying cannot fix it
+                    self.log.error("access refused by Kafka; stopping", error=str(ae))
+                    raise ae from None
                 self.log.warning("cluster unreachable; retrying client creation", error=str(e), retry_in=backoff)
                 self.consumer = None
                 self.collector = None
