@@ -287,7 +287,7 @@ class _Admin:
 def test_a_topic_authorization_failure_is_narrowed_to_topic_and_operation(ca):
     topology, s = _wordcount(**{k: v for k, v in _sasl(ca).items() if k != "application_id"})
     admin = _Admin({"lines": ["READ", "DESCRIBE"], "word-counts": ["DESCRIBE_CONFIGS"],
-                    "wc-counts-changelog": ["ALL", "READ", "WRITE", "DESCRIBE_CONFIGS", "DESCRIBE"]})
+                    "wc-counts-changelog": ["READ", "WRITE", "CREATE", "DESCRIBE_CONFIGS", "DESCRIBE"]})
     err = KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed"))
     e = access_error(s, err, admin, topology, ["lines", "word-counts", "wc-counts-changelog"])  # type: ignore[arg-type]
     assert e is not None
