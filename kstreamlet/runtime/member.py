@@ -34,7 +34,7 @@ from kstreamlet.errors import AccessError, ConfigError, ProcessingError
 from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, ConsumerStats, ProducerStats
-from kstreamlet.runtime.acls import access_error, acl_error, missing_topic_acls, required_acls
+from kstreamlet.runtime.acls import access_error, acl_error, authorization_kind, missing_topic_acls, required_acls
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
@@ -255,10 +255,12 @@ class Member:
         for cause in (e, self._access_problem):
             if cause is None:
                 continue
-            try:
-                admin: Any = self.topics.client
-            except Exception:
-                admin = None
+            admin: Any = None
+            if authorization_kind(cause) == "TOPIC":  # only then is the broker asked which ACL is missing
+                try:
+                    admin = self.topics.client
+                except Exception:
+                    admin = None
             ae = access_error(self.settings, cause, admin, self.topology, self._checked_topics())
             if ae is not None:
                 return ae
