@@ -15,6 +15,11 @@ Example::
 
     with kafka_broker() as broker:
         print(broker.bootstrap_servers)
+
+A secured broker (or cluster): ``LocalKafkaBroker(security=BrokerSecurity(...))`` adds a
+``SASL_SSL`` listener (SCRAM-SHA-512 over a throwaway CA, ``sasl_bootstrap_servers``) and turns on
+the KRaft ``StandardAuthorizer``; the plaintext listener stays, as a super user
+(:mod:`kstreamlet.dev.security`, docs/security.md).
 """
 
 from __future__ import annotations
@@ -176,6 +181,10 @@ class LocalKafkaBroker:
     :meth:`pause`/:meth:`resume` (SIGSTOP/SIGCONT) and :meth:`restart` (same data dir and
     ports, so clients reconnect to the address they know). Logs and data live in a temp dir
     that :meth:`stop` removes (unless ``keep_dir``).
+
+    ``security`` (:class:`~kstreamlet.dev.security.BrokerSecurity`): a ``SASL_SSL`` listener on
+    ``sasl_bootstrap_servers`` besides the plaintext one, SCRAM users created when the storage is
+    formatted, ACLs enforced (plaintext and the ``admin`` user are super users).
     """
 
     backend = "local"
