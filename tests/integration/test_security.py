@@ -167,6 +167,8 @@ def test_eos_wordcount_over_sasl_ssl_with_only_its_acls_kill9_counted_exactly_on
     assert not wrong, (f"{len(wrong)} words whose committed updates are not exactly 1..N (#updates, true count): "
                        f"{dict(list(wrong.items())[:5])}\n{members.log_tail()}")
     assert all(c == 0 for c in codes.values()), f"graceful stop must exit 0: {codes}\n{members.log_tail()}"
+    assert members.starts["m2"] == 2 and members.events("m2", "first record processed"), "m2 ran, was killed, came back"
+    print(f"\n{len(updates)} committed updates of {len(truth)} words, each exactly 1..N, across m2's kill -9")
     # The password is in no log line (debug level included) and no metric; the start-up log masks it.
     assert members.grep(user.password) == "", "the SASL password appeared in a log"
     assert user.password not in metrics_text
@@ -195,6 +197,7 @@ def test_bad_credentials_fail_fast_with_one_line_naming_the_setting(kafka_secure
         expect = ["ssl_ca_location", str(kafka_secure.untrusted_ca_file), "not signed by a trusted CA"]
     rc, _, err, seconds = _kstreamlet(["run", "tests.apps.stateless:app"], env)
     line = _one_error_line(err)
+    print(f"\n{case} ({seconds:.1f}s): {line}")
     assert rc == 2, f"exit {rc}: {err[-2000:]}"
     assert seconds < 30, f"took {seconds:.1f}s to fail"
     for needle in expect:
@@ -213,6 +216,7 @@ def test_a_missing_read_acl_on_the_input_fails_at_start_naming_topic_and_operati
     _delete_acl(kafka_secure, user.principal, ResourceType.TOPIC, inp, AclOperation.READ)
     rc, _, err, seconds = _kstreamlet(["run", "tests.apps.stateless:app"], {**base, **user.env()})
     line = _one_error_line(err)
+    print(f"\nmissing READ at start ({seconds:.1f}s): {line}")
     assert rc == 2, f"exit {rc}: {err[-2000:]}"
     assert seconds < 30
     assert f"READ on topic {inp!r}" in line and user.principal in line, line
@@ -247,6 +251,7 @@ def test_write_acl_removed_while_running_is_fatal_naming_topic_and_operation(kaf
         members.stop_all()
     log = (tmp_path / "m1-1.log").read_text(errors="replace")
     lines = [ln for ln in log.splitlines() if ln.startswith("kstreamlet: ")]
+    print(f"\nWRITE removed while running ({seconds:.1f}s to exit): {lines}")
     assert rc == 2, f"exit {rc}\n{log[-3000:]}"
     assert len(lines) == 1, log[-3000:]
     assert f"WRITE on topic {out!r}" in lines[0] and user.principal in lines[0], lines[0]
