@@ -95,6 +95,8 @@ class Member:
         #: A refused login, an untrusted certificate or a missing ACL reported by a client's error
         #: callback (librdkafka retries those forever): the loop ends the member with it.
         self._access_problem: BaseException | KafkaError | None = None
+        #: Set when the member ends for an AccessError: the shutdown commits nothing more.
+        self._access_failed = False
         self.topics = TopicAdmin(lambda: self.clients.admin({**self._kafka_config(), "error_cb": self._admin_error}))
         #: What the broker accepts per written topic (sizes, timestamps): runtime/production.py.
         self.limits = OutputLimits(s.kafka_config)
@@ -272,9 +274,14 @@ class Member:
             return
         ae = self._as_access_error(problem)
         if ae is not None:
-            self.log.error("access refused by Kafka; stopping", error=str(ae))
-            raise ae
+            raise self._access_fatal(ae)
         self._access_problem = None
+
+    def _access_fatal(self, ae: AccessError) -> AccessError:
+        """Log that the member ends for ``ae`` (returned, to be raised)."""
+        self._access_failed = True
+        self.log.error("access refused by Kafka; stopping", error=str(ae))
+        return ae
 
     def _check_topic_acls(self) -> None:
         """Under SASL/SSL: the existing input and output topics' ACLs, asked of the broker
@@ -695,7 +702,7 @@ class Member:
         or a refused login (AccessError): replaying cannot fix it, so it is fatal with its message."""
         ae = self._as_access_error(e)
         if ae is not None:
-            self.log.error("access refused by Kafka; stopping", error=str(ae))
+            self._access_fatal(ae)
             with contextlib.suppress(Exception):
                 self._abort_and_rewind()
             raise ae from None
@@ -766,8 +773,7 @@ class Member:
             except (KafkaException, CallTimedOut) as e:
                 ae = self._as_access_error(e)
                 if ae is not None:  # a refused login or ACL is no outage: retrying cannot fix it
-                    self.log.error("access refused by Kafka; stopping", error=str(ae))
-                    raise ae from None
+                    raise self._access_fatal(ae) from None
                 self.log.warning("cluster unreachable; retrying client creation", error=str(e), retry_in=backoff)
                 self.consumer = None
                 self.collector = None
@@ -797,7 +803,7 @@ class Member:
 
         try:
             ckpt = self.ckpt
-            if ckpt is not None and ckpt.dirty(self.tasks) and not self._degraded:
+            if ckpt is not None and ckpt.dirty(self.tasks) and not self._degraded and not self._access_failed:
                 ckpt.timeout = min(ckpt.timeout, left(0.25))
                 ckpt.slack = min(ckpt.slack, 1.0)
                 try:
@@ -821,7 +827,10 @@ class Member:
             if self.restorer is not None:
                 self._close_bounded(self.restorer.close, "restorer.close", left(0.5))
             if self.collector is not None:
-                self.collector.producer.flush(min(10.0, left(0.8)))
+                try:
+                    self.collector.producer.flush(min(10.0, left(0.8)))
+                except KafkaException as e:  # a fatal producer (e.g. after a refused ACL) has nothing to deliver
+                    self.log.warning("final flush failed", error=str(e))
         finally:
             self.log.info("member stopped", records=self.records_processed,
                           shutdown_seconds=round(time.monotonic() - t0, 3))
