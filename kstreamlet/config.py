@@ -16,9 +16,13 @@ logs it once at start, secrets masked). Invalid values fail at start with
 ``App(...)`` keyword or a ``KSTREAMLET_*`` variable close to a setting's name ("did you
 mean"), a malformed ``KSTREAMLET_KAFKA_CONFIG`` and an unknown librdkafka property.
 
-librdkafka settings for security (SASL/SSL, as in Kafka's own clients) pass through
-``kafka_config`` (env: ``KSTREAMLET_KAFKA_CONFIG='{"security.protocol": "SASL_SSL", ...}'``);
-they are applied to every consumer, producer and admin client the app creates.
+Security has first-class settings (``security_protocol``, ``sasl_mechanism``, ``sasl_username``,
+``sasl_password``, ``ssl_ca_location``, ``ssl_certificate_location``, ``ssl_key_location``,
+``ssl_key_password``; docs/security.md): :meth:`Settings.security_config` maps them onto the
+librdkafka properties every consumer, producer and admin client of the app gets. Passwords are
+``SecretStr`` (never in a log line, an error message or ``repr``). Other librdkafka properties
+(OAUTHBEARER, Kerberos, ...) still pass through ``kafka_config``
+(env: ``KSTREAMLET_KAFKA_CONFIG='{"sasl.kerberos.service.name": "kafka"}'``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import re
 import socket
 from typing import Any, Iterable, Literal, Mapping
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kstreamlet.errors import ConfigError
@@ -67,6 +71,22 @@ NON_SETTING_ENV: dict[str, str] = {
 ENV_PREFIX = "KSTREAMLET_"
 
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+#: First-class security settings and the librdkafka property each one sets (Settings.security_config).
+SECURITY_PROPERTIES: dict[str, str] = {
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanisms",
+    "sasl_username": "sasl.username",
+    "sasl_password": "sasl.password",
+    "ssl_ca_location": "ssl.ca.location",
+    "ssl_certificate_location": "ssl.certificate.location",
+    "ssl_key_location": "ssl.key.location",
+    "ssl_key_password": "ssl.key.password",
+}
+#: Settings whose values are secrets: never logged, shown as ``***``.
+SECRET_SETTINGS = frozenset({"sasl_password", "ssl_key_password"})
 ErrorPolicy = Literal["dlq", "skip", "fail"]
 
 # Settings kstreamlet owns: passing them through kafka_config would break its guarantees.
@@ -124,6 +144,22 @@ class Settings(BaseSettings):
     )
     poll_batch_size: int = Field(1000, ge=1, le=100_000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: SecurityProtocol | None = Field(
+        None, description="How the clients talk to the brokers: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL; "
+        "None = librdkafka's default (PLAINTEXT) or kafka_config's security.protocol.")
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN, OAUTHBEARER, GSSAPI); needs a SASL_* "
+        "security_protocol.")
+    sasl_username: str | None = Field(None, description="SASL user (PLAIN/SCRAM); the ACL principal is User:<it>.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (PLAIN/SCRAM): a secret, never logged (the Helm chart reads it from a Secret).")
+    ssl_ca_location: str | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; None = the system's CAs.")
+    ssl_certificate_location: str | None = Field(
+        None, description="PEM client certificate for mTLS (with ssl_key_location).")
+    ssl_key_location: str | None = Field(None, description="PEM private key of ssl_certificate_location (mTLS).")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted ssl_key_location: a secret, never logged.")
     kafka_config: dict[str, Any] = Field(default_factory=dict, description="librdkafka passthrough (SASL/SSL...).")
     internal_topic_replication: int = Field(-1, description="Replication factor of internal topics; -1 = broker default.")
     shutdown_timeout: float = Field(30.0, gt=0, description="Seconds a SIGTERM may take before the process exits.")
@@ -185,6 +221,68 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _coherent_security(self) -> "Settings":
+        """Fail at start on a security configuration that cannot log in, naming the settings."""
+        problems: list[str] = []
+        for name, prop in SECURITY_PROPERTIES.items():
+            value = getattr(self, name)
+            if value is None or prop not in self.kafka_config:
+                continue
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if str(self.kafka_config[prop]) != str(plain):
+                problems.append(f"{name} (env {env_name(name)}) and kafka_config's {prop!r} are both set, to different "
+                                "values; set only the first")
+        if self.kafka_config.get("sasl.mechanism") is not None and self.sasl_mechanism is not None:
+            problems.append(f"sasl_mechanism (env {env_name('sasl_mechanism')}) and kafka_config's 'sasl.mechanism' "
+                            "are both set; set only the first")
+        proto = str(self.security_protocol or self.kafka_config.get("security.protocol") or "PLAINTEXT").upper()
+        sasl = proto.startswith("SASL_")
+        mechanism = str(self.sasl_mechanism or self.kafka_config.get("sasl.mechanisms")
+                        or self.kafka_config.get("sasl.mechanism") or "GSSAPI").upper()
+        given = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, n) is not None]
+        if given and not sasl:
+            problems.append(f"{', '.join(given)} set but security_protocol (env KSTREAMLET_SECURITY_PROTOCOL) is "
+                            f"{proto}: use SASL_SSL (or SASL_PLAINTEXT)")
+        if sasl and mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            missing = [f"{n} (env {env_name(n)})" for n, prop in (("sasl_username", "sasl.username"),
+                                                                   ("sasl_password", "sasl.password"))
+                       if getattr(self, n) is None and prop not in self.kafka_config]
+            if missing:
+                problems.append(f"security_protocol {proto} with sasl_mechanism {mechanism} needs {' and '.join(missing)}")
+        tls = proto in ("SSL", "SASL_SSL")
+        files = [n for n in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location") if getattr(self, n)]
+        if files and not tls:
+            problems.append(f"{', '.join(files)} set but security_protocol (env KSTREAMLET_SECURITY_PROTOCOL) is "
+                            f"{proto}: use SSL or SASL_SSL")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            problems.append("mTLS needs both ssl_certificate_location (env KSTREAMLET_SSL_CERTIFICATE_LOCATION) and "
+                            "ssl_key_location (env KSTREAMLET_SSL_KEY_LOCATION)")
+        for n in files:
+            path = str(getattr(self, n))
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                problems.append(f"{n} (env {env_name(n)}): no readable file at {path}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def security_config(self) -> dict[str, Any]:
+        """The librdkafka properties of the first-class security settings (only those set), for
+        every client of the app; secrets in plain text (never log this dict: :func:`mask_config`)."""
+        out: dict[str, Any] = {}
+        for name, prop in SECURITY_PROPERTIES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[prop] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return out
+
+    @property
+    def principal(self) -> str | None:
+        """The ACL principal the app logs in as when it is known from the settings (``User:<sasl_username>``)."""
+        user = self.sasl_username or self.kafka_config.get("sasl.username")
+        return f"User:{user}" if user else None
+
+    @model_validator(mode="after")
     def _transaction_outlasts_a_checkpoint(self) -> "Settings":
         # A checkpoint's transaction stays open for a whole commit interval: with a shorter
         # timeout the broker aborts every checkpoint and the producer is fenced, over and over.
@@ -205,6 +303,11 @@ class Settings(BaseSettings):
                 "KSTREAMLET_INSTANCE_ID, e.g. the StatefulSet pod name): the generated HOSTNAME-pid id changes "
                 "with every start")
         return self
+
+    def __repr_args__(self) -> Any:
+        # repr() and str() of the settings never show a secret (kafka_config's included).
+        for name, value in super().__repr_args__():
+            yield name, (mask_setting(name, value) if name is not None else value)
 
     @property
     def sources(self) -> dict[str, str]:
@@ -430,10 +533,18 @@ def is_secret_key(key: str) -> bool:
 
 
 def mask_setting(name: str, value: Any) -> Any:
-    """``value`` as it may be logged: secret ``kafka_config`` entries replaced by ``***``."""
+    """``value`` as it may be logged: secret settings (``sasl_password``, ``ssl_key_password``) and
+    secret ``kafka_config`` entries replaced by ``***``."""
     if name == "kafka_config" and isinstance(value, Mapping):
-        return {k: (MASK if is_secret_key(str(k)) else v) for k, v in value.items()}
+        return mask_config(value)
+    if name in SECRET_SETTINGS or isinstance(value, SecretStr):
+        return None if value is None else MASK
     return value
+
+
+def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A librdkafka configuration as it may be logged: secret properties replaced by ``***``."""
+    return {k: (MASK if is_secret_key(str(k)) else v) for k, v in config.items()}
 
 
 # --- librdkafka properties ------------------------------------------------------------------------------

@@ -41,3 +41,9 @@ class InspectionError(KStreamletError):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AccessError(ConfigError):
+    """The cluster refuses the app's credentials, certificate or an operation (a missing ACL): the
+    message names the setting or the ACL (resource and operation). Fatal for the member; like every
+    ConfigError, ``kstreamlet run`` prints it as one line and exits with code 2."""

@@ -1,4 +1,4 @@
-"""Command line: ``kstreamlet run|describe|dev|topics|dlq|state|reset ...`` (``kstreamlet --help`` lists them).
+"""Command line: ``kstreamlet run|describe|dev|topics|dlq|state|reset|acls ...`` (``kstreamlet --help`` lists them).
 
 One module per command group, each with ``register(subparsers)``: adding a group is one
 import and one call in :func:`build_parser`. Shared pieces (loading ``module:app``, the
@@ -12,6 +12,7 @@ import argparse
 
 from kstreamlet.cli import describe, dev, run
 from kstreamlet.cli.common import CliError, load_app, version_string
+from kstreamlet.tools import acls as acls_tool
 from kstreamlet.tools import dlq as dlq_tool
 from kstreamlet.tools import reset as reset_tool
 from kstreamlet.tools import state as state_tool
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_tool.add_parser(sub)
     state_tool.add_parser(sub)
     reset_tool.add_parser(sub)
+    acls_tool.add_parser(sub)
     return p
 
 

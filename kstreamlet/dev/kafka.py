@@ -15,6 +15,11 @@ Example::
 
     with kafka_broker() as broker:
         print(broker.bootstrap_servers)
+
+A secured broker (or cluster): ``LocalKafkaBroker(security=BrokerSecurity(...))`` adds a
+``SASL_SSL`` listener (SCRAM-SHA-512 over a throwaway CA, ``sasl_bootstrap_servers``) and turns on
+the KRaft ``StandardAuthorizer``; the plaintext listener stays, as a super user
+(:mod:`kstreamlet.dev.security`, docs/security.md).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Callable, Iterator, Protocol
 
 from kstreamlet.dev._process import live_state, stop_pid
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
+from kstreamlet.dev.security import BrokerSecurity
 
 log = logging.getLogger("kstreamlet.dev.kafka")
 
@@ -175,6 +181,10 @@ class LocalKafkaBroker:
     :meth:`pause`/:meth:`resume` (SIGSTOP/SIGCONT) and :meth:`restart` (same data dir and
     ports, so clients reconnect to the address they know). Logs and data live in a temp dir
     that :meth:`stop` removes (unless ``keep_dir``).
+
+    ``security`` (:class:`~kstreamlet.dev.security.BrokerSecurity`): a ``SASL_SSL`` listener on
+    ``sasl_bootstrap_servers`` besides the plaintext one, SCRAM users created when the storage is
+    formatted, ACLs enforced (plaintext and the ``admin`` user are super users).
     """
 
     backend = "local"
@@ -191,6 +201,8 @@ class LocalKafkaBroker:
         controller_port: int | None = None,
         voters: str | None = None,
         cluster_id: str | None = None,
+        security: BrokerSecurity | None = None,
+        sasl_port: int | None = None,
     ) -> None:
         self.version = version
         if port is not None and port_in_use(port):
@@ -208,6 +220,11 @@ class LocalKafkaBroker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds = 0.0
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        #: With ``security``: a ``SASL_SSL`` listener (SCRAM-SHA-512 over TLS) besides the plaintext
+        #: one, and the StandardAuthorizer on (dev/security.py); None otherwise.
+        self.security = security
+        self.sasl_port = (sasl_port or free_port()) if security is not None else None
+        self.sasl_bootstrap_servers = f"127.0.0.1:{self.sasl_port}" if security is not None else None
         self._formatted = False
 
     @property
@@ -215,14 +232,21 @@ class LocalKafkaBroker:
         return self.workdir / "broker.log"
 
     def _config(self) -> str:
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        advertised = f"PLAINTEXT://127.0.0.1:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.security is not None:
+            listeners += f",SASL_SSL://127.0.0.1:{self.sasl_port}"
+            advertised += f",SASL_SSL://127.0.0.1:{self.sasl_port}"
+            protocols += ",SASL_SSL:SASL_SSL"
         cfg = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.voters": self.voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": listeners,
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": "1",
@@ -246,6 +270,8 @@ class LocalKafkaBroker:
             "group.consumer.heartbeat.interval.ms": "1000",
             "group.consumer.min.heartbeat.interval.ms": "500",
         }
+        if self.security is not None:
+            cfg.update(self.security.broker_config())
         cfg.update(self.extra_config)
         return "".join(f"{k}={v}\n" for k, v in cfg.items())
 
@@ -277,7 +303,8 @@ class LocalKafkaBroker:
         cid = self.cluster_id or new_cluster_id()
         try:
             fmt = subprocess.run(
-                self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)),
+                self._java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props),
+                               *(self.security.format_args() if self.security is not None else [])),
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -411,7 +438,7 @@ class LocalKafkaCluster:
     backend = "local-cluster"
 
     def __init__(self, n: int = 3, version: str = KAFKA_VERSION, heap: str = "512m",
-                 extra_config: dict[str, str] | None = None) -> None:
+                 extra_config: dict[str, str] | None = None, security: BrokerSecurity | None = None) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got {n}")
         self.n = n
@@ -434,10 +461,14 @@ class LocalKafkaCluster:
         cid = new_cluster_id()
         self.nodes = [
             LocalKafkaBroker(version=version, port=p, heap=heap, extra_config=cfg, node_id=i + 1,
-                             controller_port=c, voters=voters, cluster_id=cid)
+                             controller_port=c, voters=voters, cluster_id=cid, security=security)
             for i, (p, c) in enumerate(ports)
         ]
         self.bootstrap_servers = ",".join(b.bootstrap_servers for b in self.nodes)
+        #: All nodes share ``security`` (one CA, one set of SCRAM users); None without it.
+        self.security = security
+        self.sasl_bootstrap_servers = (",".join(str(b.sasl_bootstrap_servers) for b in self.nodes)
+                                       if security is not None else None)
         self.startup_seconds = 0.0
 
     def node(self, node_id: int) -> LocalKafkaBroker:
@@ -501,6 +532,8 @@ class LocalKafkaCluster:
     def stop(self) -> None:
         for b in self.nodes:
             b.stop()
+        if self.security is not None:
+            self.security.cleanup()
 
     def __enter__(self) -> "LocalKafkaCluster":
         return self.start()

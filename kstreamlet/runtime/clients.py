@@ -14,10 +14,14 @@ if TYPE_CHECKING:
 
 
 def client_config(settings: "Settings", logger: Any = None) -> dict[str, Any]:
-    """Settings every Kafka client of the app shares (bootstrap + security passthrough), and the
-    ``logging.Logger`` librdkafka's own log lines go to (see kstreamlet.logging.librdkafka_logger)."""
+    """Settings every Kafka client of the app shares — bootstrap servers, the ``kafka_config``
+    passthrough and the first-class security settings (``Settings.security_config``: SASL, TLS) —
+    and the ``logging.Logger`` librdkafka's own log lines go to (see kstreamlet.logging.librdkafka_logger).
+    Every consumer (the member's, restore, broadcast, topology check, sources), producer and admin
+    client is built on this dict."""
     extra = {} if logger is None else {"logger": logger}
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config, **extra}
+    return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_config, **settings.security_config(),
+            **extra}
 
 
 def consumer_config(s: "Settings", topology: "Topology", base: dict[str, Any], instance_id: str,

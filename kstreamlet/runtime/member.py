@@ -17,6 +17,7 @@ or outage ends the member (docs/architecture.md, "Broker and coordinator outages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -29,12 +30,13 @@ from confluent_kafka.admin import AdminClient
 
 from kstreamlet import metrics
 from kstreamlet.config import WORKER_INDEX_ENV, Settings
-from kstreamlet.errors import ConfigError, ProcessingError
+from kstreamlet.errors import AccessError, ConfigError, ProcessingError
 from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
 from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, ConsumerStats, ProducerStats
 from kstreamlet.query import InstanceInfo, MetadataBoard, QueryService, advertised_url, metadata_topic
 from kstreamlet.query.service import register as register_queries, unregister as unregister_queries
+from kstreamlet.runtime.acls import access_error, acl_error, authorization_kind, missing_topic_acls, required_acls
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
@@ -92,7 +94,12 @@ class Member:
         self._install_signals = install_signal_handlers
         #: librdkafka's log lines (every client of this member) become structlog events with app/instance.
         self.rdkafka_logger = librdkafka_logger(app=s.application_id, instance=instance_id)
-        self.topics = TopicAdmin(lambda: self.clients.admin(self._kafka_config()))
+        #: A refused login, an untrusted certificate or a missing ACL reported by a client's error
+        #: callback (librdkafka retries those forever): the loop ends the member with it.
+        self._access_problem: BaseException | KafkaError | None = None
+        #: Set when the member ends for an AccessError: the shutdown commits nothing more.
+        self._access_failed = False
+        self.topics = TopicAdmin(lambda: self.clients.admin({**self._kafka_config(), "error_cb": self._admin_error}))
         #: What the broker accepts per written topic (sizes, timestamps): runtime/production.py.
         self.limits = OutputLimits(s.kafka_config)
         self.tasks = TaskManager(self.topology, self._new_task, self.eos, s.transaction_timeout)
@@ -163,19 +170,28 @@ class Member:
         self.heartbeat = Heartbeat(max_silence=max(60.0, 3 * self.settings.transaction_timeout + 60))
         self.http_server = self._start_http()
         try:
-            self._check_bootstrap(self.topics.client)
-            # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
-            check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
-                           self.clients.consumer, self.clients.producer)
-            prepare_topics(self.topology, self.settings, self.topics)
-            self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
+            try:
+                self._check_bootstrap()
+                self._check_topic_acls()
+                # Fail fast on a topology change that would re-map state (runtime/topology_check.py).
+                check_topology(self.topology, self.settings, self.topics.client, self._kafka_config(),
+                               self.clients.consumer, self.clients.producer)
+                prepare_topics(self.topology, self.settings, self.topics)
+                self.limits.refresh(self.topics.client, self._written_topics(), self.partition_counts)
+                self._start_sources()
+                self._create_clients()
+                self._start_broadcasts()
+                self._raise_access_problem()
+            except (KafkaException, FatalClientError, AbortCheckpoint, CallTimedOut, TimeoutError) as e:
+                # A refused login, certificate or ACL at start: one line naming it (else as before).
+                ae = self._as_access_error(e)
+                if ae is None:
+                    raise
+                raise ae from None
         except BaseException:
             if self.http_server is not None:
                 self.http_server.shutdown()
             raise
-        self._start_sources()
-        self._create_clients()
-        self._start_broadcasts()
         self.log.info("member started", topics=self.topology.source_topics,
                       guarantee=self.settings.processing_guarantee, group_protocol=self.settings.group_protocol)
         try:
@@ -248,16 +264,98 @@ class Member:
         if query.board is not None:
             query.board.stop()
 
-    def _check_bootstrap(self, admin: AdminClient, timeout: float = 8.0) -> None:
-        """Fail at start, in one line, when no broker answers at the bootstrap address."""
+    def _check_bootstrap(self, timeout: float = 8.0) -> None:
+        """Fail at start, in one line, when no broker answers at the bootstrap address, or when it
+        refuses the login or the TLS handshake (wrong password, unknown user, untrusted CA: the probe's
+        error callback says so within a second or two; AccessError names the setting).
+
+        The probe is a client of its own with librdkafka's log off: its error callback is served
+        every second, which must not flush its connection-refused lines into the log."""
+        problems: list[KafkaError] = []
+        probe = self.clients.admin({**client_config(self.settings), "log_level": 0,
+                                    "error_cb": lambda err: problems.append(err)})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                probe.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                return
+            except KafkaException as e:
+                probe.poll(0)  # serve the error callback
+                causes: list[BaseException | KafkaError] = [e, *problems]
+                for cause in causes:
+                    ae = access_error(self.settings, cause)
+                    if ae is not None:
+                        raise ae from None
+                if time.monotonic() < deadline:
+                    continue
+                err = e.args[0] if e.args else e
+                detail = err.str() if isinstance(err, KafkaError) else str(err)
+                raise ConfigError(
+                    f"cannot reach Kafka at {self.settings.bootstrap_servers} within {timeout:g}s (setting "
+                    f"bootstrap_servers, env KSTREAMLET_BOOTSTRAP_SERVERS; security: security_protocol, sasl_*, "
+                    f"ssl_*): {detail}") from None
+
+    # --- access: credentials, certificates, ACLs (runtime/acls.py, docs/security.md) ---------------
+
+    def _admin_error(self, err: KafkaError) -> None:
+        """Error callback of the member's admin client: remembers a refused login or certificate."""
+        if self._is_access_problem(err):
+            self._access_problem = err
+
+    def _is_access_problem(self, err: KafkaError) -> bool:
+        return access_error(self.settings, err) is not None
+
+    def _checked_topics(self) -> list[str]:
+        return sorted(set(self.topology.source_topics) | set(self.topology.broadcasts) | set(self._written_topics()))
+
+    def _as_access_error(self, e: BaseException | KafkaError | None = None) -> AccessError | None:
+        """The AccessError for ``e`` or for what an error callback reported, else None. A topic
+        authorization failure is narrowed to the topic and operation by asking the broker."""
+        for cause in (e, self._access_problem):
+            if cause is None:
+                continue
+            admin: Any = None
+            if authorization_kind(cause) == "TOPIC":  # only then is the broker asked which ACL is missing
+                try:
+                    admin = self.topics.client
+                except Exception:
+                    admin = None
+            ae = access_error(self.settings, cause, admin, self.topology, self._checked_topics())
+            if ae is not None:
+                return ae
+        return None
+
+    def _raise_access_problem(self) -> None:
+        problem = self._access_problem
+        if problem is None:
+            return
+        ae = self._as_access_error(problem)
+        if ae is not None:
+            raise self._access_fatal(ae)
+        self._access_problem = None
+
+    def _access_fatal(self, ae: AccessError) -> AccessError:
+        """Log that the member ends for ``ae`` (returned, to be raised)."""
+        self._access_failed = True
+        self.log.error("access refused by Kafka; stopping", error=str(ae))
+        return ae
+
+    def _check_topic_acls(self) -> None:
+        """Under SASL/SSL: the existing input and output topics' ACLs, asked of the broker
+        (authorized operations), before anything else runs; a missing one is an AccessError."""
+        s = self.settings
+        proto = str(s.security_protocol or s.kafka_config.get("security.protocol") or "PLAINTEXT").upper()
+        if proto == "PLAINTEXT":
+            return
+        topics = sorted(set(self.topology.source_topics) | set(self.topology.broadcasts)
+                        | {sink.topic for st in self.topology.subtopologies for sink in st.sinks})
         try:
-            admin.list_topics(timeout=timeout)
-        except KafkaException as e:
-            err = e.args[0] if e.args else e
-            detail = err.str() if isinstance(err, KafkaError) else str(err)
-            raise ConfigError(
-                f"cannot reach Kafka at {self.settings.bootstrap_servers} within {timeout:g}s (setting "
-                f"bootstrap_servers, env KSTREAMLET_BOOTSTRAP_SERVERS; SASL/SSL via kafka_config): {detail}") from None
+            missing = missing_topic_acls(self.topics.client, required_acls(self.topology, s), topics)
+        except Exception as e:  # an older broker or a fake client: the run-time checks remain
+            self.log.debug("topic ACL check skipped", error=str(e))
+            return
+        if missing:
+            raise acl_error(s, missing)
 
     def is_ready(self) -> bool:
         """Readiness (``/readyz``): see runtime/readiness.py."""
@@ -361,6 +459,10 @@ class Member:
                 raise
 
     def _client_error(self, err: KafkaError) -> None:
+        if self._is_access_problem(err):
+            # librdkafka retries a refused login or ACL forever: the loop ends the member with a message.
+            self._access_problem = err
+            return
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self.readiness.all_brokers_down()  # readiness drops until a probe reaches a broker
         if err.fatal():
@@ -495,6 +597,7 @@ class Member:
         batch = s.poll_batch_size
         while not self._stop.is_set():
             self.heartbeat.beat()
+            self._raise_access_problem()
             for src in self.sources:
                 if src.error is not None:
                     raise RuntimeError(f"source {src.name!r} failed: {src.error!r}") from src.error
@@ -652,7 +755,14 @@ class Member:
 
     def _recover(self, e: Exception) -> None:
         """Abortable → abort and replay from the last commit; fenced/fatal/unabortable → rebuild.
-        Every client error ends here, so no outage or fence ends the member."""
+        Every client error ends here, so no outage or fence ends the member — except a missing ACL
+        or a refused login (AccessError): replaying cannot fix it, so it is fatal with its message."""
+        ae = self._as_access_error(e)
+        if ae is not None:
+            self._access_fatal(ae)
+            with contextlib.suppress(Exception):
+                self._abort_and_rewind()
+            raise ae from None
         if isinstance(e, KafkaException):
             kind = classify(e)
             code = e.args[0].code()
@@ -718,6 +828,9 @@ class Member:
                 self.log.info("clients rebuilt; rejoining the group")
                 return
             except (KafkaException, CallTimedOut) as e:
+                ae = self._as_access_error(e)
+                if ae is not None:  # a refused login or ACL is no outage: retrying cannot fix it
+                    raise self._access_fatal(ae) from None
                 self.log.warning("cluster unreachable; retrying client creation", error=str(e), retry_in=backoff)
                 self.consumer = None
                 self.collector = None
@@ -747,7 +860,7 @@ class Member:
 
         try:
             ckpt = self.ckpt
-            if ckpt is not None and ckpt.dirty(self.tasks) and not self._degraded:
+            if ckpt is not None and ckpt.dirty(self.tasks) and not self._degraded and not self._access_failed:
                 ckpt.timeout = min(ckpt.timeout, left(0.25))
                 ckpt.slack = min(ckpt.slack, 1.0)
                 try:
@@ -771,7 +884,10 @@ class Member:
             if self.restorer is not None:
                 self._close_bounded(self.restorer.close, "restorer.close", left(0.5))
             if self.collector is not None:
-                self.collector.producer.flush(min(10.0, left(0.8)))
+                try:
+                    self.collector.producer.flush(min(10.0, left(0.8)))
+                except KafkaException as e:  # a fatal producer (e.g. after a refused ACL) has nothing to deliver
+                    self.log.warning("final flush failed", error=str(e))
         finally:
             self.log.info("member stopped", records=self.records_processed,
                           shutdown_seconds=round(time.monotonic() - t0, 3))

@@ -66,14 +66,14 @@ def test_a_command_group_is_one_register_call():
     """Each group is a module with one registering function: the cli's own (register) and the
     operator tools' (add_parser)."""
     from kstreamlet.cli import describe, dev, run
-    from kstreamlet.tools import dlq, reset, state, topics
+    from kstreamlet.tools import acls, dlq, reset, state, topics
 
     for module in (run, describe, dev):
         assert callable(module.register)
-    for module in (topics, dlq, state, reset):
+    for module in (topics, dlq, state, reset, acls):
         assert callable(module.add_parser)
     sub = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
-    assert set(sub.choices) == {"run", "describe", "dev", "topics", "dlq", "state", "reset"}
+    assert set(sub.choices) == {"run", "describe", "dev", "topics", "dlq", "state", "reset", "acls"}
 
 
 def _app() -> App:

@@ -461,13 +461,14 @@ def test_pod_environment_loads_into_the_intended_kstreamlet_settings(monkeypatch
     s = load_settings()
     seen = {"application_id": s.application_id, "instance_id": s.instance_id, "http_port": s.http_port,
             "shutdown_timeout": s.shutdown_timeout, "state_dir": s.state_dir, "commit_interval": s.commit_interval,
-            "bootstrap_servers": s.bootstrap_servers, "kafka_config": s.kafka_config}
+            "bootstrap_servers": s.bootstrap_servers, "kafka_config": s.kafka_config,
+            "security": s.security_config()}
     expected = {"application_id": "words", "instance_id": f"{FULLNAME}-1", "http_port": 8080,
                 "shutdown_timeout": 50.0, "state_dir": "/data/state", "commit_interval": 0.5,
                 "bootstrap_servers": "kafka:9092",
-                "kafka_config": {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
-                                 "sasl.username": "svc-words", "sasl.password": "s3cr3t-p@ss",
-                                 "ssl.ca.location": "/etc/kafka/ca.crt"}}
+                "kafka_config": {"ssl.ca.location": "/etc/kafka/ca.crt"},
+                "security": {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+                             "sasl.username": "svc-words", "sasl.password": "s3cr3t-p@ss"}}
     assert seen == expected, f"settings from the pod env differ:\nexpected {expected}\nseen     {seen}"
     assert env["KSTREAMLET_MYSQL_URL"] == "mysql://u:p@db:3306/app"
     assert env["WORDS_TOPIC"] == "words", "extraEnv must reach the container"
@@ -505,8 +506,56 @@ def test_kafka_config_from_a_whole_secret_or_plain_values():
     assert not [e for e in container(docs)["env"] if e["name"] == "KSTREAMLET_KAFKA_CONFIG"], \
         "plain kafka.config goes through the ConfigMap only"
     names = [e["name"] for e in container(render())["env"]]
-    assert not {"KSTREAMLET_KAFKA_CONFIG", "KAFKA_SASL_USERNAME", "KSTREAMLET_MYSQL_URL"} & set(names), \
+    assert not {"KSTREAMLET_KAFKA_CONFIG", "KSTREAMLET_SASL_PASSWORD", "KSTREAMLET_SSL_CA_LOCATION",
+                "KSTREAMLET_MYSQL_URL"} & set(names), \
         f"no Kafka/MySQL secrets by default, saw {names}"
+
+
+def test_sasl_and_tls_come_from_secrets_as_security_settings(monkeypatch, tmp_path):
+    """The password only through a secretKeyRef (never in the ConfigMap or a literal value); the CA
+    and client certificate Secrets mounted read-only into the pods and the topic Job, their paths
+    the ssl_* settings; the pod env loads into exactly those settings."""
+    from kstreamlet.config import load_settings
+
+    docs = render("--set", "kafka.sasl.enabled=true", "--set", "kafka.sasl.existingSecret=kafka-credentials",
+                  "--set", "kafka.tls.caSecret=kafka-ca", "--set", "kafka.tls.clientCertSecret=kafka-client",
+                  "--set", "config.application_id=words", *TOPICS_FEATURES)
+    text = json.dumps(docs)
+    assert "s3cr3t" not in text
+    assert env_entry(docs, "KSTREAMLET_SASL_PASSWORD")["valueFrom"] == \
+        {"secretKeyRef": {"name": "kafka-credentials", "key": "password"}}
+    assert not [k for k in one(docs, "ConfigMap")["data"] if "SASL" in k or "SSL" in k]
+    for c, spec in ((container(docs), workload(docs)["spec"]["template"]["spec"]),
+                    *((c, topics_job(docs)["spec"]["template"]["spec"]) for c in job_steps(topics_job(docs)))):
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["kafka-ca"]["mountPath"] == "/etc/kstreamlet/kafka-ca" and mounts["kafka-ca"]["readOnly"]
+        assert mounts["kafka-client-cert"]["mountPath"] == "/etc/kstreamlet/kafka-client"
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert vols["kafka-ca"]["secret"]["secretName"] == "kafka-ca"
+        assert vols["kafka-client-cert"]["secret"]["secretName"] == "kafka-client"
+    # The kubelet's view, with the mounted files put where the pod would see them.
+    env = _kubelet_env(docs, f"{FULLNAME}-0", {"kafka-credentials": {"username": "svc", "password": "s3cr3t"},
+                                              "app-env": {}})
+    files = {}
+    for k in ("KSTREAMLET_SSL_CA_LOCATION", "KSTREAMLET_SSL_CERTIFICATE_LOCATION", "KSTREAMLET_SSL_KEY_LOCATION"):
+        local = tmp_path / Path(env[k]).name
+        local.write_text("pem")
+        files[k] = env[k]
+        env[k] = str(local)
+    assert files == {"KSTREAMLET_SSL_CA_LOCATION": "/etc/kstreamlet/kafka-ca/ca.crt",
+                     "KSTREAMLET_SSL_CERTIFICATE_LOCATION": "/etc/kstreamlet/kafka-client/tls.crt",
+                     "KSTREAMLET_SSL_KEY_LOCATION": "/etc/kstreamlet/kafka-client/tls.key"}
+    for k in [k for k in os.environ if k.startswith("KSTREAMLET_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert (s.security_protocol, s.sasl_mechanism, s.sasl_username) == ("SASL_SSL", "SCRAM-SHA-512", "svc")
+    assert s.sasl_password is not None and s.sasl_password.get_secret_value() == "s3cr3t"
+    assert s.report()["settings"]["sasl_password"]["value"] == "***"
+    # TLS without SASL: security_protocol SSL.
+    docs = render("--set", "kafka.tls.caSecret=kafka-ca")
+    assert env_entry(docs, "KSTREAMLET_SECURITY_PROTOCOL")["value"] == "SSL"
 
 
 def test_pod_runs_non_root_with_a_read_only_root_filesystem():
@@ -740,8 +789,8 @@ def test_topics_job_environment_loads_into_the_pods_settings(monkeypatch):
                 for k, v in env.items():
                     monkeypatch.setenv(k, v)
                 s = load_settings()
-                seen.append((s.application_id, s.bootstrap_servers, s.kafka_config, s.processing_guarantee,
-                             s.commit_interval))
+                seen.append((s.application_id, s.bootstrap_servers, s.kafka_config, s.security_config(),
+                             s.processing_guarantee, s.commit_interval))
             assert seen[0] == seen[1], f"{c['name']}: the Job's settings differ from the pods':\n{seen[0]}\n{seen[1]}"
             assert job_env["IN_TOPIC"] == "lines" and job_env["KSTREAMLET_MYSQL_URL"] == pod_env["KSTREAMLET_MYSQL_URL"], \
                 "the app is imported with the pods' own environment (extraEnv, MySQL URL)"
@@ -805,7 +854,10 @@ def test_conflicting_values_fail_with_a_message(args, mentions):
 
 #: Settings the chart sets itself instead of through `config`.
 CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_dir", "kafka_config",
-                        "static_membership", "advertised_url"}
+                        "static_membership", "advertised_url",
+                        # kafka.sasl / kafka.tls (Secrets); ssl_key_password: extraEnv with a secretKeyRef
+                        "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_ca_location",
+                        "ssl_certificate_location", "ssl_key_location", "ssl_key_password"}
 
 
 def test_config_values_cover_exactly_the_kstreamlet_settings():

@@ -147,23 +147,7 @@ must come before the variable that references them.
   value: {{ .Values.shutdownTimeoutSeconds | int | toString | quote }}
 - name: KSTREAMLET_STATE_DIR
   value: {{ .Values.stateDir | quote }}
-{{- with .Values.kafka.sasl }}
-{{- if .enabled }}
-- name: KAFKA_SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ .existingSecret }}
-      key: {{ .usernameKey }}
-- name: KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .existingSecret }}
-      key: {{ .passwordKey }}
-{{- $sasl := dict "security.protocol" .securityProtocol "sasl.mechanisms" .mechanism "sasl.username" "$(KAFKA_SASL_USERNAME)" "sasl.password" "$(KAFKA_SASL_PASSWORD)" }}
-- name: KSTREAMLET_KAFKA_CONFIG
-  value: {{ merge $sasl (deepCopy $.Values.kafka.config) | toJson | quote }}
-{{- end }}
-{{- end }}
+{{- include "kstreamlet.securityEnv" . }}
 {{- with .Values.kafka.configSecret }}
 {{- if .existingSecret }}
 - name: KSTREAMLET_KAFKA_CONFIG
@@ -277,9 +261,11 @@ spec:
           mountPath: {{ .Values.stateDir }}
         - name: tmp
           mountPath: /tmp
+        {{- include "kstreamlet.securityMounts" . | nindent 8 }}
   volumes:
     - name: tmp
       emptyDir: {}
+    {{- include "kstreamlet.securityVolumes" . | nindent 4 }}
     {{- if eq .Values.kind "Deployment" }}
     - name: state
       {{- if .Values.emptyDirSizeLimit }}
@@ -341,6 +327,74 @@ zone spread of `topologySpread` (by the selector labels) unless it is disabled.
 {{- end }}
 
 {{/*
+Kafka security settings (docs/security.md): SASL from a Secret (secretKeyRef, so the password is in
+neither the ConfigMap nor the pod spec), TLS files from mounted Secrets (kstreamlet.securityVolumes).
+*/}}
+{{- define "kstreamlet.securityEnv" -}}
+{{- $k := .Values.kafka }}
+{{- $tls := or $k.tls.caSecret $k.tls.clientCertSecret }}
+{{- if $k.sasl.enabled }}
+- name: KSTREAMLET_SECURITY_PROTOCOL
+  value: {{ $k.sasl.securityProtocol | quote }}
+- name: KSTREAMLET_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+- name: KSTREAMLET_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.existingSecret }}
+      key: {{ $k.sasl.usernameKey }}
+- name: KSTREAMLET_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.existingSecret }}
+      key: {{ $k.sasl.passwordKey }}
+{{- else if and $tls (not (hasKey $k.config "security.protocol")) }}
+- name: KSTREAMLET_SECURITY_PROTOCOL
+  value: "SSL"
+{{- end }}
+{{- if $k.tls.caSecret }}
+- name: KSTREAMLET_SSL_CA_LOCATION
+  value: {{ printf "/etc/kstreamlet/kafka-ca/%s" $k.tls.caKey | quote }}
+{{- end }}
+{{- if $k.tls.clientCertSecret }}
+- name: KSTREAMLET_SSL_CERTIFICATE_LOCATION
+  value: "/etc/kstreamlet/kafka-client/tls.crt"
+- name: KSTREAMLET_SSL_KEY_LOCATION
+  value: "/etc/kstreamlet/kafka-client/tls.key"
+{{- end }}
+{{- end }}
+
+{{/* Mounts of the TLS Secrets (container volumeMounts entries). */}}
+{{- define "kstreamlet.securityMounts" -}}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/kstreamlet/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client-cert
+  mountPath: /etc/kstreamlet/kafka-client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The TLS Secrets as pod volumes. */}}
+{{- define "kstreamlet.securityVolumes" -}}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client-cert
+  secret:
+    secretName: {{ .Values.kafka.tls.clientCertSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/*
 The kstreamlet settings of `config` and plain `kafka.config` as KSTREAMLET_* variables (a map):
 the ConfigMap's data, and the topic Job's env (which runs before the ConfigMap exists).
 */}}
@@ -350,7 +404,7 @@ the ConfigMap's data, and the topic Job's env (which runs before the ConfigMap e
 KSTREAMLET_{{ upper $key }}: {{ include "kstreamlet.envValue" $value | quote }}
 {{- end }}
 {{- end }}
-{{- if and .Values.kafka.config (not .Values.kafka.sasl.enabled) (not .Values.kafka.configSecret.existingSecret) }}
+{{- if and .Values.kafka.config (not .Values.kafka.configSecret.existingSecret) }}
 KSTREAMLET_KAFKA_CONFIG: {{ .Values.kafka.config | toJson | quote }}
 {{- end }}
 {{- end }}
@@ -430,4 +484,5 @@ Argument: dict "root" (the chart context) "step" ({name, args}).
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- include "kstreamlet.securityMounts" $root | nindent 4 }}
 {{- end }}
