@@ -86,7 +86,7 @@ SECURITY_PROPERTIES: dict[str, str] = {
     "ssl_key_password": "ssl.key.password",
 }
 #: Settings whose values are secrets: never logged, shown as ``***``.
-SECRET_SETTINGS = frozenset({"sasl_password", "ssl_key_password"})
+SECRET_SETTINGS = frozenset({"sasl_password", "ssl_key_password", "http_auth_token"})
 ErrorPolicy = Literal["dlq", "skip", "fail"]
 
 # Settings kstreamlet owns: passing them through kafka_config would break its guarantees.
@@ -167,6 +167,23 @@ class Settings(BaseSettings):
     state_backend: Literal["rocksdb", "memory"] = Field("rocksdb", description="Where keyed state lives locally.")
     rocksdb_block_cache_mb: int = Field(64, ge=1, description="Block cache shared by all RocksDB stores of a process.")
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
+    http_host: str = Field(
+        "0.0.0.0", min_length=1,
+        description="Address the HTTP port listens on: all interfaces by default (kubelet probes and Prometheus "
+        "connect from outside); 127.0.0.1 = this host only. Queries on it are guarded (query_access).")
+    http_auth_token: SecretStr | None = Field(
+        None, description="Bearer token /stores and /metadata require (Authorization: Bearer <token>); every "
+        "instance of the app shares it and sends it with forwarded queries. A secret, never logged.")
+    http_tls_certificate_location: str | None = Field(
+        None, description="PEM certificate the HTTP port serves HTTPS with (with http_tls_key_location).")
+    http_tls_key_location: str | None = Field(None, description="PEM private key of http_tls_certificate_location.")
+    http_tls_ca_location: str | None = Field(
+        None, description="PEM CA: /stores and /metadata require a client certificate it signed (mTLS; probes and "
+        "scrapes need none), and forwarded queries verify the owner's certificate with it. Needs HTTPS.")
+    query_access: Literal["local", "open"] = Field(
+        "local", description="Who may call /stores and /metadata when neither http_auth_token nor "
+        "http_tls_ca_location is set: local = loopback clients only; open = anyone who reaches the port "
+        "(a trusted network).")
     advertised_url: str | None = Field(
         None, description="URL other instances reach this one's HTTP port at, for interactive queries routed to the "
         "owner of a key (docs/operations.md); default http://<hostname>:<http_port>. The Helm chart sets the pod's "
@@ -281,6 +298,26 @@ class Settings(BaseSettings):
         """The ACL principal the app logs in as when it is known from the settings (``User:<sasl_username>``)."""
         user = self.sasl_username or self.kafka_config.get("sasl.username")
         return f"User:{user}" if user else None
+
+    @model_validator(mode="after")
+    def _http_tls_is_coherent(self) -> "Settings":
+        """Fail at start on an HTTP port protection that cannot work, naming the settings."""
+        problems: list[str] = []
+        if (self.http_tls_certificate_location is None) != (self.http_tls_key_location is None):
+            problems.append("HTTPS needs both http_tls_certificate_location (env KSTREAMLET_HTTP_TLS_CERTIFICATE_LOCATION) "
+                            "and http_tls_key_location (env KSTREAMLET_HTTP_TLS_KEY_LOCATION)")
+        if self.http_tls_ca_location is not None and self.http_tls_certificate_location is None:
+            problems.append("http_tls_ca_location (env KSTREAMLET_HTTP_TLS_CA_LOCATION) asks for client certificates, "
+                            "which need HTTPS: set http_tls_certificate_location and http_tls_key_location too")
+        for n in ("http_tls_certificate_location", "http_tls_key_location", "http_tls_ca_location"):
+            path = getattr(self, n)
+            if path is not None and (not os.path.isfile(path) or not os.access(path, os.R_OK)):
+                problems.append(f"{n} (env {env_name(n)}): no readable file at {path}")
+        if self.http_auth_token is not None and not self.http_auth_token.get_secret_value().strip():
+            problems.append("http_auth_token (env KSTREAMLET_HTTP_AUTH_TOKEN) is empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _transaction_outlasts_a_checkpoint(self) -> "Settings":

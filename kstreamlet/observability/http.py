@@ -14,21 +14,31 @@ processing loop (each request gets its own short-lived thread).
 anything else  404
 =============  ======================================================================
 
+``/stores`` and ``/metadata`` expose state: each request passes :class:`~kstreamlet.observability.access.HttpAccess`
+first (bearer token, client certificate, or loopback only; 401/403 with a one-line reason otherwise).
+With a certificate the port speaks HTTPS; the TLS handshake runs on the request's own thread, so
+a client that never finishes it cannot stall the others. Error pages carry a fixed text or the
+route's own one-line message: never a setting's value, a token or a stored value.
+
 A check that raises counts as false (503), so a bug in a check can never crash the
 server thread or turn a probe green.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+import ssl
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from kstreamlet.observability.access import HttpAccess, is_protected
 
 log = structlog.get_logger("kstreamlet.http")
 
@@ -44,6 +54,11 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()  # applies `timeout` to the connection
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # here, on the request's thread (not in accept())
+
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
         self._respond(send_body=True)
 
@@ -55,7 +70,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         extra: dict[str, str] = {}
         queries = self.server.queries
-        if queries is not None and (path in ("/stores", "/metadata") or path.startswith(("/stores/", "/metadata/"))):
+        refused = self._refusal(path) if queries is not None else None
+        if refused is not None:
+            code, message = refused
+            status, ctype = HTTPStatus(code), "application/json"
+            body = json.dumps({"error": message}).encode()
+            if code == 401:
+                extra = {"WWW-Authenticate": 'Bearer realm="kstreamlet"'}
+        elif queries is not None and is_protected(path):
             try:
                 code, extra, body = queries(path, url.query, dict(self.headers.items()))
                 status, ctype = HTTPStatus(code), "application/json"
@@ -86,6 +108,14 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(body)
 
+    def _refusal(self, path: str) -> tuple[int, str] | None:
+        if not is_protected(path):
+            return None
+        peer: Any = None
+        if isinstance(self.connection, ssl.SSLSocket):
+            peer = self.connection.getpeercert()
+        return self.server.access.refusal(str(self.client_address[0]), dict(self.headers.items()), peer)
+
     @staticmethod
     def _check(fn: Check, ok: bytes, bad: bytes) -> tuple[HTTPStatus, str, bytes]:
         try:
@@ -111,9 +141,12 @@ class ObservabilityServer(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], health: Check, ready: Check, registry: CollectorRegistry,
-                 queries: QueryHandler | None = None) -> None:
+                 queries: QueryHandler | None = None, access: HttpAccess | None = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        #: Who may call /stores and /metadata, and the port's TLS (observability/access.py).
+        self.access = access or HttpAccess()
+        self._tls = self.access.server_context()  # before binding: a bad certificate fails first
         super().__init__(address, _Handler)
         self.health = health
         self.ready = ready
@@ -123,6 +156,17 @@ class ObservabilityServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._close_lock = threading.Lock()
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        if self._tls is not None:  # the handshake happens in the handler's setup(), on its thread
+            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a client gone mid-request: one debug line, not a traceback on stderr.
+        import sys
+        log.debug("http request failed", client=str(client_address[0]), error=repr(sys.exc_info()[1]))
 
     @property
     def port(self) -> int:
@@ -134,7 +178,8 @@ class ObservabilityServer(ThreadingHTTPServer):
         host = addr.decode() if isinstance(addr, bytes) else str(addr)
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = self.access.scheme
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
@@ -160,6 +205,7 @@ def start_http_server(
     host: str = "0.0.0.0",
     registry: CollectorRegistry = REGISTRY,
     queries: QueryHandler | None = None,
+    access: HttpAccess | None = None,
 ) -> ObservabilityServer:
     """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on ``host:port`` from a daemon thread.
 
@@ -170,11 +216,13 @@ def start_http_server(
         host: bind address; the default serves the pod IP (kubelet and Prometheus connect from outside).
         registry: metrics registry to expose; the process-wide default holds ``kstreamlet.metrics``.
         queries: the interactive query routes ``/stores...`` and ``/metadata...`` (kstreamlet/query).
+        access: who may call those routes, and the port's TLS (default: plain HTTP, loopback only).
 
     Raises:
         OSError: the port is taken; raised here, at start, rather than lost in a thread.
+        ConfigError: the TLS certificate, key or CA cannot be loaded (naming the setting).
     """
-    server = ObservabilityServer((host, port), health, ready, registry, queries)
+    server = ObservabilityServer((host, port), health, ready, registry, queries, access)
     server._start()
     log.debug("http endpoint listening", host=host, port=server.port)
     return server

@@ -40,6 +40,7 @@ from kstreamlet.query.metadata import InstanceInfo, MetadataBoard, TaskKey
 from kstreamlet.partitioner import partition_of
 from kstreamlet.state.codec import key_prefix
 from kstreamlet.errors import InspectionError
+from kstreamlet.observability.access import HttpAccess
 from kstreamlet.state.inspect import (
     Entry,
     StoreInfo,
@@ -119,11 +120,12 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return None
 
 
-def advertised_url(configured: str | None, port: int, worker_index: int = 0) -> str:
+def advertised_url(configured: str | None, port: int, worker_index: int = 0, scheme: str = "http") -> str:
     """This instance's query URL: ``advertised_url`` (its port + the worker index under
-    ``--workers``: worker *i* serves on ``http_port + i``), else ``http://<hostname>:<port>``."""
+    ``--workers``: worker *i* serves on ``http_port + i``), else ``<scheme>://<hostname>:<port>``
+    (``https`` when the port serves TLS)."""
     if not configured:
-        return f"http://{socket.gethostname()}:{port}"
+        return f"{scheme}://{socket.gethostname()}:{port}"
     url = configured.rstrip("/")
     if worker_index:
         parts = urllib.parse.urlsplit(url)
@@ -139,12 +141,15 @@ class QueryService:
 
     def __init__(self, settings: Any, topology: Any, tasks: TaskManagerLike, partitions_of: Callable[[str], int],
                  instance_id: str, url: str | None = None, unavailable: Callable[[], str | None] = lambda: None,
-                 forward_timeout: float = 5.0) -> None:
+                 forward_timeout: float = 5.0, access: HttpAccess | None = None) -> None:
         self.settings = settings
         self.topology = topology
         self.tasks = tasks
         self.partitions_of = partitions_of
         self.instance_id = instance_id
+        #: The token and certificate a forwarded query presents to the owner (observability/access.py).
+        self.access = access or HttpAccess()
+        self._client_tls = self.access.client_context()
         self.url = url
         self.unavailable = unavailable
         self.forward_timeout = forward_timeout
@@ -284,9 +289,9 @@ class QueryService:
     def forward(self, owner: InstanceInfo, path: str, query: str) -> tuple[int, dict[str, str], bytes]:
         """GET ``path?query`` from ``owner``: its status, headers and body; 503 when unreachable."""
         url = f"{owner.url.rstrip('/')}{path}" + (f"?{query}" if query else "")
-        req = urllib.request.Request(url, headers={FORWARDED: self.instance_id})
+        req = urllib.request.Request(url, headers={FORWARDED: self.instance_id, **self.access.client_headers()})
         try:
-            with urllib.request.urlopen(req, timeout=self.forward_timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.forward_timeout, context=self._client_tls) as resp:
                 return resp.status, dict(resp.headers.items()), resp.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers.items()) if e.headers else {}, e.read()

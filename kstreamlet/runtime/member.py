@@ -33,6 +33,7 @@ from kstreamlet.config import WORKER_INDEX_ENV, Settings
 from kstreamlet.errors import AccessError, ConfigError, ProcessingError
 from kstreamlet.logging import librdkafka_logger
 from kstreamlet.observability import Heartbeat, start_http_server, worker_http_port
+from kstreamlet.observability.access import HttpAccess
 from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, ConsumerStats, ProducerStats
 from kstreamlet.query import InstanceInfo, MetadataBoard, QueryService, advertised_url, metadata_topic
 from kstreamlet.query.service import register as register_queries, unregister as unregister_queries
@@ -168,6 +169,8 @@ class Member:
         # Liveness = the loop turns (beaten per iteration; the bound exceeds its longest blocking call,
         # committed() in on_assign). Readiness = is_ready(): joined, nothing restoring, not degraded.
         self.heartbeat = Heartbeat(max_silence=max(60.0, 3 * self.settings.transaction_timeout + 60))
+        #: Who may call /stores and /metadata, and the port's TLS (observability/access.py).
+        self.http_access = HttpAccess.from_settings(self.settings)
         self.http_server = self._start_http()
         try:
             try:
@@ -208,7 +211,8 @@ class Member:
             return None
         port = worker_http_port(self.settings.http_port)
         try:
-            return start_http_server(port, health=self.heartbeat, ready=self.is_ready, queries=self._no_queries)
+            return start_http_server(port, health=self.heartbeat, ready=self.is_ready, host=self.settings.http_host,
+                                     queries=self._no_queries, access=self.http_access)
         except OSError as e:
             raise ConfigError(f"cannot serve /healthz /readyz /metrics on port {port} (setting http_port, "
                               f"env KSTREAMLET_HTTP_PORT): {e.strerror or e}") from None
@@ -218,9 +222,10 @@ class Member:
         publishes (its URL and tasks: ``<application_id>-query-metadata``) to route keys to owners."""
         s, server = self.settings, self.http_server
         index = int(os.environ.get(WORKER_INDEX_ENV, "0") or 0)
-        url = advertised_url(s.advertised_url, server.port, index) if server is not None else None
+        access = self.http_access
+        url = advertised_url(s.advertised_url, server.port, index, access.scheme) if server is not None else None
         self.query = QueryService(s, self.topology, self.tasks, self.topics.partitions_of, self.instance_id, url,
-                                  unavailable=self._query_unavailable)
+                                  unavailable=self._query_unavailable, access=access)
         register_queries(self.query)
         if server is None or url is None:
             return
@@ -240,7 +245,7 @@ class Member:
         board.start()
         self.query.board = board
         server.queries = self.query.handle
-        self.log.info("serving interactive queries", url=url)
+        self.log.info("serving interactive queries", url=url, access=access.describe())
 
     def _no_queries(self, path: str, query: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """/stores and /metadata before the query service runs (start-up) and after it stopped."""

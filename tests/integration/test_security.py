@@ -88,13 +88,18 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def _metrics(port: int) -> str:
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", "/metrics")
-        return conn.getresponse().read().decode()
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
     finally:
         conn.close()
+
+
+def _metrics(port: int) -> str:
+    return _get(port, "/metrics")[1]
 
 
 def _updates(bootstrap: str, topic: str, expect: int, timeout: float = 120) -> list[tuple[str, int]]:
@@ -144,7 +149,8 @@ def test_eos_wordcount_over_sasl_ssl_with_only_its_acls_kill9_counted_exactly_on
     truth = collections.Counter(w for line in lines for w in line.split())
     metrics_text = ""
     try:
-        start("m1", {**mtls, "KSTREAMLET_HTTP_PORT": str(http_port)})
+        token = f"query-token-{uuid.uuid4().hex}"
+    start("m1", {**mtls, "KSTREAMLET_HTTP_PORT": str(http_port), "KSTREAMLET_HTTP_AUTH_TOKEN": token})
         start("m2")
         members.wait_event("m1", "member started", 90)
         # Input goes in through the plaintext listener (the test's own super user).
@@ -158,6 +164,12 @@ def test_eos_wordcount_over_sasl_ssl_with_only_its_acls_kill9_counted_exactly_on
         feeder.join(120)
         updates = _updates(kafka_secure.bootstrap_servers, out, expect=sum(truth.values()))
         metrics_text = _metrics(http_port)
+        # Queries need the bearer token; /metadata (instances, tasks, stores) shows no secret.
+        assert _get(http_port, "/metadata")[0] == 401
+        status, metadata_text = _get(http_port, "/metadata", {"Authorization": f"Bearer {token}"})
+        assert status == 200, metadata_text
+        status, one = _get(http_port, f"/stores/counts/{lines[0].split()[0]}", {"Authorization": f"Bearer {token}"})
+        assert status in (200, 503), one  # 503: the word lives on m2, which serves no HTTP port
     finally:
         codes = members.stop_all()
     seqs: dict[str, list[int]] = collections.defaultdict(list)
@@ -172,6 +184,8 @@ def test_eos_wordcount_over_sasl_ssl_with_only_its_acls_kill9_counted_exactly_on
     # The password is in no log line (debug level included) and no metric; the start-up log masks it.
     assert members.grep(user.password) == "", "the SASL password appeared in a log"
     assert user.password not in metrics_text
+    assert user.password not in metadata_text and token not in metadata_text
+    assert members.grep(token) == "", "the query token appeared in a log"
     reported = members.events("m1", "effective settings")[0]["settings"]
     assert reported["sasl_password"]["value"] == "***"
     assert reported["sasl_username"]["value"] == user.name

@@ -11,6 +11,8 @@ without it this module is skipped, loudly.
 
 from __future__ import annotations
 
+import base64
+
 import json
 import os
 import re
@@ -267,7 +269,8 @@ def test_values_schema_is_a_valid_draft07_schema_and_accepts_the_defaults():
 
 def test_default_kind_is_a_statefulset_with_headless_and_metrics_services():
     docs = render()
-    assert kinds(docs) == ["ConfigMap", "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "StatefulSet"], kinds(docs)
+    assert kinds(docs) == ["ConfigMap", "PodDisruptionBudget", "Secret", "Service", "Service", "ServiceAccount",
+                           "StatefulSet"], kinds(docs)
     sts = one(docs, "StatefulSet", FULLNAME)
     headless = one(docs, "Service", f"{FULLNAME}-headless")
     assert sts["spec"]["serviceName"] == headless["metadata"]["name"], \
@@ -427,6 +430,9 @@ def _kubelet_env(docs: list[dict[str, Any]], pod_name: str, secrets: dict[str, d
     """The environment of container ``c`` (default: the workload's) as the kubelet would build it
     (envFrom, then env with $(VAR) expansion)."""
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    # The chart's own Secrets (the query token), besides the existing ones the test stands in for.
+    secrets = {**{d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()}
+                  for d in docs if d["kind"] == "Secret"}, **secrets}
     c = c or container(docs)
     env: dict[str, str] = {}
     for src in c.get("envFrom", []):
@@ -857,7 +863,10 @@ CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_d
                         "static_membership", "advertised_url",
                         # kafka.sasl / kafka.tls (Secrets); ssl_key_password: extraEnv with a secretKeyRef
                         "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_ca_location",
-                        "ssl_certificate_location", "ssl_key_location", "ssl_key_password"}
+                        "ssl_certificate_location", "ssl_key_location", "ssl_key_password",
+                        # queries.* (token Secret, TLS Secret); pods listen on all interfaces for the probes
+                        "http_host", "http_auth_token", "http_tls_certificate_location", "http_tls_key_location",
+                        "http_tls_ca_location", "query_access"}
 
 
 def test_config_values_cover_exactly_the_kstreamlet_settings():
@@ -911,3 +920,53 @@ def test_chart_app_version_is_the_package_version():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert chart["appVersion"] == version, f"Chart appVersion {chart['appVersion']!r} != pyproject version {version!r}"
     assert chart["apiVersion"] == "v2"
+
+
+# --- query protection (docs/security.md, "HTTP endpoints") ---------------------------------------------
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    c = workload(docs)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def test_queries_need_a_bearer_token_from_a_secret_the_chart_makes_by_default():
+    docs = render()
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert secret["metadata"]["name"] == f"{FULLNAME}-qtoken"
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) == 40 and token.isalnum()
+    env = _env(docs)
+    assert env["KSTREAMLET_HTTP_AUTH_TOKEN"] == {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "token"}}
+    assert "KSTREAMLET_QUERY_ACCESS" not in env
+    # The token is in no ConfigMap (only the Secret holds it).
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            assert token not in json.dumps(d)
+
+
+def test_an_existing_token_secret_or_open_queries_make_no_secret():
+    docs = render("--set", "queries.existingSecret=my-token", "--set", "queries.tokenKey=t")
+    assert "Secret" not in kinds(docs)
+    assert _env(docs)["KSTREAMLET_HTTP_AUTH_TOKEN"] == {"secretKeyRef": {"name": "my-token", "key": "t"}}
+    docs = render("--set", "queries.access=open")
+    assert "Secret" not in kinds(docs)
+    env = _env(docs)
+    assert env["KSTREAMLET_QUERY_ACCESS"] == "open" and "KSTREAMLET_HTTP_AUTH_TOKEN" not in env
+
+
+def test_https_and_mtls_from_a_tls_secret_switch_probes_and_the_advertised_url():
+    docs = render("--set", "queries.tlsSecret=http-tls", "--set", "queries.mtls=true")
+    env = _env(docs)
+    assert env["KSTREAMLET_HTTP_TLS_CERTIFICATE_LOCATION"] == "/etc/kstreamlet/http-tls/tls.crt"
+    assert env["KSTREAMLET_HTTP_TLS_KEY_LOCATION"] == "/etc/kstreamlet/http-tls/tls.key"
+    assert env["KSTREAMLET_HTTP_TLS_CA_LOCATION"] == "/etc/kstreamlet/http-tls/ca.crt"
+    assert env["KSTREAMLET_ADVERTISED_URL"].startswith("https://")
+    pod = workload(docs)["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "http-tls", "mountPath": "/etc/kstreamlet/http-tls", "readOnly": True} in c["volumeMounts"]
+    assert any(v["name"] == "http-tls" and v["secret"]["secretName"] == "http-tls" for v in pod["volumes"])
+    plain = workload(render())["spec"]["template"]["spec"]["containers"][0]
+    assert plain["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert "mtls" in render_error("--set", "queries.mtls=true").lower() or "tlsSecret" in render_error("--set", "queries.mtls=true")

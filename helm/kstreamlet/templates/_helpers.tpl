@@ -134,15 +134,16 @@ must come before the variable that references them.
 # pod IP (its pod names resolve nowhere).
 {{- if eq .Values.kind "StatefulSet" }}
 - name: KSTREAMLET_ADVERTISED_URL
-  value: {{ printf "http://$(KSTREAMLET_INSTANCE_ID).%s.%s.svc:%d" (include "kstreamlet.headlessServiceName" .) .Release.Namespace (int .Values.httpPort) | quote }}
+  value: {{ printf "%s://$(KSTREAMLET_INSTANCE_ID).%s.%s.svc:%d" (include "kstreamlet.httpScheme" .) (include "kstreamlet.headlessServiceName" .) .Release.Namespace (int .Values.httpPort) | quote }}
 {{- else }}
 - name: POD_IP
   valueFrom:
     fieldRef:
       fieldPath: status.podIP
 - name: KSTREAMLET_ADVERTISED_URL
-  value: {{ printf "http://$(POD_IP):%d" (int .Values.httpPort) | quote }}
+  value: {{ printf "%s://$(POD_IP):%d" (include "kstreamlet.httpScheme" .) (int .Values.httpPort) | quote }}
 {{- end }}
+{{- include "kstreamlet.queriesEnv" . }}
 - name: KSTREAMLET_SHUTDOWN_TIMEOUT
   value: {{ .Values.shutdownTimeoutSeconds | int | toString | quote }}
 - name: KSTREAMLET_STATE_DIR
@@ -237,16 +238,19 @@ spec:
         httpGet:
           path: /healthz
           port: http
+          scheme: {{ include "kstreamlet.httpScheme" . | upper }}
         {{- toYaml .Values.probes.startup | nindent 8 }}
       livenessProbe:
         httpGet:
           path: /healthz
           port: http
+          scheme: {{ include "kstreamlet.httpScheme" . | upper }}
         {{- toYaml .Values.probes.liveness | nindent 8 }}
       readinessProbe:
         httpGet:
           path: /readyz
           port: http
+          scheme: {{ include "kstreamlet.httpScheme" . | upper }}
         {{- toYaml .Values.probes.readiness | nindent 8 }}
       {{- with .Values.resources }}
       resources:
@@ -262,10 +266,21 @@ spec:
         - name: tmp
           mountPath: /tmp
         {{- include "kstreamlet.securityMounts" . | nindent 8 }}
+        {{- if .Values.queries.tlsSecret }}
+        - name: http-tls
+          mountPath: /etc/kstreamlet/http-tls
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir: {}
     {{- include "kstreamlet.securityVolumes" . | nindent 4 }}
+    {{- if .Values.queries.tlsSecret }}
+    - name: http-tls
+      secret:
+        secretName: {{ .Values.queries.tlsSecret }}
+        defaultMode: 0440
+    {{- end }}
     {{- if eq .Values.kind "Deployment" }}
     - name: state
       {{- if .Values.emptyDirSizeLimit }}
@@ -485,4 +500,43 @@ Argument: dict "root" (the chart context) "step" ({name, args}).
     - name: tmp
       mountPath: /tmp
     {{- include "kstreamlet.securityMounts" $root | nindent 4 }}
+{{- end }}
+
+{{/* http or https: the HTTP port's scheme (queries.tlsSecret). */}}
+{{- define "kstreamlet.httpScheme" -}}
+{{- if .Values.queries.tlsSecret }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* The Secret holding the query token: queries.existingSecret or the chart's own. */}}
+{{- define "kstreamlet.queryTokenSecret" -}}
+{{- .Values.queries.existingSecret | default (printf "%s-qtoken" (include "kstreamlet.fullname" .)) }}
+{{- end }}
+
+{{/*
+Protection of /stores and /metadata (docs/security.md, "HTTP endpoints"): the bearer token from a
+Secret (secretKeyRef: never in the ConfigMap or the pod spec), or query_access=open; HTTPS (and
+mTLS) from a mounted kubernetes.io/tls Secret.
+*/}}
+{{- define "kstreamlet.queriesEnv" -}}
+{{- $q := .Values.queries }}
+{{- if eq $q.access "open" }}
+- name: KSTREAMLET_QUERY_ACCESS
+  value: "open"
+{{- else }}
+- name: KSTREAMLET_HTTP_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kstreamlet.queryTokenSecret" . }}
+      key: {{ $q.tokenKey }}
+{{- end }}
+{{- if $q.tlsSecret }}
+- name: KSTREAMLET_HTTP_TLS_CERTIFICATE_LOCATION
+  value: "/etc/kstreamlet/http-tls/tls.crt"
+- name: KSTREAMLET_HTTP_TLS_KEY_LOCATION
+  value: "/etc/kstreamlet/http-tls/tls.key"
+{{- if $q.mtls }}
+- name: KSTREAMLET_HTTP_TLS_CA_LOCATION
+  value: "/etc/kstreamlet/http-tls/ca.crt"
+{{- end }}
+{{- end }}
 {{- end }}
