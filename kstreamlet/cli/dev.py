@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Any, Callable
 
@@ -24,12 +25,17 @@ def register(sub: Any) -> None:
     k = dsub.add_parser("kafka", help="a detached single-node KRaft broker from Apache Kafka's jars",
                         formatter_class=FORMATTER,
                         epilog=epilog('eval "$(kstreamlet dev kafka up)"   # 127.0.0.1:9092',
-                                      "kstreamlet dev kafka up --port 9093 --json", "kstreamlet dev kafka down"))
+                                      "kstreamlet dev kafka up --port 9093 --json",
+                                      'eval "$(kstreamlet dev kafka up --secure)"   # SASL_SSL login exported',
+                                      "kstreamlet dev kafka down"))
     k.add_argument("action", choices=["up", "down", "status"])
     k.add_argument("--port", type=int, default=None,
                    help="broker port on 127.0.0.1 for `up` (default 9092); another port than the running "
                         "broker's is an error")
     k.add_argument("--json", action="store_true", help="`up`: print the broker's state as JSON, not an export line")
+    k.add_argument("--secure", action="store_true",
+                   help="`up`: also a SASL_SSL listener (SCRAM-SHA-512 over a throwaway CA, ACLs on); the export "
+                        "lines then point the app at it with its login (docs/security.md)")
     k.set_defaults(fn=_kafka)
     m = dsub.add_parser("mysql", help="a detached private MariaDB (the OS package's mariadbd)",
                         formatter_class=FORMATTER,
@@ -55,6 +61,9 @@ def _serve(action: str, args: argparse.Namespace, what: str, var: str, key: str,
         state = up(args.port)
         if args.json:
             print(json.dumps(state))
+        elif isinstance(state.get("env"), dict):  # a secured broker: the whole login
+            for name, value in state["env"].items():  # type: ignore[attr-defined]
+                print(f"export {name}={shlex.quote(str(value))}")
         else:
             print(f"export {var}={state[key]}")
         verb = "started" if state.get("started") else "already running"
@@ -73,8 +82,10 @@ def _kafka(args: argparse.Namespace) -> int:
     from kstreamlet.dev import kafka
 
     try:
-        return _serve(args.action, args, "Kafka broker", "KSTREAMLET_BOOTSTRAP_SERVERS", "bootstrap_servers",
-                      kafka.dev_up, kafka.dev_down, kafka.dev_status)
+        secure = bool(getattr(args, "secure", False))
+        return _serve(args.action, args, "Kafka broker", "KSTREAMLET_BOOTSTRAP_SERVERS",
+                      "sasl_bootstrap_servers" if secure else "bootstrap_servers",
+                      lambda port: kafka.dev_up(port, secure=secure), kafka.dev_down, kafka.dev_status)
     except kafka.KafkaStartError as e:
         raise CliError(str(e)) from None
 

@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Protocol
 
 from kstreamlet.dev._process import live_state, stop_pid
 from kstreamlet.dev._net import docker_available, free_port, port_in_use
-from kstreamlet.dev.security import BrokerSecurity
+from kstreamlet.dev.security import ADMIN_USER, BrokerSecurity
 
 log = logging.getLogger("kstreamlet.dev.kafka")
 
@@ -604,12 +604,17 @@ def dev_status() -> dict[str, object] | None:
 DEV_PORT = 9092
 
 
-def dev_up(port: int | None = None) -> dict[str, object]:
+def dev_up(port: int | None = None, secure: bool = False) -> dict[str, object]:
     """Start a detached broker on 127.0.0.1:``port`` (default 9092) that outlives this process.
 
+    ``secure``: also a ``SASL_SSL`` listener (SCRAM-SHA-512 over a throwaway CA, the
+    StandardAuthorizer on; dev/security.py) whose SCRAM user ``admin`` (a random password) is a
+    super user, as the plaintext listener's ANONYMOUS is; the state then has ``sasl_bootstrap_servers`` and the ``env`` an app
+    logs in with (``KSTREAMLET_SECURITY_PROTOCOL``, ``..._SASL_*``, ``..._SSL_CA_LOCATION``).
+
     Idempotent: a dev broker already running is returned as is (``"started": False``) when no
-    port or its own port is asked for; asking for another port while one runs is a
-    :class:`KafkaStartError` (stop it first), as is a port something else listens on."""
+    port or its own port is asked for (and ``secure`` matches); asking for another port while one
+    runs is a :class:`KafkaStartError` (stop it first), as is a port something else listens on."""
     state = dev_status()
     if state:
         running = str(state["bootstrap_servers"])
@@ -617,15 +622,27 @@ def dev_up(port: int | None = None) -> dict[str, object]:
             raise KafkaStartError(
                 f"a dev broker is already running at {running} (pid {state['pid']}), not on port {port}; "
                 "use it, or stop it first with `kstreamlet dev kafka down`")
+        if secure != bool(state.get("sasl_bootstrap_servers")):
+            raise KafkaStartError(
+                f"a dev broker {'without' if secure else 'with'} a SASL_SSL listener is already running at {running} "
+                f"(pid {state['pid']}); stop it first with `kstreamlet dev kafka down`")
         return {**state, "started": False}
     workdir = cache_dir() / "dev-kafka"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    broker = LocalKafkaBroker(port=DEV_PORT if port is None else port, workdir=workdir, keep_dir=True)
+    security = None
+    if secure:
+        security = BrokerSecurity(directory=workdir / "tls")
+    broker = LocalKafkaBroker(port=DEV_PORT if port is None else port, workdir=workdir, keep_dir=True,
+                              security=security)
     broker.start()
     assert broker.proc is not None
     state = {"pid": broker.proc.pid, "bootstrap_servers": broker.bootstrap_servers, "workdir": str(workdir),
              "version": broker.version, "startup_seconds": round(broker.startup_seconds, 2)}
+    if security is not None:
+        state["sasl_bootstrap_servers"] = broker.sasl_bootstrap_servers
+        state["env"] = {"KSTREAMLET_BOOTSTRAP_SERVERS": str(broker.sasl_bootstrap_servers),
+                        **security.env(ADMIN_USER)}
     _state_file().write_text(json.dumps(state))
     return {**state, "started": True}
 

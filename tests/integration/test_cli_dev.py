@@ -96,6 +96,42 @@ def test_dev_kafka_up_serves_the_port_asked_for(dev_env):
     assert _cli(env, "dev", "kafka", "status").returncode == 1
 
 
+def test_dev_kafka_up_secure_exports_a_sasl_ssl_login_that_works(dev_env):
+    import shlex
+
+    from confluent_kafka.admin import AdminClient
+
+    from kstreamlet import Settings
+
+    env, cache = dev_env
+    port = free_port()
+    pid = None
+    try:
+        up = _cli(env, "dev", "kafka", "up", "--port", str(port), "--secure")
+        assert up.returncode == 0, up.stdout + up.stderr
+        exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in up.stdout.splitlines())
+        assert exported["KSTREAMLET_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert exported["KSTREAMLET_BOOTSTRAP_SERVERS"] != f"127.0.0.1:{port}"  # the SASL_SSL listener
+        assert Path(exported["KSTREAMLET_SSL_CA_LOCATION"]).is_file()
+        settings = Settings(application_id="dev-secure",
+                            **{k.removeprefix("KSTREAMLET_").lower(): v for k, v in exported.items()})
+        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.security_config()})
+        assert admin.list_topics(timeout=30).brokers
+        # Asking for the plaintext-only broker while the secured one runs is a clear error.
+        plain = _cli(env, "dev", "kafka", "up")
+        assert plain.returncode == 2 and "SASL_SSL" in plain.stderr, plain.stderr
+        status = _cli(env, "dev", "kafka", "status")
+        pid = int(json.loads(status.stdout)["pid"])
+    finally:
+        down = _cli(env, "dev", "kafka", "down", timeout=90)
+        _stop_by_pid(cache, "dev-kafka.json")
+    assert down.returncode == 0, down.stdout + down.stderr
+    deadline = time.monotonic() + 10
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pid is None or not _alive(pid)
+
+
 def test_dev_mysql_up_status_down(dev_env):
     pymysql = pytest.importorskip("pymysql")
     from kstreamlet.dev.mysql import MySQLStartError, _find_binary

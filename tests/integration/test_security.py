@@ -147,10 +147,10 @@ def test_eos_wordcount_over_sasl_ssl_with_only_its_acls_kill9_counted_exactly_on
     vocab = [f"w{i}" for i in range(200)]
     lines = [" ".join(rnd.choice(vocab) for _ in range(4)) for _ in range(12_000)]
     truth = collections.Counter(w for line in lines for w in line.split())
-    metrics_text = ""
+    metrics_text = metadata_text = ""
+    token = f"query-token-{uuid.uuid4().hex}"
     try:
-        token = f"query-token-{uuid.uuid4().hex}"
-    start("m1", {**mtls, "KSTREAMLET_HTTP_PORT": str(http_port), "KSTREAMLET_HTTP_AUTH_TOKEN": token})
+        start("m1", {**mtls, "KSTREAMLET_HTTP_PORT": str(http_port), "KSTREAMLET_HTTP_AUTH_TOKEN": token})
         start("m2")
         members.wait_event("m1", "member started", 90)
         # Input goes in through the plaintext listener (the test's own super user).
