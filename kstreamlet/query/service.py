@@ -38,7 +38,7 @@ import structlog
 
 from kstreamlet.query.metadata import InstanceInfo, MetadataBoard, TaskKey
 from kstreamlet.partitioner import partition_of
-from kstreamlet.state.codec import key_prefix
+from kstreamlet.state.codec import key_prefix, prefix_end
 from kstreamlet.errors import InspectionError
 from kstreamlet.observability.access import HttpAccess
 from kstreamlet.state.inspect import (
@@ -108,16 +108,6 @@ class _AppView:
 
     def topology(self) -> Any:
         return self._topology
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    b = bytearray(prefix)
-    while b:
-        if b[-1] < 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return None
 
 
 def advertised_url(configured: str | None, port: int, worker_index: int = 0, scheme: str = "http") -> str:
@@ -242,7 +232,7 @@ class QueryService:
 
     @staticmethod
     def _scan_backend(backend: Any, partition: int, prefix: bytes | None) -> Raw:
-        start, end = (prefix, _prefix_end(prefix)) if prefix is not None else (b"", None)
+        start, end = (prefix, prefix_end(prefix)) if prefix is not None else (b"", None)
         for attempt in range(3):
             try:
                 return {k: (partition, v) for k, v in backend.iter_from(start, end)}

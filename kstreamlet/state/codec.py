@@ -113,5 +113,17 @@ def decode_window(raw: bytes, offset: int) -> tuple[int, int]:
 
 __all__ = [
     "BIAS", "TIMESTAMP", "WINDOW", "MIN_TIMESTAMP", "MAX_TIMESTAMP", "saturate", "saturating_add", "key_prefix", "key_of", "encode_list", "decode_list", "list_codec",
-    "encode_timestamp", "decode_timestamp", "window_key", "decode_window",
+    "encode_timestamp", "decode_timestamp", "window_key", "decode_window", "prefix_end",
 ]
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no such key, the
+    prefix is all 0xFF): the exclusive upper bound of a prefix scan."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 from kstreamlet.errors import RecordProductionError
 from kstreamlet.state.backend import Backend
+from kstreamlet.state.codec import prefix_end
 
 _MISSING = object()
 
@@ -73,7 +74,7 @@ class Store:
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Entries whose key starts with ``prefix``, in key order, uncommitted writes merged in."""
-        return self.iter_range(prefix, _prefix_end(prefix))
+        return self.iter_range(prefix, prefix_end(prefix))
 
     def iter_range(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key < end`` (end None = unbounded), merged with the buffer."""
@@ -197,14 +198,3 @@ class Store:
 
     def close(self) -> None:
         self.backend.close()
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix``."""
-    b = bytearray(prefix)
-    while b:
-        if b[-1] < 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return None
