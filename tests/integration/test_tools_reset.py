@@ -62,7 +62,8 @@ def test_reset_refuses_while_running_then_reprocesses_from_the_start(kafka_boots
         plan = cli_json(["reset", "services.wordcount:app", "--dry-run"], env)
         assert plan["dry_run"] and plan["input_topics"] == [inp]
         assert [(o["topic"], o["partition"], o["offset"]) for o in plan["offsets"]] == [(inp, 0, 0), (inp, 1, 0)]
-        assert plan["delete_topics"] == sorted([repartition, changelog]) and plan["wipe_state_dir"]
+        recorded = f"{app_id}-topology"  # the recorded topology goes too: the app may start changed
+        assert plan["delete_topics"] == sorted([repartition, changelog, recorded]) and plan["wipe_state_dir"]
         # Other positions, as plans: a time after every record is the end; an offset is clamped.
         later = cli_json(["reset", "services.wordcount:app", "--dry-run", "--to-datetime", "2999-01-01T00:00:00Z"], env)
         assert [o["offset"] for o in later["offsets"]] == [10, 10]
@@ -76,7 +77,7 @@ def test_reset_refuses_while_running_then_reprocesses_from_the_start(kafka_boots
         assert not done["dry_run"]
         assert _committed(kafka_bootstrap, app_id, inp, 2) == [0, 0]
         topics = kafka_admin.list_topics(timeout=10).topics
-        assert repartition not in topics and changelog not in topics
+        assert repartition not in topics and changelog not in topics and recorded not in topics
         assert not (state_dir / app_id).exists()
         assert f"{app_id}-dlq" in topics  # the DLQ only goes with --include-dlq
 
