@@ -32,7 +32,7 @@ import re
 import socket
 from typing import Any, Iterable, Literal, Mapping
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kstreamlet.errors import ConfigError
@@ -154,6 +154,24 @@ class Settings(BaseSettings):
         "store whose serde changed, a removed store): the change is intended; reset the affected stores.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL(s), comma-separated, for the serdes of kstreamlet.serdes_registry "
+        "(Avro, Protobuf, JSON Schema); None = no registry. mock://<scope> is confluent-kafka's in-process registry.",
+    )
+    schema_registry_basic_auth_user_info: SecretStr | None = Field(
+        None,
+        description="'user:password' for the Schema Registry's HTTP basic auth (a secret: never logged).",
+    )
+    schema_registry_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="SchemaRegistryClient passthrough (ssl.ca.location, bearer.auth.*, ...); secret keys masked in logs.",
+    )
+    tracing: Literal["off", "w3c", "otel"] = Field(
+        "off",
+        description="W3C traceparent headers always continue through the pipeline (new span id per hop). 'w3c': "
+        "records without one get a new trace; 'otel': also OpenTelemetry spans per checkpoint (kstreamlet[otel]).",
+    )
 
     @field_validator("application_id")
     @classmethod
@@ -281,19 +299,23 @@ def check_setting_names(names: Iterable[str], where: str = "App()") -> None:
         raise ConfigError("invalid kstreamlet configuration: " + "; ".join(problems))
 
 
-def parse_kafka_config_env(var: str, raw: str) -> dict[str, Any]:
+#: Settings whose environment variable is a JSON object.
+_JSON_FIELDS = ("kafka_config", "schema_registry_config")
+
+
+def parse_kafka_config_env(var: str, raw: str, field: str = "kafka_config") -> dict[str, Any]:
     """``KSTREAMLET_KAFKA_CONFIG``'s JSON object, or a ConfigError saying where it is malformed
     (the value itself is not repeated: it may hold credentials)."""
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ConfigError(
-            f"invalid kstreamlet configuration: kafka_config (env {var}): not valid JSON: {e.msg} at line {e.lineno} "
+            f"invalid kstreamlet configuration: {field} (env {var}): not valid JSON: {e.msg} at line {e.lineno} "
             f"column {e.colno} (char {e.pos}); expected an object such as "
             '{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN"}') from None
     if not isinstance(value, dict):
-        raise ConfigError(f"invalid kstreamlet configuration: kafka_config (env {var}): expected a JSON object of "
-                          f"librdkafka properties, got a JSON {type(value).__name__}")
+        raise ConfigError(f"invalid kstreamlet configuration: {field} (env {var}): expected a JSON object of "
+                          f"{'librdkafka ' if field == 'kafka_config' else ''}properties, got a JSON {type(value).__name__}")
     return value
 
 
@@ -317,7 +339,7 @@ def read_env(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], 
         if field in fields:
             if raw == "":
                 continue
-            values[field] = parse_kafka_config_env(var, raw) if field == "kafka_config" else raw
+            values[field] = parse_kafka_config_env(var, raw, field) if field in _JSON_FIELDS else raw
             names[field] = var
             continue
         if upper in NON_SETTING_ENV:
@@ -427,8 +449,10 @@ def is_secret_key(key: str) -> bool:
 
 def mask_setting(name: str, value: Any) -> Any:
     """``value`` as it may be logged: secret ``kafka_config`` entries replaced by ``***``."""
-    if name == "kafka_config" and isinstance(value, Mapping):
-        return {k: (MASK if is_secret_key(str(k)) else v) for k, v in value.items()}
+    if name in ("kafka_config", "schema_registry_config") and isinstance(value, Mapping):
+        return {k: (MASK if is_secret_key(str(k)) or "user.info" in str(k) else v) for k, v in value.items()}
+    if isinstance(value, SecretStr):
+        return MASK
     return value
 
 

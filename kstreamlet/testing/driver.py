@@ -138,7 +138,8 @@ class TestInputTopic:
     __test__ = False
 
     def __init__(self, driver: "TopologyTestDriver", topic: str, key_serde: Serde[Any], value_serde: Serde[Any]):
-        self._driver, self.topic, self._ks, self._vs = driver, topic, key_serde, value_serde
+        self._driver, self.topic = driver, topic
+        self._ks, self._vs = key_serde.for_topic(topic, True), value_serde.for_topic(topic, False)
 
     def pipe_input(self, value: Any, key: Any = None, timestamp: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
@@ -163,7 +164,8 @@ class TestOutputTopic:
     __test__ = False
 
     def __init__(self, driver: "TopologyTestDriver", topic: str, key_serde: Serde[Any], value_serde: Serde[Any]):
-        self._driver, self.topic, self._ks, self._vs = driver, topic, key_serde, value_serde
+        self._driver, self.topic = driver, topic
+        self._ks, self._vs = key_serde.for_topic(topic, True), value_serde.for_topic(topic, False)
 
     def _queue(self) -> deque[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]:
         return self._driver._outputs.setdefault(self.topic, deque())
@@ -407,11 +409,12 @@ class TopologyTestDriver:
 
     # --- the collector the tasks write to -------------------------------------------------------
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         if topic in self._internal:
-            self._deliver(topic, key, value, ts, None, partition if partition >= 0 else None)
+            self._deliver(topic, key, value, ts, list(headers) if headers else None, partition if partition >= 0 else None)
         else:
-            self._staged.append((topic, (key, value, ts, [])))
+            self._staged.append((topic, (key, value, ts, list(headers) if headers else [])))
 
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
         self._deliver(topic, key, None, ts, headers, partition)

@@ -285,9 +285,12 @@ class SinkNode(Node):
 
     def __init__(self, topic: str, key_serde: Serde[Any], value_serde: Serde[Any],
                  partitioner: Callable[[Any, Any, int], int] | None = None,
-                 key_fn: Callable[[Any], Any] | None = None, internal: bool = False, name: str | None = None) -> None:
+                 key_fn: Callable[[Any], Any] | None = None, internal: bool = False, name: str | None = None,
+                 headers: Any = "propagate") -> None:
         super().__init__(name)
         self.topic = topic
+        #: Output headers: "propagate" | "drop" | fn(key, value, headers) (topology/headers.py).
+        self.headers = headers
         self.key_serde = key_serde
         self.value_serde = value_serde
         self.partitioner = partitioner
@@ -298,23 +301,27 @@ class SinkNode(Node):
     def compile(self, task: "Task") -> Push:
         send = task.collector.send
         topic = self.topic
-        kser = None if self.key_serde.identity else self.key_serde.serialize
-        vser = None if self.value_serde.identity else self.value_serde.serialize
+        kser = None if self.key_serde.identity else self.key_serde.for_topic(topic, True).serialize
+        vser = None if self.value_serde.identity else self.value_serde.for_topic(topic, False).serialize
         key_fn = self.key_fn
         partitioner = self.partitioner
         n_partitions = task.partitions_of(topic) if partitioner else 0
+        from kstreamlet.topology.headers import output_headers
+
+        tracing = getattr(task.settings, "tracing", "off")
+        hdrs = output_headers(task, self.headers, tracing in ("w3c", "otel"))
 
         if partitioner is None and key_fn is None and kser is None:
             if vser is None:
                 # Bytes in, bytes out: nothing to do but send.
                 def push_raw(k: Any, v: Any, ts: int) -> None:
-                    send(topic, k, v, ts, -1)
+                    send(topic, k, v, ts, -1, hdrs(k, v))
 
                 return push_raw
 
             # The common case (bytes keys, typed values), without branches.
             def push_fast(k: Any, v: Any, ts: int) -> None:
-                send(topic, k, vser(v), ts, -1)
+                send(topic, k, vser(v), ts, -1, hdrs(k, v))
 
             return push_fast
 
@@ -322,7 +329,7 @@ class SinkNode(Node):
             if key_fn is not None:
                 k = key_fn(v)
             part = partitioner(k, v, n_partitions) if partitioner is not None else -1
-            send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part)
+            send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part, hdrs(k, v))
 
         return push
 

@@ -777,7 +777,9 @@ def test_conflicting_values_fail_with_a_message(args, mentions):
 
 #: Settings the chart sets itself instead of through `config`.
 CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_dir", "kafka_config",
-                        "static_membership"}
+                        "static_membership",
+                        # a secret and a JSON object: through envFrom (a Secret), as values.yaml says
+                        "schema_registry_basic_auth_user_info", "schema_registry_config"}
 
 
 def test_config_values_cover_exactly_the_kstreamlet_settings():
