@@ -173,6 +173,16 @@ class Settings(BaseSettings):
         "records without one get a new trace; 'otel': also OpenTelemetry spans per checkpoint (kstreamlet[otel]).",
     )
 
+    @field_validator("tracing")
+    @classmethod
+    def _otel_installed(cls, v: str) -> str:
+        if v == "otel":
+            import importlib.util
+
+            if importlib.util.find_spec("opentelemetry") is None:
+                raise ValueError("'otel' needs OpenTelemetry: pip install 'kstreamlet[otel]' (or use 'w3c')")
+        return v
+
     @field_validator("application_id")
     @classmethod
     def _valid_app_id(cls, v: str) -> str:
