@@ -191,7 +191,8 @@ class SchemaRegistry:
     ``url``: one or more comma-separated URLs (``mock://<scope>``: confluent-kafka's in-process
     mock, for tests); ``basic_auth_user_info``: ``"user:password"`` (never logged or shown in
     ``repr``); ``config``: more ``SchemaRegistryClient`` properties (``ssl.ca.location``,
-    ``bearer.auth.credentials.source``, ...); ``client``: an existing client to share."""
+    ``bearer.auth.credentials.source``, ...); ``client``: an existing client to share. The client
+    is created at once (without contacting the registry): invalid settings raise ConfigError here."""
 
     def __init__(self, url: str | None = None, *, basic_auth_user_info: Any = None,
                  config: Mapping[str, Any] | None = None, client: Any = None) -> None:
@@ -203,9 +204,11 @@ class SchemaRegistry:
         if basic_auth_user_info is not None:
             secret = getattr(basic_auth_user_info, "get_secret_value", None)
             self._config["basic.auth.user.info"] = secret() if secret else str(basic_auth_user_info)
-            self._config.setdefault("basic.auth.credentials.source", "USER_INFO")
         self._client = client
         self._lock = threading.Lock()
+        # Created now (no request is made): a bad URL or property fails where the serde is defined,
+        # not as an error of the first record.
+        self.client
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SchemaRegistry":
@@ -220,7 +223,7 @@ class SchemaRegistry:
 
     @property
     def client(self) -> Any:
-        """The ``confluent_kafka.schema_registry.SchemaRegistryClient`` (created on first use)."""
+        """The ``confluent_kafka.schema_registry.SchemaRegistryClient``."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -232,8 +235,9 @@ class SchemaRegistry:
                         raise _missing_extra("schema registry", e) from e
                     except (ValueError, TypeError) as e:
                         # The message names the property, never its value (it may be a secret).
-                        raise ConfigError(f"invalid kstreamlet configuration: schema_registry_config / "
-                                          f"schema_registry_url (env KSTREAMLET_SCHEMA_REGISTRY_*): {e}") from None
+                        raise ConfigError(f"invalid kstreamlet configuration: schema_registry_config (env "
+                                          f"KSTREAMLET_SCHEMA_REGISTRY_CONFIG) or schema_registry_url (env "
+                                          f"KSTREAMLET_SCHEMA_REGISTRY_URL): {e}") from None
         return self._client
 
     # --- serdes ----------------------------------------------------------------------------------------

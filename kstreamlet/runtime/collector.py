@@ -70,7 +70,10 @@ class RecordCollector:
                 check(topic, key, value, ts, partition, headers)
             try:
                 try:
-                    produce(topic, value, key, partition, timestamp=ts, headers=headers)
+                    if headers:
+                        produce(topic, value, key, partition, timestamp=ts, headers=headers)
+                    else:
+                        produce(topic, value, key, partition, timestamp=ts)
                 except BufferError:
                     slow(topic, value, key, partition, timestamp=ts, headers=headers)
             except KafkaException as e:

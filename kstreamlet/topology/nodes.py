@@ -306,24 +306,43 @@ class SinkNode(Node):
         key_fn = self.key_fn
         partitioner = self.partitioner
         n_partitions = task.partitions_of(topic) if partitioner else 0
-        from kstreamlet.topology.headers import output_headers
+        from kstreamlet.topology.headers import carried, output_headers
 
-        tracing = getattr(task.settings, "tracing", "off")
-        hdrs = output_headers(task, self.headers, tracing in ("w3c", "otel"))
+        start_traces = getattr(task.settings, "tracing", "off") in ("w3c", "otel")
+        # Output headers (topology/headers.py). The default (propagate, no new traces) is inlined:
+        # a record without headers costs one m.headers() call.
+        hdrs = None if self.headers == "propagate" and not start_traces else \
+            output_headers(task, self.headers, start_traces)
+        carry = carried(task)
 
-        if partitioner is None and key_fn is None and kser is None:
-            if vser is None:
-                # Bytes in, bytes out: nothing to do but send.
-                def push_raw(k: Any, v: Any, ts: int) -> None:
-                    send(topic, k, v, ts, -1, hdrs(k, v))
+        if hdrs is None:
+            if partitioner is None and key_fn is None and kser is None:
+                if vser is None:
+                    # Bytes in, bytes out: nothing to do but send.
+                    def push_raw(k: Any, v: Any, ts: int) -> None:
+                        m = task.msg
+                        h = m.headers() if m is not None else None
+                        send(topic, k, v, ts, -1, carry(m, h) if h else None)
 
-                return push_raw
+                    return push_raw
 
-            # The common case (bytes keys, typed values), without branches.
-            def push_fast(k: Any, v: Any, ts: int) -> None:
-                send(topic, k, vser(v), ts, -1, hdrs(k, v))
+                # The common case (bytes keys, typed values), without branches.
+                def push_fast(k: Any, v: Any, ts: int) -> None:
+                    m = task.msg
+                    h = m.headers() if m is not None else None
+                    send(topic, k, vser(v), ts, -1, carry(m, h) if h else None)
 
-            return push_fast
+                return push_fast
+
+            def push_carry(k: Any, v: Any, ts: int) -> None:
+                if key_fn is not None:
+                    k = key_fn(v)
+                part = partitioner(k, v, n_partitions) if partitioner is not None else -1
+                m = task.msg
+                h = m.headers() if m is not None else None
+                send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part, carry(m, h) if h else None)
+
+            return push_carry
 
         def push(k: Any, v: Any, ts: int) -> None:
             if key_fn is not None:

@@ -214,6 +214,16 @@ def test_settings_url_and_secret_never_logged(monkeypatch: Any) -> None:
     assert sr._config["basic.auth.user.info"] == "svc:s3cret"
     with pytest.raises(ConfigError, match="schema_registry_url.*KSTREAMLET_SCHEMA_REGISTRY_URL"):
         SchemaRegistry.from_settings(App(application_id="sr2").settings)
+    real = SchemaRegistry("http://sr:8081", basic_auth_user_info="svc:s3cret")  # the HTTP client accepts it
+    assert "s3cret" not in repr(real) and "basic auth" in repr(real)
+    with pytest.raises(ConfigError, match="schema_registry_config.*KSTREAMLET_SCHEMA_REGISTRY_CONFIG.*bogus"):
+        SchemaRegistry("http://sr:8081", config={"bogus.property": 1})  # fails where defined, not per record
+    monkeypatch.setenv("KSTREAMLET_SCHEMA_REGISTRY_CONFIG", "[1]")
+    with pytest.raises(ConfigError, match="schema_registry_config \\(env KSTREAMLET_SCHEMA_REGISTRY_CONFIG\\)"):
+        App(application_id="sr3")
+    monkeypatch.setenv("KSTREAMLET_SCHEMA_REGISTRY_CONFIG", '{"ssl.ca.location": "/ca.pem", "basic.auth.user.info": "a:b"}')
+    report = App(application_id="sr4").settings.report()["settings"]["schema_registry_config"]["value"]
+    assert report == {"ssl.ca.location": "/ca.pem", "basic.auth.user.info": "***"}
 
 
 # --- in a pipeline: an incompatible record goes to the DLQ with the schema error -------------------
