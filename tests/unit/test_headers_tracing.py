@@ -180,3 +180,19 @@ def test_tracing_otel_fails_fast_without_opentelemetry(monkeypatch: Any) -> None
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "opentelemetry" else real(n, *a))
     with pytest.raises(ConfigError, match="tracing.*KSTREAMLET_TRACING.*kstreamlet\\[otel\\]"):
         App(application_id="h", tracing="otel")
+
+
+def test_member_adds_checkpoint_spans_only_with_tracing_otel() -> None:
+    pytest.importorskip("opentelemetry")
+    from kstreamlet.runtime.member import Member
+
+    try:
+        for mode, expected in (("off", False), ("w3c", False), ("otel", True)):
+            app = App(application_id="h", state_backend="memory", tracing=mode)
+            app.stream("in").to("out")
+            m = Member(app, "m1", install_signal_handlers=False)
+            assert any(isinstance(x, tracing.CheckpointSpans) for x in m.listeners) is expected, mode
+            if mode != "off":
+                assert tracing.mode() == mode, "the member sets the process's tracing mode"
+    finally:
+        tracing.configure("off")
