@@ -22,7 +22,9 @@ policies apply as in production: with ``dlq`` a failing record (or timer call) a
 dead-letter topic with the same headers; a :class:`~kstreamlet.errors.ProcessingError`
 (policy ``fail``) aborts the checkpoint — its state writes, timer deletions and outputs are
 dropped, as a member's abort drops them — and propagates (a member would stop there; the
-driver does not replay the aborted input).
+driver does not replay the aborted input). So does an ``AbortCheckpoint`` raised while processing
+(e.g. ``SchemaRegistryUnavailable``: a member would abort and replay it, not dead-letter it).
+Output records carry headers as a member writes them (``TestRecord.headers``; docs/headers-and-tracing.md).
 
 Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
 owner taking over: fresh tasks on the committed contents of every store (what restoring the
@@ -53,6 +55,7 @@ from typing import Any, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.runtime.checkpoint import AbortCheckpoint
 from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
@@ -465,7 +468,7 @@ class TopologyTestDriver:
                     task = self.tasks[(self.topology.subtopology_of(m.topic()).id, m.partition())]
                     try:
                         task.on_message[m.topic()](m)
-                    except ProcessingError:
+                    except (ProcessingError, AbortCheckpoint):  # AbortCheckpoint: a member would replay
                         raise
                     except Exception as e:
                         self.errors.handle(m, e)

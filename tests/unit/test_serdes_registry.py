@@ -206,6 +206,7 @@ def test_an_unreachable_registry_aborts_the_checkpoint_instead_of_failing_the_re
 # --- settings: URL, secret ---------------------------------------------------------------------------
 
 def test_settings_url_and_secret_never_logged(monkeypatch: Any) -> None:
+    monkeypatch.delenv("KSTREAMLET_SCHEMA_REGISTRY_URL", raising=False)  # set for the real-registry runs
     monkeypatch.setenv("KSTREAMLET_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "svc:s3cret")
     app = App(application_id="sr", schema_registry_url="mock://settings")
     sr = SchemaRegistry.from_settings(app.settings)
@@ -252,3 +253,13 @@ def test_pipeline_avro_in_avro_out_and_schema_errors_to_the_dlq(registry: Schema
     assert int(h["kstreamlet.error.schema.id"]) == int.from_bytes(dlq[0].value[1:5], "big")
 
     assert h["kstreamlet.error.schema.error"]
+
+
+def test_driver_an_unreachable_registry_aborts_and_sends_nothing_to_the_dlq() -> None:
+    sr = SchemaRegistry("http://127.0.0.1:9", config={"max.retries": 0})
+    app = App(application_id="sr-down", state_backend="memory")
+    app.stream("in", value_serde=serdes.JSON).to("out", value_serde=sr.avro(ORDER_V1))
+    with TopologyTestDriver(app) as d:
+        with pytest.raises(SchemaRegistryUnavailable):
+            d.input_topic("in", value_serde=serdes.JSON).pipe_input({"id": "a", "amount": 1})
+        assert d.dlq_topic().is_empty() and d.output_topic("out").is_empty()
