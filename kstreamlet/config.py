@@ -86,7 +86,7 @@ SECURITY_PROPERTIES: dict[str, str] = {
     "ssl_key_password": "ssl.key.password",
 }
 #: Settings whose values are secrets: never logged, shown as ``***``.
-SECRET_SETTINGS = frozenset({"sasl_password", "ssl_key_password", "http_auth_token"})
+SECRET_SETTINGS = frozenset({"sasl_password", "ssl_key_password", "http_auth_token", "schema_registry_basic_auth_user_info"})
 ErrorPolicy = Literal["dlq", "skip", "fail"]
 
 # Settings kstreamlet owns: passing them through kafka_config would break its guarantees.
@@ -211,6 +211,34 @@ class Settings(BaseSettings):
         "store whose serde changed, a removed store): the change is intended; reset the affected stores.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL(s), comma-separated, for the serdes of kstreamlet.serdes_registry "
+        "(Avro, Protobuf, JSON Schema); None = no registry. mock://<scope> is confluent-kafka's in-process registry.",
+    )
+    schema_registry_basic_auth_user_info: SecretStr | None = Field(
+        None,
+        description="'user:password' for the Schema Registry's HTTP basic auth (a secret: never logged).",
+    )
+    schema_registry_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="SchemaRegistryClient passthrough (ssl.ca.location, bearer.auth.*, ...); secret keys masked in logs.",
+    )
+    tracing: Literal["off", "w3c", "otel"] = Field(
+        "off",
+        description="W3C traceparent headers always continue through the pipeline (new span id per hop). 'w3c': "
+        "records without one get a new trace; 'otel': also OpenTelemetry spans per checkpoint (kstreamlet[otel]).",
+    )
+
+    @field_validator("tracing")
+    @classmethod
+    def _otel_installed(cls, v: str) -> str:
+        if v == "otel":
+            import importlib.util
+
+            if importlib.util.find_spec("opentelemetry") is None:
+                raise ValueError("'otel' needs OpenTelemetry: pip install 'kstreamlet[otel]' (or use 'w3c')")
+        return v
 
     @field_validator("application_id")
     @classmethod
@@ -425,19 +453,23 @@ def check_setting_names(names: Iterable[str], where: str = "App()") -> None:
         raise ConfigError("invalid kstreamlet configuration: " + "; ".join(problems))
 
 
-def parse_kafka_config_env(var: str, raw: str) -> dict[str, Any]:
+#: Settings whose environment variable is a JSON object.
+_JSON_FIELDS = ("kafka_config", "schema_registry_config")
+
+
+def parse_kafka_config_env(var: str, raw: str, field: str = "kafka_config") -> dict[str, Any]:
     """``KSTREAMLET_KAFKA_CONFIG``'s JSON object, or a ConfigError saying where it is malformed
     (the value itself is not repeated: it may hold credentials)."""
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ConfigError(
-            f"invalid kstreamlet configuration: kafka_config (env {var}): not valid JSON: {e.msg} at line {e.lineno} "
+            f"invalid kstreamlet configuration: {field} (env {var}): not valid JSON: {e.msg} at line {e.lineno} "
             f"column {e.colno} (char {e.pos}); expected an object such as "
             '{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN"}') from None
     if not isinstance(value, dict):
-        raise ConfigError(f"invalid kstreamlet configuration: kafka_config (env {var}): expected a JSON object of "
-                          f"librdkafka properties, got a JSON {type(value).__name__}")
+        raise ConfigError(f"invalid kstreamlet configuration: {field} (env {var}): expected a JSON object of "
+                          f"{'librdkafka ' if field == 'kafka_config' else ''}properties, got a JSON {type(value).__name__}")
     return value
 
 
@@ -461,7 +493,7 @@ def read_env(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], 
         if field in fields:
             if raw == "":
                 continue
-            values[field] = parse_kafka_config_env(var, raw) if field == "kafka_config" else raw
+            values[field] = parse_kafka_config_env(var, raw, field) if field in _JSON_FIELDS else raw
             names[field] = var
             continue
         if upper in NON_SETTING_ENV:
@@ -570,10 +602,13 @@ def is_secret_key(key: str) -> bool:
 
 
 def mask_setting(name: str, value: Any) -> Any:
-    """``value`` as it may be logged: secret settings (``sasl_password``, ``ssl_key_password``) and
-    secret ``kafka_config`` entries replaced by ``***``."""
+    """``value`` as it may be logged: secret settings (``sasl_password``, ``ssl_key_password``,
+    ``http_auth_token``, ``schema_registry_basic_auth_user_info``) and secret ``kafka_config`` /
+    ``schema_registry_config`` entries replaced by ``***``."""
     if name == "kafka_config" and isinstance(value, Mapping):
         return mask_config(value)
+    if name == "schema_registry_config" and isinstance(value, Mapping):
+        return {k: (MASK if is_secret_key(str(k)) or "user.info" in str(k) else v) for k, v in value.items()}
     if name in SECRET_SETTINGS or isinstance(value, SecretStr):
         return None if value is None else MASK
     return value

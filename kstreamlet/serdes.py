@@ -33,6 +33,12 @@ class Serde(Generic[T]):
         #: True when both directions are the identity on bytes (lets the hot path skip a call).
         self.identity = identity
 
+    def for_topic(self, topic: str, is_key: bool) -> "Serde[T]":
+        """This serde as a source or sink of ``topic`` uses it (``is_key``: for the record key).
+        Plain serdes ignore the topic; Schema Registry serdes (kstreamlet.serdes_registry) derive
+        their subject from it."""
+        return self
+
     def __repr__(self) -> str:
         return f"Serde({self.name})"
 

@@ -39,7 +39,8 @@ class Collector(Protocol):
     #: The error-policy handler failing timer calls are handed to (None: errors propagate).
     errors: Any
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int, partition: int) -> None: ...
+    def send(self, topic: str, key: bytes | None, value: bytes | None, timestamp: int, partition: int,
+             headers: list[tuple[str, bytes]] | None = None) -> None: ...
 
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int,
                        headers: list[tuple[str, bytes]]) -> None: ...
@@ -61,8 +62,10 @@ class TaskServices(Protocol):
     #: ``<subtopology>_<partition>``.
     id: str
     partition: int
-    #: The input record being processed (None between records, e.g. while timers fire).
+    #: The input record being processed (None between records).
     msg: Any
+    #: True while timers fire: outputs then have no input record (``msg`` is the last one).
+    firing_timers: bool
     #: The application's settings.
     settings: "Settings"
     #: Wall-clock milliseconds (the driver's is advanced by the test).

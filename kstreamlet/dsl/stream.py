@@ -219,12 +219,19 @@ class Stream:
         self._attach(TwoPhaseCommitSinkNode(sink, name or self._builder.generated_name("sink")))
 
     def to(self, topic: str, key_serde: Serde[Any] | str | None = None, value_serde: Serde[Any] | str | None = None,
-           partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None) -> None:
+           partitioner: Callable[[Any, Any, int], int] | None = None, name: str | None = None,
+           headers: Any = "propagate") -> None:
         """Write to ``topic`` (which must exist). Without a ``partitioner(key, value, n)`` the
-        partition is murmur2 of the serialized key, as in Kafka's Java clients."""
+        partition is murmur2 of the serialized key, as in Kafka's Java clients.
+
+        ``headers``: ``"propagate"`` (default: the input record's headers, ``kstreamlet.*`` ones
+        stripped, a W3C ``traceparent`` continued with a new span id), ``"drop"``, or
+        ``fn(key, value, headers) -> headers`` (kstreamlet/topology/headers.py)."""
+        from kstreamlet.topology.headers import check_mode
+
         ks = _serdes.resolve(key_serde, self.key_serde)
         vs = _serdes.resolve(value_serde, self.value_serde)
-        self._attach(SinkNode(topic, ks, vs, partitioner=partitioner, name=name))
+        self._attach(SinkNode(topic, ks, vs, partitioner=partitioner, name=name, headers=check_mode(headers)))
 
 
 class KeyedStream(Stream):

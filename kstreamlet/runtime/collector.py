@@ -41,7 +41,7 @@ class RecordCollector:
         self.state_bytes = 0
         self.send = self._bind_send()
 
-    def _bind_send(self) -> Callable[[str, bytes | None, bytes | None, int, int], None]:
+    def _bind_send(self) -> Callable[..., None]:
         """The per-record ``send(topic, key, value, timestamp, partition)``: a closure over the
         producer and the limits' fast bounds (updated in place when the limits change)."""
         produce = self.producer.produce
@@ -56,20 +56,26 @@ class RecordCollector:
         limits.on_change = bounds
         slow = self.produce
 
-        def send(topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+        def send(topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int,
+                 headers: Any = None) -> None:
             # What the broker would reject is a RecordProductionError of this record (the error
             # policy handles its input record), caught before produce: runtime/production.py.
             try:
                 n = len(value) + len(key)  # type: ignore[arg-type]
             except TypeError:  # a None key or value (tombstone)
                 n = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+            if headers:
+                n += record_size(None, None, headers)
             if n > max_bytes or ts > max_ts or ts < min_ts or partition >= min_partitions:
-                check(topic, key, value, ts, partition)
+                check(topic, key, value, ts, partition, headers)
             try:
                 try:
-                    produce(topic, value, key, partition, timestamp=ts)
+                    if headers:
+                        produce(topic, value, key, partition, timestamp=ts, headers=headers)
+                    else:
+                        produce(topic, value, key, partition, timestamp=ts)
                 except BufferError:
-                    slow(topic, value, key, partition, timestamp=ts)
+                    slow(topic, value, key, partition, timestamp=ts, headers=headers)
             except KafkaException as e:
                 err = per_record_error(e)
                 if err is None:

@@ -9,6 +9,9 @@ Headers on a dead-letter record (values are UTF-8)::
                                 output record and why (MSG_SIZE_TOO_LARGE, INVALID_TIMESTAMP, ...)
     kstreamlet.source.topic / .partition / .offset / .timestamp
     kstreamlet.application.id
+    kstreamlet.error.schema.format / .topic / .subject / .id / .error   a Schema Registry serde's
+                                SchemaError (kstreamlet/serdes_registry.py): avro | protobuf |
+                                json_schema, the subject, the writer schema id, the underlying error
     kstreamlet.dlq.truncated    only when the record itself was too large for the dead-letter
                                 topic: what was cut (key/value are then prefixes of the original)
 
@@ -81,7 +84,7 @@ class ErrorHandler:
             ("kstreamlet.source.offset", str(m.offset()).encode()),
             ("kstreamlet.source.timestamp", str(m.timestamp()[1]).encode()),
             ("kstreamlet.application.id", self.application_id.encode()),
-        ] + extra
+        ] + extra + _error_headers(err)
         self.send_raw(self.dlq_topic, m.key(), m.value(), m.timestamp()[1], headers + list(m.headers() or []))
         log.warning("record sent to dead-letter topic", dlq=self.dlq_topic, stage=stage, error=repr(err), **where)
 
@@ -110,6 +113,19 @@ class ErrorHandler:
         ] + extra
         self.send_raw(self.dlq_topic, key, None, int(time.time() * 1000) if now is None else now, headers)
         log.warning("timer call sent to dead-letter topic", dlq=self.dlq_topic, **fields)
+
+
+def _error_headers(err: BaseException) -> list[tuple[str, bytes]]:
+    """Headers an error describes itself with (``dlq_headers()``, e.g. a SchemaError's
+    ``kstreamlet.error.schema.*``), also when it is the cause of the error handled."""
+    for e in (err, err.__cause__):
+        fn = getattr(e, "dlq_headers", None)
+        if fn is not None:
+            try:
+                return list(fn())
+            except Exception:
+                return []
+    return []
 
 
 def _production_headers(exc: BaseException, policy: str) -> list[tuple[str, bytes]]:

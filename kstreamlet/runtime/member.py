@@ -89,6 +89,12 @@ class Member:
         self.instance_id = instance_id
         self.clients = clients or KafkaClients()
         self.listeners = list(listeners)
+        if s.tracing != "off":  # W3C trace context for new traces; OpenTelemetry spans per checkpoint
+            from kstreamlet.observability import tracing
+
+            tracing.configure(s.tracing)
+            if s.tracing == "otel":
+                self.listeners.append(tracing.CheckpointSpans(s.application_id, instance_id))
         self.eos = s.processing_guarantee == "exactly_once"
         self.log = log.bind(app=s.application_id, instance=instance_id)
         self._stop = threading.Event()

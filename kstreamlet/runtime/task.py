@@ -157,7 +157,7 @@ class Task:
         "_read_all", "msg", "keyctx", "operator_keyctx", "stores", "_timers", "_closers", "participants",
         "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
         "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
-        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in",
+        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in", "firing_timers",
     )
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
@@ -179,6 +179,8 @@ class Task:
         self._read_all = read_all
         #: The message being processed (read by ProcessorContext).
         self.msg: Any = None
+        #: True while timers fire (their outputs carry no input headers: topology/headers.py).
+        self.firing_timers = False
         self.keyctx = KeyContext(clock)
         self.operator_keyctx = KeyContext(clock)  # key b"" scopes operator (per-task) state
         self.stores: dict[str, Store] = {}
@@ -285,8 +287,8 @@ class Task:
 
     def _compile_source(self, src: SourceNode) -> Callable[[Message], None]:
         child = self.compiled(src)
-        kde = None if src.key_serde.identity else src.key_serde.deserialize
-        vde = None if src.value_serde.identity else src.value_serde.deserialize
+        kde = None if src.key_serde.identity else src.key_serde.for_topic(src.topic, True).deserialize
+        vde = None if src.value_serde.identity else src.value_serde.for_topic(src.topic, False).deserialize
         assign = src.watermarks.timestamp_assigner if src.watermarks else None
         task = self
         topic = src.topic
@@ -301,6 +303,8 @@ class Task:
                     v = vde(v)  # type: ignore[arg-type]
                 if assign is not None:
                     return k, v, int(assign(v))
+            except AbortCheckpoint:  # e.g. a schema registry that cannot be reached: replay, not a DLQ record
+                raise
             except Exception as e:
                 raise DeserializationError(f"{type(e).__name__}: {e}") from e
             tstype, ts = m.timestamp()
@@ -358,13 +362,17 @@ class Task:
         self._fire_timers(EVENT, wm, "event")
 
     def _fire_timers(self, kind: bytes, up_to: int, domain: str) -> None:
-        for timers, fire, guard in self._timers:
-            if guard is not None:
-                due = timers.next_due(kind)
-                if due is not None and due <= up_to:
-                    guard.run(timers, kind, up_to, domain)
-            else:
-                timers.fire(kind, up_to, functools.partial(_fire_in, fire, domain))
+        self.firing_timers = True
+        try:
+            for timers, fire, guard in self._timers:
+                if guard is not None:
+                    due = timers.next_due(kind)
+                    if due is not None and due <= up_to:
+                        guard.run(timers, kind, up_to, domain)
+                else:
+                    timers.fire(kind, up_to, functools.partial(_fire_in, fire, domain))
+        finally:
+            self.firing_timers = False
 
     def time_due(self, now: int) -> bool:
         """Whether :meth:`tick` would fire something (idle-advanced watermark, due processing timers),

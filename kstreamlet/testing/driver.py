@@ -22,7 +22,9 @@ policies apply as in production: with ``dlq`` a failing record (or timer call) a
 dead-letter topic with the same headers; a :class:`~kstreamlet.errors.ProcessingError`
 (policy ``fail``) aborts the checkpoint — its state writes, timer deletions and outputs are
 dropped, as a member's abort drops them — and propagates (a member would stop there; the
-driver does not replay the aborted input).
+driver does not replay the aborted input). So does an ``AbortCheckpoint`` raised while processing
+(e.g. ``SchemaRegistryUnavailable``: a member would abort and replay it, not dead-letter it).
+Output records carry headers as a member writes them (``TestRecord.headers``; docs/headers-and-tracing.md).
 
 Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
 owner taking over: fresh tasks on the committed contents of every store (what restoring the
@@ -53,6 +55,7 @@ from typing import Any, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.runtime.checkpoint import AbortCheckpoint
 from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.partitioner import partition_of
@@ -117,7 +120,8 @@ class TestInputTopic:
     __test__ = False
 
     def __init__(self, driver: "TopologyTestDriver", topic: str, key_serde: Serde[Any], value_serde: Serde[Any]):
-        self._driver, self.topic, self._ks, self._vs = driver, topic, key_serde, value_serde
+        self._driver, self.topic = driver, topic
+        self._ks, self._vs = key_serde.for_topic(topic, True), value_serde.for_topic(topic, False)
 
     def pipe_input(self, value: Any, key: Any = None, timestamp: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
@@ -142,7 +146,8 @@ class TestOutputTopic:
     __test__ = False
 
     def __init__(self, driver: "TopologyTestDriver", topic: str, key_serde: Serde[Any], value_serde: Serde[Any]):
-        self._driver, self.topic, self._ks, self._vs = driver, topic, key_serde, value_serde
+        self._driver, self.topic = driver, topic
+        self._ks, self._vs = key_serde.for_topic(topic, True), value_serde.for_topic(topic, False)
 
     def _queue(self) -> deque[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]:
         return self._driver._outputs.setdefault(self.topic, deque())
@@ -386,11 +391,12 @@ class TopologyTestDriver:
 
     # --- the collector the tasks write to -------------------------------------------------------
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         if topic in self._internal:
-            self._deliver(topic, key, value, ts, None, partition if partition >= 0 else None)
+            self._deliver(topic, key, value, ts, list(headers) if headers else None, partition if partition >= 0 else None)
         else:
-            self._staged.append((topic, (key, value, ts, [])))
+            self._staged.append((topic, (key, value, ts, list(headers) if headers else [])))
 
     def send_watermark(self, topic: str, partition: int, key: bytes, ts: int, headers: list[tuple[str, bytes]]) -> None:
         self._deliver(topic, key, None, ts, headers, partition)
@@ -441,7 +447,7 @@ class TopologyTestDriver:
                     task = self.tasks[(self.topology.subtopology_of(m.topic()).id, m.partition())]
                     try:
                         task.on_message[m.topic()](m)
-                    except ProcessingError:
+                    except (ProcessingError, AbortCheckpoint):  # AbortCheckpoint: a member would replay
                         raise
                     except Exception as e:
                         self.errors.handle(m, e)

@@ -285,9 +285,12 @@ class SinkNode(Node):
 
     def __init__(self, topic: str, key_serde: Serde[Any], value_serde: Serde[Any],
                  partitioner: Callable[[Any, Any, int], int] | None = None,
-                 key_fn: Callable[[Any], Any] | None = None, internal: bool = False, name: str | None = None) -> None:
+                 key_fn: Callable[[Any], Any] | None = None, internal: bool = False, name: str | None = None,
+                 headers: Any = "propagate") -> None:
         super().__init__(name)
         self.topic = topic
+        #: Output headers: "propagate" | "drop" | fn(key, value, headers) (topology/headers.py).
+        self.headers = headers
         self.key_serde = key_serde
         self.value_serde = value_serde
         self.partitioner = partitioner
@@ -298,31 +301,54 @@ class SinkNode(Node):
     def compile(self, task: "Task") -> Push:
         send = task.collector.send
         topic = self.topic
-        kser = None if self.key_serde.identity else self.key_serde.serialize
-        vser = None if self.value_serde.identity else self.value_serde.serialize
+        kser = None if self.key_serde.identity else self.key_serde.for_topic(topic, True).serialize
+        vser = None if self.value_serde.identity else self.value_serde.for_topic(topic, False).serialize
         key_fn = self.key_fn
         partitioner = self.partitioner
         n_partitions = task.partitions_of(topic) if partitioner else 0
+        from kstreamlet.topology.headers import carried, output_headers
 
-        if partitioner is None and key_fn is None and kser is None:
-            if vser is None:
-                # Bytes in, bytes out: nothing to do but send.
-                def push_raw(k: Any, v: Any, ts: int) -> None:
-                    send(topic, k, v, ts, -1)
+        start_traces = getattr(task.settings, "tracing", "off") in ("w3c", "otel")
+        # Output headers (topology/headers.py). The default (propagate, no new traces) is inlined:
+        # a record without headers costs one m.headers() call.
+        hdrs = None if self.headers == "propagate" and not start_traces else \
+            output_headers(task, self.headers, start_traces)
+        carry = carried(task)
 
-                return push_raw
+        if hdrs is None:
+            if partitioner is None and key_fn is None and kser is None:
+                if vser is None:
+                    # Bytes in, bytes out: nothing to do but send.
+                    def push_raw(k: Any, v: Any, ts: int) -> None:
+                        m = task.msg
+                        h = m.headers() if m is not None else None
+                        send(topic, k, v, ts, -1, carry(m, h) if h else None)
 
-            # The common case (bytes keys, typed values), without branches.
-            def push_fast(k: Any, v: Any, ts: int) -> None:
-                send(topic, k, vser(v), ts, -1)
+                    return push_raw
 
-            return push_fast
+                # The common case (bytes keys, typed values), without branches.
+                def push_fast(k: Any, v: Any, ts: int) -> None:
+                    m = task.msg
+                    h = m.headers() if m is not None else None
+                    send(topic, k, vser(v), ts, -1, carry(m, h) if h else None)
+
+                return push_fast
+
+            def push_carry(k: Any, v: Any, ts: int) -> None:
+                if key_fn is not None:
+                    k = key_fn(v)
+                part = partitioner(k, v, n_partitions) if partitioner is not None else -1
+                m = task.msg
+                h = m.headers() if m is not None else None
+                send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part, carry(m, h) if h else None)
+
+            return push_carry
 
         def push(k: Any, v: Any, ts: int) -> None:
             if key_fn is not None:
                 k = key_fn(v)
             part = partitioner(k, v, n_partitions) if partitioner is not None else -1
-            send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part)
+            send(topic, kser(k) if kser else k, vser(v) if vser else v, ts, part, hdrs(k, v))
 
         return push
 

@@ -866,7 +866,9 @@ CHART_OWNED_SETTINGS = {"instance_id", "http_port", "shutdown_timeout", "state_d
                         "ssl_certificate_location", "ssl_key_location", "ssl_key_password",
                         # queries.* (token Secret, TLS Secret); pods listen on all interfaces for the probes
                         "http_host", "http_auth_token", "http_tls_certificate_location", "http_tls_key_location",
-                        "http_tls_ca_location", "query_access"}
+                        "http_tls_ca_location", "query_access",
+                        # a secret and a JSON object: through envFrom (a Secret), as values.yaml says
+                        "schema_registry_basic_auth_user_info", "schema_registry_config"}
 
 
 def test_config_values_cover_exactly_the_kstreamlet_settings():

@@ -48,7 +48,8 @@ class Collector:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, int]] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, ts: int, partition: int,
+             headers: Any = None) -> None:
         if value == b"boom":
             raise ValueError("a failing record")
         self.sent.append((topic, value, ts))
