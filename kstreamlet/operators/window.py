@@ -23,9 +23,9 @@ from kstreamlet import serdes as _serdes
 from kstreamlet.api.context import KeyedContext, RuntimeContext
 from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
-from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, WINDOW, key_prefix, list_codec, saturating_add, window_key
+from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, MIN_TIMESTAMP, WINDOW, key_prefix, list_codec, saturating_add, window_key
 from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor
-from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
+from kstreamlet.windowing.assigners import SlidingWindows, TimeWindow, TumblingWindows, WindowAssigner
 from kstreamlet.windowing.triggers import BuiltinTrigger
 
 _log = structlog.get_logger(__name__)
@@ -141,6 +141,15 @@ class WindowOperator(KeyedProcessFunction):
 
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("windows")
+        # Fixed-size windows with the time trigger: a timer at ``ts`` concerns only the key's window
+        # ending at ``ts + 1`` (its firing) and, with allowed lateness, the one ending at ``ts + 1 -
+        # lateness`` (its cleanup), so on_timer reads those two entries instead of scanning the key's
+        # windows. Every window has both timers (the firing one unless created past its end, when it
+        # fired on the element; the cleanup one at exactly max_timestamp + lateness), so nothing else
+        # is due at ``ts``.
+        a = self.assigner
+        self._fixed_size = int(getattr(a, "size", 0)) if (
+            self._kind == "time" and type(a) in (TumblingWindows, SlidingWindows) and not a.merging) else 0
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -348,11 +357,25 @@ class WindowOperator(KeyedProcessFunction):
 
     # --- timers ---------------------------------------------------------------------------------------
 
+    def _due_windows(self, prefix: bytes, ts: int) -> list[tuple[bytes, bytes]]:
+        """The key's window entries a timer at ``ts`` may concern (see :meth:`open`)."""
+        size = self._fixed_size
+        if size and MIN_TIMESTAMP + size + self.lateness < ts < MAX_TIMESTAMP - 1:
+            out = []
+            get = self.store.get
+            for end in ((ts + 1, ts + 1 - self.lateness) if self.lateness else (ts + 1,)):
+                k = prefix + _pack_window(end - size + BIAS, end + BIAS)
+                raw = get(k)
+                if raw is not None:
+                    out.append((k, raw))
+            return out
+        return list(self.store.iter_prefix(prefix))
+
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
         prefix = key_prefix(ctx.key_bytes)
         n = len(prefix)
         kind = self._kind
-        for k, raw in list(self.store.iter_prefix(prefix)):
+        for k, raw in self._due_windows(prefix, ts):
             w = _decode_window(k, n)
             mt = w.max_timestamp
             # A FIRE on purged contents emits nothing (WindowOperator: contents == null).
