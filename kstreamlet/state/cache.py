@@ -64,7 +64,7 @@ class RecordCache:
     """
 
     __slots__ = ("store", "serialize", "forward", "on_error", "entries", "size", "own_limit", "total",
-                 "dirty")
+                 "dirty", "_shared")
 
     def __init__(self, store: Store, serialize: Callable[[Any], bytes], own_limit: int | None, total: int,
                  on_error: Callable[[bytes, int, BaseException], None]) -> None:
@@ -78,8 +78,9 @@ class RecordCache:
         self.own_limit = own_limit
         self.total = total
         self.dirty = 0
-        if own_limit is None:
-            _budget.caches.add(id(self))
+        #: Counted in the process's budget: from the first entry (a cache opened only to record the
+        #: topology's stores never is) until close().
+        self._shared = False
 
     @property
     def limit(self) -> int:
@@ -99,6 +100,9 @@ class RecordCache:
                 self.dirty += 1
             self.entries.move_to_end(key_bytes)
             return
+        if not self._shared and self.own_limit is None:
+            self._shared = True
+            _budget.caches.add(id(self))
         size = len(key_bytes) + (0 if value is None else len(self.serialize(value))) + ENTRY_OVERHEAD
         self.entries[key_bytes] = [key, value, ts, True, size]
         self.dirty += 1
@@ -176,7 +180,9 @@ class RecordCache:
 
     def close(self) -> None:
         self.clear()
-        _budget.caches.discard(id(self))
+        if self._shared:
+            self._shared = False
+            _budget.caches.discard(id(self))
 
 
 __all__ = ["RecordCache", "ENTRY_OVERHEAD"]

@@ -156,3 +156,23 @@ def test_bad_settings_fail_fast() -> None:
         keyed.count(cache_max_bytes=-5)
     with pytest.raises(ValueError, match="cache=False contradicts"):
         keyed.count(cache=False, cache_max_bytes=10)
+
+
+def test_the_process_budget_is_split_between_live_caches_and_freed_on_close() -> None:
+    from kstreamlet.state import cache as cache_mod
+
+    before = len(cache_mod._budget.caches)
+    d, words, _ = _driver(_app(1 << 20))
+    with d:
+        app = _app(1 << 20)
+        app.topology()  # recording the topology's stores opens the operator, registers no cache
+        from kstreamlet.testing.driver import murmur2_partition
+
+        w0 = next(w for w in "abcdefgh" if murmur2_partition(w.encode(), 2) == 0)
+        w1 = next(w for w in "abcdefgh" if murmur2_partition(w.encode(), 2) == 1)
+        words.pipe_input(w0)
+        words.pipe_input(w1)  # both counting tasks hold an entry now
+        assert len(cache_mod._budget.caches) == before + 2
+        caches = [p for t in d.tasks.values() for p in t.participants if isinstance(p, cache_mod.RecordCache)]
+        assert caches and all(c.limit == (1 << 20) // (before + 2) for c in caches)
+    assert len(cache_mod._budget.caches) == before
