@@ -35,16 +35,43 @@ def key_prefix_length(entry: bytes) -> int:
     return 4 + int(_LEN.unpack_from(entry)[0])
 
 
-def _pair_codec(ls: Serde[Any], rs: Serde[Any]) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+#: First byte of co-group contents in the tagged layout (layout 1): ``0xff | encode_list([side(1) |
+#: value, ...])`` in arrival order. Layout 0 (before issue 18) is ``encode_list([encode_list(lefts),
+#: encode_list(rights)])``, whose first byte is that of a 4-byte length (0xff only for 4 GiB of lefts).
+_TAGGED = b"\xff"
+COGROUP_LAYOUT = 1
+
+
+def _pair_codec(ls: Serde[Any], rs: Serde[Any]) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any],
+                                                          Callable[[bytes, Any], bytes]]:
+    lser, rser, lde, rde = ls.serialize, rs.serialize, ls.deserialize, rs.deserialize
+
     def ser(acc: list[list[Any]]) -> bytes:
-        return encode_list([encode_list([ls.serialize(v) for v in acc[0]]),
-                            encode_list([rs.serialize(v) for v in acc[1]])])
+        return _TAGGED + encode_list([b"\x00" + lser(v) for v in acc[0]] + [b"\x01" + rser(v) for v in acc[1]])
 
     def de(raw: bytes) -> list[list[Any]]:
-        a, b = decode_list(raw)
-        return [[ls.deserialize(x) for x in decode_list(a)], [rs.deserialize(x) for x in decode_list(b)]]
+        if raw[:1] != _TAGGED:  # layout 0 (written before issue 18)
+            a, b = decode_list(raw)
+            return [[lde(x) for x in decode_list(a)], [rde(x) for x in decode_list(b)]]
+        lefts: list[Any] = []
+        rights: list[Any] = []
+        for item in decode_list(raw[1:]):
+            if item[0] == LEFT:
+                lefts.append(lde(item[1:]))
+            else:
+                rights.append(rde(item[1:]))
+        return [lefts, rights]
 
-    return ser, de
+    def append(raw: bytes, v: tuple[int, Any]) -> bytes:
+        """One element more, without decoding the others (one write per element, not a rewrite of the
+        window's contents)."""
+        if raw[:1] != _TAGGED:
+            raw = ser(de(raw))
+        side, value = v
+        item = (lser if side == LEFT else rser)(value)
+        return raw + _LEN.pack(len(item) + 1) + _SIDES[side] + item
+
+    return ser, de, append
 
 
 CoGroupEmit = Callable[[Any, TimeWindow, list[Any], list[Any], Callable[[Any], None]], None]
@@ -54,7 +81,7 @@ def window_co_group_function(emit: CoGroupEmit, left_serde: Serde[Any], right_se
     """A window's contents are ``[lefts, rights]`` (in arrival order); when it fires,
     ``emit(key, window, lefts, rights, out)`` once per key and window — a window exists once
     either side has an element in it, so one of the lists may be empty (Flink's ``CoGroupedStreams``)."""
-    ser, de = _pair_codec(left_serde, right_serde)
+    ser, de, append = _pair_codec(left_serde, right_serde)
 
     def fire(key: Any, w: TimeWindow, acc: list[list[Any]], out: Callable[[Any], None]) -> None:
         emit(key, w, acc[0], acc[1], out)
@@ -64,7 +91,7 @@ def window_co_group_function(emit: CoGroupEmit, left_serde: Serde[Any], right_se
         return acc
 
     return WindowFunction(create=lambda: [[], []], add=add, merge=lambda a, b: [a[0] + b[0], a[1] + b[1]],
-                          emit=fire, serialize=ser, deserialize=de)
+                          emit=fire, serialize=ser, deserialize=de, append=append, layout=COGROUP_LAYOUT)
 
 
 def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Serde[Any],
