@@ -171,8 +171,9 @@ class IntervalJoinOperator(KeyedProcessFunction):
         #: segment -> buffer keys expiring in it; a heap of the segments.
         self._segments: dict[int, list[bytes]] = {}
         self._heap: list[int] = []
-        #: Times of cleanup timers this operator registered and that have not fired.
+        #: Times of cleanup timers this operator registered and that have not fired, and the earliest.
         self._pending: set[int] = set()
+        self._next: int | None = None
 
     def _segment(self, side: int, ts: int) -> int:
         """The segment of an entry: its expiry rounded up to a multiple of ``step`` (÷ step)."""
@@ -203,10 +204,10 @@ class IntervalJoinOperator(KeyedProcessFunction):
         at = self._heap[0] * self.step
         if at > MAX_TIMESTAMP:
             at = MAX_TIMESTAMP
-        pending = self._pending
-        if pending and min(pending) <= at:
+        if self._next is not None and self._next <= at:
             return
-        pending.add(at)
+        self._pending.add(at)
+        self._next = at
         ctx.timers.register_event_time(at)
 
     def _sweep(self, watermark: int) -> None:
@@ -252,8 +253,7 @@ class IntervalJoinOperator(KeyedProcessFunction):
         if raw is None:
             store.put(k, _LEN.pack(len(item)) + item)
             seg = self._index(k, side, ts)
-            pending = self._pending
-            if not pending or seg * self.step < min(pending):
+            if self._next is None or seg * self.step < self._next:
                 self._schedule(ctx)
         else:
             store.put(k, raw + _LEN.pack(len(item)) + item)
@@ -275,7 +275,10 @@ class IntervalJoinOperator(KeyedProcessFunction):
 
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
         # A cleanup timer (or, from an earlier version, an element's own): sweep up to the watermark.
-        self._pending.discard(ts)
+        pending = self._pending
+        pending.discard(ts)
+        if ts == self._next:
+            self._next = min(pending) if pending else None
         if not self._loaded:
             self._load(ctx)
         self._sweep(max(ts, ctx.current_watermark))
