@@ -176,3 +176,31 @@ def test_the_process_budget_is_split_between_live_caches_and_freed_on_close() ->
         caches = [p for t in d.tasks.values() for p in t.participants if isinstance(p, cache_mod.RecordCache)]
         assert caches and all(c.limit == (1 << 20) // (before + 2) for c in caches)
     assert len(cache_mod._budget.caches) == before
+
+
+def test_a_flush_precedes_the_checkpoint_s_watermark_records() -> None:
+    # The cached counts go downstream (through a repartition topic) before the watermark records the
+    # same checkpoint forwards; after them they would be late for the event-time window downstream.
+    from kstreamlet.eventtime import WatermarkStrategy
+    from kstreamlet.windowing import TumblingEventTimeWindows
+
+    ts = WatermarkStrategy.for_bounded_out_of_orderness(0).with_timestamp_assigner(lambda v: v[1])
+    app = App(application_id="wm", record_cache_max_bytes=1 << 20)
+    (app.stream("words", key_serde=serdes.STR, value_serde=serdes.JSON, watermarks=ts)
+        .keyed().count(name="counts")  # counted in the source task: its watermark moves with the records
+        .key_by(lambda c: "all", key_serde=serdes.STR, name="all")
+        .window(TumblingEventTimeWindows.of(10)).sum(name="total")
+        .to("totals", key_serde=serdes.STR, value_serde=serdes.JSON))
+    with TopologyTestDriver(app, partitions={"words": 2}) as d:
+        words = d.input_topic("words", key_serde=serdes.STR, value_serde=serdes.JSON)
+        totals = d.output_topic("totals", serdes.STR, serdes.JSON)
+        with d.one_checkpoint():
+            for i, w in enumerate(["a", "b", "a"]):
+                words.pipe_input([w, i], key=w, partition=i % 2)
+            for p in (0, 1):
+                words.pipe_input(["z", 100], key="z", partition=p)  # this checkpoint's watermark passes [0, 10)
+        with d.one_checkpoint():
+            for p in (0, 1):
+                words.pipe_input(["z", 200], key="z", partition=p)
+        got = totals.read_key_values_to_list()
+    assert got[0] == ("all", 2 + 1), got  # window [0, 10): a=2 (folded) + b=1, none of them late
