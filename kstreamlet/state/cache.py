@@ -107,7 +107,10 @@ class RecordCache:
         self.entries[key_bytes] = [key, value, ts, True, size]
         self.dirty += 1
         self.size += size
-        if self.size > self.limit:
+        # Not while a guarded timer call runs (an operator upstream in the task fires timers): a
+        # failing call undoes its store writes, which would drop an evicted value the cache no longer
+        # holds. The cache stays over its limit until the next record or the checkpoint.
+        if self.size > self.limit and not self.store.tracking:
             self.evict()
 
     def evict(self) -> None:

@@ -204,3 +204,36 @@ def test_a_flush_precedes_the_checkpoint_s_watermark_records() -> None:
                 words.pipe_input(["z", 200], key="z", partition=p)
         got = totals.read_key_values_to_list()
     assert got[0] == ("all", 2 + 1), got  # window [0, 10): a=2 (folded) + b=1, none of them late
+
+
+def test_no_eviction_inside_a_guarded_timer_call_whose_failure_would_undo_it() -> None:
+    # Window results (fired by timers) feed a cached reduce in the same task. A failing timer call
+    # undoes its store writes; had the cache evicted another key's value into the store during that
+    # call, the undo would lose it. So the cache only evicts outside guarded timer calls.
+    from kstreamlet.eventtime import WatermarkStrategy
+    from kstreamlet.windowing import TumblingEventTimeWindows
+
+    ts = WatermarkStrategy.for_bounded_out_of_orderness(0).with_timestamp_assigner(lambda v: v[1])
+    app = App(application_id="guard", error_policy="dlq")
+
+    def check(total: int) -> int:
+        if total == 2:
+            raise ValueError("two")
+        return total
+
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON, watermarks=ts).keyed()
+        .window(TumblingEventTimeWindows.of(10)).count(name="w")
+        .keyed().reduce(lambda a, b: a + b, name="r", cache_max_bytes=1 + 8 + ENTRY_OVERHEAD + 5)
+        .map(check).to("out", key_serde=serdes.STR, value_serde=serdes.INT64))
+    with TopologyTestDriver(app, partitions={"in": 2}) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        for k, t in [("a", 1), ("a", 2), ("b", 3)]:
+            inp.pipe_input([k, t], key=k, partition=0)
+        with d.one_checkpoint():
+            for p in (0, 1):
+                inp.pipe_input(["z", 100], key="z", partition=p)  # fires a (count 2), then b (count 1)
+        stores = [s for (name, _), s in d.stores.items() if name == "r-value"]
+        committed = {k: serdes.INT64.deserialize(v) for s in stores for k, v in s.backend.iter_from(b"")}
+        assert committed == {key_prefix(b"a"): 2, key_prefix(b"b"): 1}
+        assert d.output_topic("out", serdes.STR, serdes.INT64).read_key_values_to_list() == [("b", 1)]
+        assert len(d.dlq_topic().read_records_to_list()) == 1  # a's flushed 2 failed in check()
