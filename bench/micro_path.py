@@ -7,7 +7,9 @@ checkpoint commit every 20 batches, against fake clients whose ``produce`` only 
 (``--scenario``): ``stateless`` — ``map(bytes.upper).to(out)`` (6 partitions, exactly-once);
 ``interval_join`` — two keyed inputs joined ``between(-2000, 3000)`` (bench/join.py's pipeline), 1,000
 keys, RocksDB state; ``window`` — a tumbling 10 s event-time count/sum per key (bench/window.py's
-shape), 1,000 keys, RocksDB state. librdkafka is not involved, so machine noise from its threads and the
+shape), 1,000 keys, RocksDB state; ``wordcount`` — a running ``count()`` per key (the stateful
+benchmark's counting task), 1,000 keys per partition, RocksDB state; ``--compare-cache`` runs it (or any
+scenario) with the record cache off and on instead of against ``--ref``. librdkafka is not involved, so machine noise from its threads and the
 broker is out; what remains is kstreamlet's own cost per record (route, task, nodes, record
 collector) and per commit. For refactorings that must not cost speed.
 """
@@ -150,6 +152,14 @@ def _app(scenario: str, state_dir: str) -> Any:
             .window(TumblingEventTimeWindows.of(10_000))
             .reduce(lambda a, b: a, serde=serdes.BYTES, name="sensor-windows")
             .to("out", key_serde=serdes.BYTES, value_serde=serdes.BYTES))
+    elif scenario == "wordcount":
+        # The stateful benchmark's counting half (its input already keyed by word, as after the
+        # repartition): a running count per key on RocksDB, the record cache as the settings say
+        # (--compare-cache runs it off and on).
+        (app.stream("in", key_serde=serdes.BYTES, value_serde=serdes.BYTES)
+            .keyed()
+            .count(name="counts")
+            .to("out", key_serde=serdes.BYTES, value_serde=serdes.INT64))
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     return app
@@ -235,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.micro_path", description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", help="git revision to compare the working tree with")
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--scenario", choices=["stateless", "interval_join", "window"], default="stateless")
+    p.add_argument("--scenario", choices=["stateless", "interval_join", "window", "wordcount"], default="stateless")
+    p.add_argument("--compare-cache", action="store_true",
+                   help="run the working tree with the record cache off (record_cache_max_bytes=0) and on "
+                        "(10 MiB) instead of against --ref")
     p.add_argument("--batches", type=int, default=BATCHES, help="batches of 1,000 records timed (default %(default)s)")
     p.add_argument("--_measure", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -243,15 +256,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(a.scenario, a.batches)))
         return 0
     trees = {"new": common.kstreamlet_root(None)[0]}
-    if a.ref:
+    envs = {"new": common.worker_env()}
+    if a.compare_cache:
+        if a.ref:
+            raise SystemExit("--compare-cache compares the working tree with itself: no --ref")
+        trees = {"cache_off": trees["new"], "cache_on": trees["new"]}
+        envs = {"cache_off": {**envs["new"], "KSTREAMLET_RECORD_CACHE_MAX_BYTES": "0"},
+                "cache_on": {**envs["new"], "KSTREAMLET_RECORD_CACHE_MAX_BYTES": str(10 * 1024 * 1024)}}
+    elif a.ref:
         trees["ref"] = common.kstreamlet_root(a.ref)[0]
+        envs["ref"] = envs["new"]
     res: dict[str, list[float]] = {k: [] for k in trees}
     for rep in range(a.repeats):
         for k in (list(trees) if rep % 2 == 0 else list(reversed(list(trees)))):
             out = subprocess.run([sys.executable, "-m", "bench.micro_path", "--_measure", "--scenario", a.scenario,
                                   "--batches", str(a.batches)],
                                  cwd=trees[k],
-                                 env=common.worker_env(), capture_output=True, text=True, timeout=300)
+                                 env=envs[k], capture_output=True, text=True, timeout=300)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
                 return 1
@@ -265,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     if "ref" in res:
         print(f"new ÷ ref (median): {statistics.median(res['new']) / statistics.median(res['ref']):.3f}; "
               f"(min): {min(res['new']) / min(res['ref']):.3f}")
+    if "cache_on" in res:
+        print(f"cache_on ÷ cache_off (median): "
+              f"{statistics.median(res['cache_on']) / statistics.median(res['cache_off']):.3f}; "
+              f"(min): {min(res['cache_on']) / min(res['cache_off']):.3f}")
     return 0
 
 

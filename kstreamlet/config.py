@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     state_dir: str = Field("/tmp/kstreamlet/state", description="Local state directory (a PVC in Kubernetes).")
     state_backend: Literal["rocksdb", "memory"] = Field("rocksdb", description="Where keyed state lives locally.")
     rocksdb_block_cache_mb: int = Field(64, ge=1, description="Block cache shared by all RocksDB stores of a process.")
+    record_cache_max_bytes: int = Field(
+        0, ge=0,
+        description="Bytes of the record cache of keyed running aggregations (count/sum/min/max/reduce/aggregate) "
+        "per process, split between its tasks (Kafka Streams' statestore.cache.max.bytes); 0 = off. With it on, "
+        "updates of a key are folded in memory and written to the store, changelog and downstream once per "
+        "checkpoint (or when the cache is full): fewer, later updates, the last per key per checkpoint.",
+    )
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
     http_host: str = Field(
         "0.0.0.0", min_length=1,

@@ -199,6 +199,16 @@ class RuntimeContext:
     def task_id(self) -> str:
         return self._task.id
 
+    @property
+    def task(self) -> "TaskServices":
+        """The task itself (for operators that join its checkpoint, e.g. a record cache)."""
+        return self._task
+
+    @property
+    def operator_name(self) -> str | None:
+        """The operator's (node's) name."""
+        return getattr(self._node, "name", None)
+
     def raw_store(self, name: str) -> "Store":
         """This operator's store ``name`` itself (bytes keys and values; operators lay out their
         own entries with :mod:`kstreamlet.state.codec`)."""

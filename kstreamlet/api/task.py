@@ -106,6 +106,10 @@ class TaskServices(Protocol):
 
     def add_participant(self, participant: Participant) -> None: ...
 
+    def add_flusher(self, flush: Callable[[], bool]) -> None:
+        """Have ``flush()`` run first at every checkpoint (record caches); True = it forwarded something."""
+        ...
+
     def add_broadcast_handler(self, topic: str, handler: Callable[[bytes | None, bytes | None, int], None]) -> None: ...
 
     def partitions_of(self, topic: str) -> int:

@@ -27,7 +27,17 @@ from kstreamlet.dsl.windowed import WindowedStream
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.api.context import ProcessorContext
 from kstreamlet.api.functions import KeyedProcessFunction
-from kstreamlet.operators.aggregate import Aggregate, Count, Max, Min, RunningAggregate, RunningReduce, Sum, extractor
+from kstreamlet.operators.aggregate import (
+    Aggregate,
+    Count,
+    Max,
+    Min,
+    RunningAggregate,
+    RunningReduce,
+    Sum,
+    cache_limit,
+    extractor,
+)
 from kstreamlet.operators.window import CountWindowOperator
 from kstreamlet.serdes import Serde
 from kstreamlet.topology.builder import BroadcastSpec, TopologyBuilder
@@ -259,34 +269,52 @@ class KeyedStream(Stream):
         return self._then(node, value_serde=serde)
 
     def reduce(self, fn: Callable[[Any, Any], Any], serde: Serde[Any] | str | None = None,
-               name: str | None = None) -> Stream:
+               name: str | None = None, cache: bool | None = None, cache_max_bytes: int | None = None) -> Stream:
         """Running ``fn(accumulated, value)`` per key; emits the new value per record. A reduce
         returns the input's type, so state and output use the input's value serde unless ``serde``
-        says otherwise (as ``window(w).reduce`` and Kafka Streams' ``reduce`` do)."""
+        says otherwise (as ``window(w).reduce`` and Kafka Streams' ``reduce`` do). ``cache`` /
+        ``cache_max_bytes``: this operator's record cache (see :meth:`count`)."""
         s = _serdes.resolve(serde, self.value_serde)
-        return self._aggregate_fn(RunningReduce(fn, s), s, name, "reduce")
+        return self._aggregate_fn(RunningReduce(fn, s, cache_limit(cache, cache_max_bytes)), s, name, "reduce")
 
     def aggregate(self, initializer: Callable[[], Any], adder: Callable[[Any, Any], Any],
-                  serde: Serde[Any] | str | None = None, name: str | None = None) -> Stream:
-        """Running ``adder(value, accumulator)`` per key starting from ``initializer()``."""
+                  serde: Serde[Any] | str | None = None, name: str | None = None, cache: bool | None = None,
+                  cache_max_bytes: int | None = None) -> Stream:
+        """Running ``adder(value, accumulator)`` per key starting from ``initializer()`` (``cache`` /
+        ``cache_max_bytes``: see :meth:`count`)."""
         s = _serdes.resolve(serde, _serdes.JSON)
-        return self._aggregate_fn(RunningAggregate(Aggregate(initializer, adder), s), s, name, "aggregate")
+        return self._aggregate_fn(RunningAggregate(Aggregate(initializer, adder), s, cache_limit(cache, cache_max_bytes)),
+                                  s, name, "aggregate")
 
-    def count(self, name: str | None = None) -> Stream:
-        """Running count per key (INT64 values)."""
-        return self._aggregate_fn(RunningAggregate(Count(), _serdes.INT64), _serdes.INT64, name, "count")
+    def count(self, name: str | None = None, cache: bool | None = None, cache_max_bytes: int | None = None) -> Stream:
+        """Running count per key (INT64 values).
 
-    def sum(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
-        """Running sum per key of the value (or ``value[field]`` / ``field(value)``)."""
-        return self._aggregate_fn(RunningAggregate(Sum(extractor(field)), _serdes.JSON), _serdes.JSON, name, "sum")
+        Record cache (every running aggregation takes these; docs/semantics.md, "Record cache"): by default
+        the ``record_cache_max_bytes`` setting decides (0, the default, = off: one update per record).
+        ``cache=False`` turns it off for this operator, ``cache=True`` on (with the setting's budget,
+        or 10 MiB when the setting is 0), ``cache_max_bytes=n`` on with this operator's own limit of
+        ``n`` bytes per task (0 = off). With the cache on, downstream sees the last update per key per
+        checkpoint (and when the cache is full) instead of one per record."""
+        return self._aggregate_fn(RunningAggregate(Count(), _serdes.INT64, cache_limit(cache, cache_max_bytes)),
+                                  _serdes.INT64, name, "count")
 
-    def min(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
-        """Running minimum per key (of the value, or ``value[field]`` / ``field(value)``)."""
-        return self._aggregate_fn(RunningAggregate(Min(extractor(field)), _serdes.JSON), _serdes.JSON, name, "min")
+    def sum(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None,
+            cache: bool | None = None, cache_max_bytes: int | None = None) -> Stream:
+        """Running sum per key of the value (or ``value[field]`` / ``field(value)``; cache: see :meth:`count`)."""
+        return self._aggregate_fn(RunningAggregate(Sum(extractor(field)), _serdes.JSON,
+                                                   cache_limit(cache, cache_max_bytes)), _serdes.JSON, name, "sum")
 
-    def max(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None) -> Stream:
-        """Running maximum per key (of the value, or ``value[field]`` / ``field(value)``)."""
-        return self._aggregate_fn(RunningAggregate(Max(extractor(field)), _serdes.JSON), _serdes.JSON, name, "max")
+    def min(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None,
+            cache: bool | None = None, cache_max_bytes: int | None = None) -> Stream:
+        """Running minimum per key (of the value, or ``value[field]`` / ``field(value)``; cache: see :meth:`count`)."""
+        return self._aggregate_fn(RunningAggregate(Min(extractor(field)), _serdes.JSON,
+                                                   cache_limit(cache, cache_max_bytes)), _serdes.JSON, name, "min")
+
+    def max(self, field: str | Callable[[Any], Any] | None = None, name: str | None = None,
+            cache: bool | None = None, cache_max_bytes: int | None = None) -> Stream:
+        """Running maximum per key (of the value, or ``value[field]`` / ``field(value)``; cache: see :meth:`count`)."""
+        return self._aggregate_fn(RunningAggregate(Max(extractor(field)), _serdes.JSON,
+                                                   cache_limit(cache, cache_max_bytes)), _serdes.JSON, name, "max")
 
     def interval_join(self, other: "KeyedStream") -> IntervalJoinBuilder[Stream]:
         """Interval join with another keyed stream: ``.between(lower_ms, upper_ms).apply(fn)``."""

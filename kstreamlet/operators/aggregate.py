@@ -17,6 +17,7 @@ from typing import Any, Callable
 from kstreamlet.api.context import KeyedContext, RuntimeContext
 from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
+from kstreamlet.state.cache import RecordCache
 from kstreamlet.state.keyed import ValueStateDescriptor
 
 
@@ -118,18 +119,78 @@ class Aggregate:
         self.add: Callable[[Any, Any], Any] = adder
 
 
-class RunningAggregate(KeyedProcessFunction):
-    """Runs a :class:`RunningAggregation` (or :class:`Aggregate`) per key with one ValueState; emits the
-    new accumulator per record."""
+#: The cache size an operator with ``cache=True`` gets when ``record_cache_max_bytes`` is 0 (Kafka
+#: Streams' default ``statestore.cache.max.bytes``).
+DEFAULT_CACHE_BYTES = 10 * 1024 * 1024
 
-    def __init__(self, agg: RunningAggregation | Aggregate, serde: Serde[Any]) -> None:
+
+def cache_limit(cache: bool | None, cache_max_bytes: int | None) -> int | None | bool:
+    """An operator's cache choice: False = off, None = ``record_cache_max_bytes``, an int = its own limit."""
+    if cache_max_bytes is not None:
+        if isinstance(cache_max_bytes, bool) or not isinstance(cache_max_bytes, int) or cache_max_bytes < 0:
+            raise ValueError(f"cache_max_bytes must be a non-negative int (0 = no cache), got {cache_max_bytes!r}")
+        if cache is False and cache_max_bytes:
+            raise ValueError("cache=False contradicts cache_max_bytes > 0")
+        return cache_max_bytes if cache_max_bytes else False
+    if cache is None:
+        return None
+    if not isinstance(cache, bool):
+        raise ValueError(f"cache must be True, False or None (the record_cache_max_bytes setting), got {cache!r}")
+    return True if cache else False
+
+
+class _Cached(KeyedProcessFunction):
+    """A per-key running value in one ValueState, optionally behind a :class:`RecordCache`."""
+
+    serde: Serde[Any]
+    #: False = off, None = the ``record_cache_max_bytes`` setting, True = on (the setting's budget, or
+    #: DEFAULT_CACHE_BYTES when it is 0), an int = this operator's own limit per task.
+    cache: int | None | bool = None
+
+    def _open_cache(self, ctx: RuntimeContext) -> RecordCache | None:
+        task = ctx.task
+        if self.cache is False or not hasattr(task, "add_flusher"):
+            return None  # off, or a recording task (describe, tools state): nothing is processed
+        total = int(getattr(task.settings, "record_cache_max_bytes", 0) or 0) if task.settings is not None else 0
+        own: int | None = None
+        if isinstance(self.cache, bool):  # True
+            own = None if total else DEFAULT_CACHE_BYTES
+        elif isinstance(self.cache, int):
+            own = self.cache
+        elif not total:
+            return None  # the setting is 0: off
+        operator = ctx.operator_name or "aggregate"
+
+        def on_error(key_bytes: bytes, ts: int, exc: BaseException) -> None:
+            handler = task.collector.errors
+            if handler is None:
+                raise exc
+            handler.handle_timer(operator, task.id, key_bytes, "cache", ts, exc, now=task.clock())
+
+        cache = RecordCache(ctx.raw_store("value"), self.serde.serialize, own, total, on_error, task)
+        task.add_flusher(cache.flush)
+        task.add_participant(cache)
+        return cache
+
+
+class RunningAggregate(_Cached):
+    """Runs a :class:`RunningAggregation` (or :class:`Aggregate`) per key with one ValueState; emits the
+    new accumulator per record (with a record cache: per key per checkpoint, see :mod:`kstreamlet.state.cache`)."""
+
+    def __init__(self, agg: RunningAggregation | Aggregate, serde: Serde[Any],
+                 cache: int | None | bool = None) -> None:
         self.agg = agg
         self.serde = serde
+        self.cache = cache
 
     def open(self, ctx: RuntimeContext) -> None:
         self.state = ctx.get_state(ValueStateDescriptor("value", self.serde))
         self._create = self.agg.create_accumulator
         self._add = self.agg.add
+        self._cache = self._open_cache(ctx)
+        if self._cache is not None:
+            self.process_element = self._process_cached  # type: ignore[method-assign]
+            self._keyctx = ctx.key_context
 
     def process_element(self, value: Any, ctx: KeyedContext) -> None:
         cur = self.state.value()
@@ -137,16 +198,31 @@ class RunningAggregate(KeyedProcessFunction):
         self.state.update(new)
         ctx.emit(new)
 
+    def _process_cached(self, value: Any, ctx: KeyedContext) -> None:
+        cache = self._cache
+        assert cache is not None
+        if cache.forward is None:
+            cache.forward = ctx._forward
+        kb = self._keyctx.key_bytes
+        entry = cache.entries.get(kb)
+        cur = entry[1] if entry is not None else self.state.value()
+        cache.put(kb, ctx.key, self._add(value, self._create() if cur is None else cur), ctx.timestamp, entry)
 
-class RunningReduce(KeyedProcessFunction):
+
+class RunningReduce(_Cached):
     """Running ``fn(accumulated, value)`` per key; the first value is its own result."""
 
-    def __init__(self, fn: Callable[[Any, Any], Any], serde: Serde[Any]) -> None:
+    def __init__(self, fn: Callable[[Any, Any], Any], serde: Serde[Any], cache: int | None | bool = None) -> None:
         self.fn = fn
         self.serde = serde
+        self.cache = cache
 
     def open(self, ctx: RuntimeContext) -> None:
         self.state = ctx.get_state(ValueStateDescriptor("value", self.serde))
+        self._cache = self._open_cache(ctx)
+        if self._cache is not None:
+            self.process_element = self._process_cached  # type: ignore[method-assign]
+            self._keyctx = ctx.key_context
 
     def process_element(self, value: Any, ctx: KeyedContext) -> None:
         cur = self.state.value()
@@ -154,6 +230,16 @@ class RunningReduce(KeyedProcessFunction):
         self.state.update(new)
         ctx.emit(new)
 
+    def _process_cached(self, value: Any, ctx: KeyedContext) -> None:
+        cache = self._cache
+        assert cache is not None
+        if cache.forward is None:
+            cache.forward = ctx._forward
+        kb = self._keyctx.key_bytes
+        entry = cache.entries.get(kb)
+        cur = entry[1] if entry is not None else self.state.value()
+        cache.put(kb, ctx.key, value if cur is None else self.fn(cur, value), ctx.timestamp, entry)
 
-__all__ = ["extractor", "RunningAggregation", "Count", "Sum", "Min", "Max", "Aggregate", "RunningAggregate",
+
+__all__ = ["DEFAULT_CACHE_BYTES", "cache_limit", "extractor", "RunningAggregation", "Count", "Sum", "Min", "Max", "Aggregate", "RunningAggregate",
            "RunningReduce"]

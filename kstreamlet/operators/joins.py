@@ -6,6 +6,8 @@ builders in :mod:`kstreamlet.dsl.joins` make that union.
 
 from __future__ import annotations
 
+import heapq
+import struct
 from typing import Any, Callable
 
 import structlog
@@ -24,18 +26,52 @@ _log = structlog.get_logger(__name__)
 LEFT, RIGHT = 0, 1
 _pack_ts = TIMESTAMP.pack
 _unpack_ts = TIMESTAMP.unpack_from
+_LEN = struct.Struct(">I")
+_SIDES = (bytes((LEFT,)), bytes((RIGHT,)))
 
 
-def _pair_codec(ls: Serde[Any], rs: Serde[Any]) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+def key_prefix_length(entry: bytes) -> int:
+    """Bytes of the :func:`~kstreamlet.state.codec.key_prefix` an entry starts with."""
+    return 4 + int(_LEN.unpack_from(entry)[0])
+
+
+#: First byte of co-group contents in the tagged layout (layout 1): ``0xff | encode_list([side(1) |
+#: value, ...])`` in arrival order. Layout 0 (before issue 18) is ``encode_list([encode_list(lefts),
+#: encode_list(rights)])``, whose first byte is that of a 4-byte length (0xff only for 4 GiB of lefts).
+_TAGGED = b"\xff"
+COGROUP_LAYOUT = 1
+
+
+def _pair_codec(ls: Serde[Any], rs: Serde[Any]) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any],
+                                                          Callable[[bytes, Any], bytes]]:
+    lser, rser, lde, rde = ls.serialize, rs.serialize, ls.deserialize, rs.deserialize
+
     def ser(acc: list[list[Any]]) -> bytes:
-        return encode_list([encode_list([ls.serialize(v) for v in acc[0]]),
-                            encode_list([rs.serialize(v) for v in acc[1]])])
+        return _TAGGED + encode_list([b"\x00" + lser(v) for v in acc[0]] + [b"\x01" + rser(v) for v in acc[1]])
 
     def de(raw: bytes) -> list[list[Any]]:
-        a, b = decode_list(raw)
-        return [[ls.deserialize(x) for x in decode_list(a)], [rs.deserialize(x) for x in decode_list(b)]]
+        if raw[:1] != _TAGGED:  # layout 0 (written before issue 18)
+            a, b = decode_list(raw)
+            return [[lde(x) for x in decode_list(a)], [rde(x) for x in decode_list(b)]]
+        lefts: list[Any] = []
+        rights: list[Any] = []
+        for item in decode_list(raw[1:]):
+            if item[0] == LEFT:
+                lefts.append(lde(item[1:]))
+            else:
+                rights.append(rde(item[1:]))
+        return [lefts, rights]
 
-    return ser, de
+    def append(raw: bytes, v: tuple[int, Any]) -> bytes:
+        """One element more, without decoding the others (one write per element, not a rewrite of the
+        window's contents)."""
+        if raw[:1] != _TAGGED:
+            raw = ser(de(raw))
+        side, value = v
+        item = (lser if side == LEFT else rser)(value)
+        return raw + _LEN.pack(len(item) + 1) + _SIDES[side] + item
+
+    return ser, de, append
 
 
 CoGroupEmit = Callable[[Any, TimeWindow, list[Any], list[Any], Callable[[Any], None]], None]
@@ -45,7 +81,7 @@ def window_co_group_function(emit: CoGroupEmit, left_serde: Serde[Any], right_se
     """A window's contents are ``[lefts, rights]`` (in arrival order); when it fires,
     ``emit(key, window, lefts, rights, out)`` once per key and window — a window exists once
     either side has an element in it, so one of the lists may be empty (Flink's ``CoGroupedStreams``)."""
-    ser, de = _pair_codec(left_serde, right_serde)
+    ser, de, append = _pair_codec(left_serde, right_serde)
 
     def fire(key: Any, w: TimeWindow, acc: list[list[Any]], out: Callable[[Any], None]) -> None:
         emit(key, w, acc[0], acc[1], out)
@@ -55,7 +91,7 @@ def window_co_group_function(emit: CoGroupEmit, left_serde: Serde[Any], right_se
         return acc
 
     return WindowFunction(create=lambda: [[], []], add=add, merge=lambda a, b: [a[0] + b[0], a[1] + b[1]],
-                          emit=fire, serialize=ser, deserialize=de)
+                          emit=fire, serialize=ser, deserialize=de, append=append, layout=COGROUP_LAYOUT)
 
 
 def window_join_function(fn: Callable[[Any, Any], Any], how: str, left_serde: Serde[Any],
@@ -89,10 +125,21 @@ class IntervalJoinOperator(KeyedProcessFunction):
     Lateness is Flink's rule: an element is late when ``ts < watermark`` (one *at* the watermark
     is joined). Buffers are kept until no on-time element can match them any more: a left
     element ``l`` matches right elements ``r <= l + upper``, and an on-time ``r`` has ``r >=
-    watermark``, so ``l`` is dropped once the watermark passes ``l + upper`` (its timer at ``l +
-    upper + 1``); a right element ``r`` once it passes ``r - lower``. (Flink's operator drops
-    ``l`` at watermark ``l + upper``, so an element exactly at the watermark can miss a match
-    there; here it cannot.) Timer times saturate to int64 (:mod:`kstreamlet.runtime.timers`).
+    watermark``, so ``l`` may go once the watermark reaches ``l + upper + 1``; a right element ``r``
+    once it reaches ``r - lower + 1``. (Flink's operator drops ``l`` at watermark ``l + upper``, so
+    an element exactly at the watermark can miss a match there; here it cannot.)
+
+    Cleanup is time-indexed, not a timer per element (Flink registers one per element; Kafka Streams'
+    join stores drop whole time segments): the operator keeps, in memory, the buffer entries of the
+    task by *cleanup segment* (their expiry rounded up to ``step`` ms, a quarter of the join's span),
+    and a single event-time timer at the next segment's end (registered under whichever key is
+    current; a timer's key does not matter to cleanup). When it fires, every entry of every segment
+    the watermark passed is deleted in one sweep and the next timer registered. Deleting a little
+    later than possible changes no output: an expired entry cannot match an on-time element, and late
+    ones are dropped before the lookup. The store's layout is unchanged (``key | side | ts -> list of
+    values``), so changelogs restore as before; the index is rebuilt from one scan of the store on
+    first use (after a restart, a restore, or an abort). Per-element timers of earlier versions still
+    fire once and run a sweep. Timer times saturate to int64 (:mod:`kstreamlet.runtime.timers`).
     """
 
     def __init__(self, lower: int, upper: int, fn: Callable[[Any, Any], Any], left_serde: Serde[Any],
@@ -103,15 +150,75 @@ class IntervalJoinOperator(KeyedProcessFunction):
         # Late elements of a side go to its side output when tagged (Flink's sideOutputLeftLateData
         # / sideOutputRightLateData), else they are dropped.
         self.late_tags = (left_late_tag, right_late_tag)
-        # A buffered element's cleanup timer is at its timestamp + these.
+        # A buffered element may go once the watermark reaches its timestamp + these.
         self._left_cleanup = upper + 1
         self._right_cleanup = 1 - lower
+        #: Cleanup granularity (ms): entries are swept per segment of this length.
+        self.step = max(1, (upper - lower) // 4)
 
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("buffers")
+        self._ser = (self.serdes[0].serialize, self.serdes[1].serialize)
+        self._de = (self.serdes[0].deserialize, self.serdes[1].deserialize)
+        self._unload()
+        self.store.on_abort(self._unload)
 
-    def _entry(self, prefix: bytes, side: int, ts: int) -> bytes:
-        return prefix + bytes((side,)) + _pack_ts(ts + BIAS)
+    # --- the time index ------------------------------------------------------------------------------
+
+    def _unload(self) -> None:
+        """Forget the index (an abort or a rolled-back timer call changed the store under it)."""
+        self._loaded = False
+        #: segment -> buffer keys expiring in it; a heap of the segments.
+        self._segments: dict[int, list[bytes]] = {}
+        self._heap: list[int] = []
+        #: Times of cleanup timers this operator registered and that have not fired, and the earliest.
+        self._pending: set[int] = set()
+        self._next: int | None = None
+
+    def _segment(self, side: int, ts: int) -> int:
+        """The segment of an entry: its expiry rounded up to a multiple of ``step`` (÷ step)."""
+        expiry = ts + (self._left_cleanup if side == LEFT else self._right_cleanup)
+        return -((-expiry) // self.step)
+
+    def _index(self, key: bytes, side: int, ts: int) -> int:
+        seg = self._segment(side, ts)
+        keys = self._segments.get(seg)
+        if keys is None:
+            self._segments[seg] = [key]
+            heapq.heappush(self._heap, seg)
+        else:
+            keys.append(key)
+        return seg
+
+    def _load(self, ctx: KeyedContext) -> None:
+        for k, _ in self.store.iter_range(b"", None):
+            n = key_prefix_length(k)
+            self._index(k, k[n], _unpack_ts(k, n + 1)[0] - BIAS)
+        self._loaded = True
+        self._schedule(ctx)
+
+    def _schedule(self, ctx: KeyedContext) -> None:
+        """A cleanup timer at the end of the earliest segment, unless one is registered by then."""
+        if not self._heap:
+            return
+        at = self._heap[0] * self.step
+        if at > MAX_TIMESTAMP:
+            at = MAX_TIMESTAMP
+        if self._next is not None and self._next <= at:
+            return
+        self._pending.add(at)
+        self._next = at
+        ctx.timers.register_event_time(at)
+
+    def _sweep(self, watermark: int) -> None:
+        """Delete every entry of every segment that ended at or before ``watermark``."""
+        heap, segments, step, delete = self._heap, self._segments, self.step, self.store.delete
+        end_of_time = watermark >= MAX_TIMESTAMP
+        while heap and (end_of_time or heap[0] * step <= watermark):
+            for k in segments.pop(heapq.heappop(heap)):
+                delete(k)
+
+    # --- records and timers --------------------------------------------------------------------------
 
     def _bound(self, prefix: bytes, side: int, ts: int) -> bytes:
         """The store key where ``side``'s entries at ``ts`` start, for ``ts`` past int64 too: before
@@ -121,14 +228,6 @@ class IntervalJoinOperator(KeyedProcessFunction):
         if ts < MIN_TIMESTAMP:
             return prefix + bytes((side,))
         return prefix + bytes((side,)) + _pack_ts(ts + BIAS)
-
-    def _scan(self, prefix: bytes, side: int, lo: int, hi: int) -> list[tuple[int, list[Any]]]:
-        de = self.serdes[side].deserialize
-        n = len(prefix) + 1
-        out = []
-        for k, raw in self.store.iter_range(self._bound(prefix, side, lo), self._bound(prefix, side, hi + 1)):
-            out.append((_unpack_ts(k, n)[0] - BIAS, [de(b) for b in decode_list(raw)]))
-        return out
 
     def process_element(self, value: tuple[int, Any], ctx: KeyedContext) -> None:
         side, v = value
@@ -144,48 +243,46 @@ class IntervalJoinOperator(KeyedProcessFunction):
             if tag is not None:
                 ctx.side_output(tag, v)
             return
+        if not self._loaded:
+            self._load(ctx)
+        store = self.store
         prefix = key_prefix(ctx.key_bytes)
-        k = self._entry(prefix, side, ts)
-        raw = self.store.get(k)
-        self.store.put(k, (raw or b"") + encode_list([self.serdes[side].serialize(v)]))
-        if side == LEFT:
-            matches = self._scan(prefix, RIGHT, ts + self.lower, ts + self.upper)
-            for rts, rights in matches:
-                for rv in rights:
-                    self._out(ctx, v, rv, max(ts, rts))
-            ctx.timers.register_event_time(ts + self._left_cleanup)  # no on-time right element matches after
+        k = prefix + _SIDES[side] + _pack_ts(ts + BIAS)
+        raw = store.get(k)
+        item = self._ser[side](v)
+        if raw is None:
+            store.put(k, _LEN.pack(len(item)) + item)
+            seg = self._index(k, side, ts)
+            if self._next is None or seg * self.step < self._next:
+                self._schedule(ctx)
         else:
-            matches = self._scan(prefix, LEFT, ts - self.upper, ts - self.lower)
-            for lts, lefts in matches:
-                for lv in lefts:
-                    self._out(ctx, lv, v, max(ts, lts))
-            ctx.timers.register_event_time(ts + self._right_cleanup)
+            store.put(k, raw + _LEN.pack(len(item)) + item)
+        # The other side's entries this element matches, in timestamp order.
+        if side == LEFT:
+            other, lo, hi = RIGHT, ts + self.lower, ts + self.upper
+        else:
+            other, lo, hi = LEFT, ts - self.upper, ts - self.lower
+        n = len(prefix) + 1
+        de, fn, emit = self._de[other], self.fn, ctx.emit
+        for ok, oraw in store.iter_range(self._bound(prefix, other, lo), self._bound(prefix, other, hi + 1)):
+            ots = _unpack_ts(ok, n)[0] - BIAS
+            out_ts = ts if ts > ots else ots
+            for b in decode_list(oraw):
+                r = fn(v, de(b)) if side == LEFT else fn(de(b), v)
+                if r is not None:
+                    emit(r, timestamp=out_ts)
         ctx.timestamp = ts
 
-    def _out(self, ctx: KeyedContext, lv: Any, rv: Any, ts: int) -> None:
-        r = self.fn(lv, rv)
-        if r is not None:
-            ctx.emit(r, timestamp=ts)
-
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
-        prefix = key_prefix(ctx.key_bytes)
-        store = self.store
-        if ts >= MAX_TIMESTAMP:
-            # The end of time (also where saturated timers land): nothing is left to match.
-            for k, _ in list(store.iter_prefix(prefix)):
-                store.delete(k)
-            return
-        # Left l is needed while watermark <= l + upper, right r while watermark <= r - lower.
-        left_end, right_end = ts - self.upper, ts + self.lower
-        for side, end in ((LEFT, left_end), (RIGHT, right_end)):
-            for k, _ in list(store.iter_range(prefix + bytes((side,)), self._bound(prefix, side, end))):
-                store.delete(k)
-        # Buffers written before this rule had their timer 1 ms earlier (at l + upper, r - lower):
-        # such a timer finds its own entry still needed, so clean it up 1 ms later.
-        if ((MIN_TIMESTAMP <= left_end <= MAX_TIMESTAMP and store.get(self._entry(prefix, LEFT, left_end)) is not None)
-                or (MIN_TIMESTAMP <= right_end <= MAX_TIMESTAMP
-                    and store.get(self._entry(prefix, RIGHT, right_end)) is not None)):
-            ctx.timers.register_event_time(ts + 1)
+        # A cleanup timer (or, from an earlier version, an element's own): sweep up to the watermark.
+        pending = self._pending
+        pending.discard(ts)
+        if ts == self._next:
+            self._next = min(pending) if pending else None
+        if not self._loaded:
+            self._load(ctx)
+        self._sweep(max(ts, ctx.current_watermark))
+        self._schedule(ctx)
 
 
 class TableJoinOperator(KeyedProcessFunction):

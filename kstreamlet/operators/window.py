@@ -23,14 +23,16 @@ from kstreamlet import serdes as _serdes
 from kstreamlet.api.context import KeyedContext, RuntimeContext
 from kstreamlet.api.functions import KeyedProcessFunction
 from kstreamlet.serdes import Serde
-from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, WINDOW, key_prefix, list_codec, saturating_add, window_key
+from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, MIN_TIMESTAMP, WINDOW, key_prefix, list_codec, saturating_add, window_key
 from kstreamlet.state.keyed import AggregateFunction, ListStateDescriptor, ValueStateDescriptor
-from kstreamlet.windowing.assigners import TimeWindow, WindowAssigner
+from kstreamlet.windowing.assigners import SlidingWindows, TimeWindow, TumblingWindows, WindowAssigner
 from kstreamlet.windowing.triggers import BuiltinTrigger
 
 _log = structlog.get_logger(__name__)
 
 _CNT = struct.Struct(">q")
+_LEN = struct.Struct(">I")
+_ONE = struct.pack(">q", 1)  # the time trigger's state of a window with one element
 _NO_FIRE = 2**63 - 1  # continuous trigger state: no early firing pending (Flink: empty fire-time state)
 #: Window contents purged (``PurgingTrigger``): the entry keeps only its 8-byte trigger state.
 _EMPTY: Any = object()
@@ -49,6 +51,12 @@ class WindowFunction:
     emit: Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None]
     serialize: Callable[[Any], bytes]
     deserialize: Callable[[bytes], Any]
+    #: ``append(contents, value) -> contents``: add an element to the *serialized* contents without
+    #: decoding them (element lists, co-groups); the window operator uses it when nothing fires.
+    append: Callable[[bytes, Any], bytes] | None = None
+    #: Version of the contents' byte layout, recorded with the topology (topology/record.py): a
+    #: layout change bumps it, and readers keep reading the older layouts.
+    layout: int = 0
 
 
 WindowEmit = Callable[[Any, TimeWindow, Any, Callable[[Any], None]], None]
@@ -114,8 +122,14 @@ def elements_function(value_serde: Serde[Any], emit: Callable[[Any, TimeWindow, 
                       ) -> WindowFunction:
     """Full-window function: the element list is kept in state; ``emit(key, window, elements, out)``."""
     ser, de = list_codec(value_serde)
+    one = value_serde.serialize
+
+    def append(raw: bytes, v: Any) -> bytes:
+        item = one(v)
+        return raw + _LEN.pack(len(item)) + item  # encode_list appends
+
     return WindowFunction(create=list, add=lambda v, acc: acc + [v], merge=lambda a, b: a + b,
-                          emit=emit, serialize=ser, deserialize=de)
+                          emit=emit, serialize=ser, deserialize=de, append=append)
 
 
 class WindowOperator(KeyedProcessFunction):
@@ -141,6 +155,23 @@ class WindowOperator(KeyedProcessFunction):
 
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("windows")
+        # Fixed-size windows with the time trigger: a timer at ``ts`` concerns only the key's window
+        # ending at ``ts + 1`` (its firing) and, with allowed lateness, the one ending at ``ts + 1 -
+        # lateness`` (its cleanup), so on_timer reads those two entries instead of scanning the key's
+        # windows. Every window has both timers (the firing one unless created past its end, when it
+        # fired on the element; the cleanup one at exactly max_timestamp + lateness), so nothing else
+        # is due at ``ts``.
+        # Appending to serialized contents: the time trigger without per-element updates.
+        self._append = self.fn.append if self._kind == "time" and not self.emit_updates else None
+        self._empty = self.fn.serialize(self.fn.create()) if self._append is not None else b""
+        a = self.assigner
+        self._fixed_size = int(getattr(a, "size", 0)) if (
+            self._kind == "time" and type(a) in (TumblingWindows, SlidingWindows) and not a.merging) else 0
+
+    @property
+    def state_layouts(self) -> dict[str, int]:
+        """Store -> layout version of what it holds, when not 0 (recorded with the topology)."""
+        return {"windows": self.fn.layout} if self.fn.layout else {}
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -197,6 +228,7 @@ class WindowOperator(KeyedProcessFunction):
         prefix = key_prefix(ctx.key_bytes)
         lateness = self.lateness
         accepted = False
+        append = self._append
         for w in self.assigner.assign(ts):
             c = w.max_timestamp + lateness
             if event_time and (c if c < MAX_TIMESTAMP else MAX_TIMESTAMP) <= now:  # cleanup_time, inlined
@@ -204,6 +236,15 @@ class WindowOperator(KeyedProcessFunction):
             accepted = True
             k = _win_key(prefix, w)
             raw = self.store.get(k)
+            if append is not None and w.max_timestamp > now:
+                # Nothing fires on this element: add it to the serialized contents as they are.
+                if raw is None:
+                    self.store.put(k, _ONE + append(self._empty, value))
+                    self._register_window_timers(ctx, w, now)
+                else:
+                    base = raw[8:] if len(raw) > 8 else self._empty
+                    self.store.put(k, _CNT.pack(_CNT.unpack_from(raw)[0] + 1) + append(base, value))
+                continue
             count, acc = self._load(raw) if raw is not None else (0, self.fn.create())
             acc = self.fn.add(value, acc)
             if self._kind == "time":
@@ -348,11 +389,25 @@ class WindowOperator(KeyedProcessFunction):
 
     # --- timers ---------------------------------------------------------------------------------------
 
+    def _due_windows(self, prefix: bytes, ts: int) -> list[tuple[bytes, bytes]]:
+        """The key's window entries a timer at ``ts`` may concern (see :meth:`open`)."""
+        size = self._fixed_size
+        if size and MIN_TIMESTAMP + size + self.lateness < ts < MAX_TIMESTAMP - 1:
+            out = []
+            get = self.store.get
+            for end in ((ts + 1, ts + 1 - self.lateness) if self.lateness else (ts + 1,)):
+                k = prefix + _pack_window(end - size + BIAS, end + BIAS)
+                raw = get(k)
+                if raw is not None:
+                    out.append((k, raw))
+            return out
+        return list(self.store.iter_prefix(prefix))
+
     def on_timer(self, ts: int, ctx: KeyedContext) -> None:
         prefix = key_prefix(ctx.key_bytes)
         n = len(prefix)
         kind = self._kind
-        for k, raw in list(self.store.iter_prefix(prefix)):
+        for k, raw in self._due_windows(prefix, ts):
             w = _decode_window(k, n)
             mt = w.max_timestamp
             # A FIRE on purged contents emits nothing (WindowOperator: contents == null).

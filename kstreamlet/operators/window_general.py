@@ -205,6 +205,11 @@ class GeneralWindowOperator(KeyedProcessFunction):
         if element_serde is not None:
             self._ser_el, self._de_el = element_serde.serialize, element_serde.deserialize
 
+    @property
+    def state_layouts(self) -> dict[str, int]:
+        """Store -> layout version of what it holds, when not 0 (recorded with the topology)."""
+        return {"windows": self.fn.layout} if self.fn.layout else {}
+
     def open(self, ctx: RuntimeContext) -> None:
         self.store = ctx.raw_store("windows")
         self._tctx = _TriggerContext(self, ctx.key_context)

@@ -157,7 +157,7 @@ class Task:
         "_read_all", "msg", "keyctx", "operator_keyctx", "stores", "_timers", "_closers", "participants",
         "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
         "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
-        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in", "firing_timers",
+        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in", "firing_timers", "_flushers",
     )
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
@@ -188,6 +188,8 @@ class Task:
         self._closers: list[Callable[[], None]] = []
         #: Checkpoint participants besides the stores (e.g. two-phase-commit sink operators).
         self.participants: list[Any] = []
+        #: Run first at each checkpoint (record caches): each returns whether it forwarded something.
+        self._flushers: list[Callable[[], bool]] = []
         self.broadcast_handlers: dict[str, list[Callable[[bytes | None, bytes | None, int], None]]] = {}
         #: Repartition topics this task writes, which carry its watermark to downstream tasks.
         self.watermark_sinks = [(n.topic, (partition_counts or partitions_of)(n.topic)) for n in subtopology.sinks
@@ -284,6 +286,13 @@ class Task:
         participant may write to a store then), ``committed()``, ``aborted()``, ``recover()`` (once,
         when the task's stores are restored and before it processes) and ``close()``."""
         self.participants.append(participant)
+
+    def add_flusher(self, flush: Callable[[], bool]) -> None:
+        """Run ``flush()`` at the start of every checkpoint's ``prepare_commit``, before the watermark
+        records, participants and changelogs (a record cache writes its state and forwards its
+        updates then); it returns whether it forwarded anything, and the flushers run again until
+        none did (a flush may fill another cache of the task downstream)."""
+        self._flushers.append(flush)
 
     def _compile_source(self, src: SourceNode) -> Callable[[Message], None]:
         child = self.compiled(src)
@@ -527,6 +536,9 @@ class Task:
         offset, metadata)}`` (the metadata carries stream time, see :meth:`stream_time_metadata`),
         after producing into the checkpoint what must commit with them: watermark records for
         downstream tasks, participants' records (sink committables), then the stores' changelogs."""
+        flushers = self._flushers
+        while flushers and any([f() for f in flushers]):
+            pass
         wm = self.needs_watermarks
         offsets = {tp: (off, (self.stream_time_metadata(tp[0]) or None) if wm else None)
                    for tp, off in self.offsets.items()}

@@ -125,6 +125,11 @@ class Store:
         self.put = tracked_put  # type: ignore[method-assign]
         self.delete = tracked_delete  # type: ignore[method-assign]
 
+    @property
+    def tracking(self) -> bool:
+        """Between :meth:`track_writes` and :meth:`untrack_writes` (a guarded timer call runs)."""
+        return "put" in self.__dict__
+
     def untrack_writes(self) -> None:
         self.__dict__.pop("put", None)
         self.__dict__.pop("delete", None)

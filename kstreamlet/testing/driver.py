@@ -16,7 +16,8 @@ records piped to a partition back (a *lagging* input: records are waiting, so it
 idle) until ``driver.resume(topic, p)``.
 
 Checkpoints. Every piped record (and every :meth:`TopologyTestDriver.advance_wall_clock_time`)
-is its own checkpoint: outputs become readable when it commits, as for a ``read_committed``
+is its own checkpoint (unless piped inside ``with driver.one_checkpoint():``, which makes the block's
+records one checkpoint, e.g. to see a record cache fold updates): outputs become readable when it commits, as for a ``read_committed``
 consumer, and watermark records the tasks forward at the commit are processed after it. Error
 policies apply as in production: with ``dlq`` a failing record (or timer call) appears in the
 dead-letter topic with the same headers; a :class:`~kstreamlet.errors.ProcessingError`
@@ -50,8 +51,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
@@ -197,6 +199,8 @@ class TopologyTestDriver:
         self._pending: deque[_Message] = deque()
         self._paused: dict[tuple[str, int], deque[_Message]] = {}
         self._delivering = False
+        #: Inside :meth:`one_checkpoint`: records are processed but not committed yet.
+        self._holding = False
         self._partitions_given = dict(partitions or {})
         self.stores: dict[tuple[str, int], Store] = {}
         #: Committed offset metadata (stream time) per input partition, and the committed store
@@ -360,6 +364,29 @@ class TopologyTestDriver:
         """Current watermark of the task reading ``topic[partition]``."""
         return self.task(topic, partition).watermarks.watermark
 
+    @contextmanager
+    def one_checkpoint(self) -> Iterator[None]:
+        """The records piped inside the ``with`` block are one checkpoint (as a member commits every
+        ``commit_interval``): processed as they are piped, committed — outputs readable, record
+        caches flushed — when the block ends; an error escaping the block aborts it::
+
+            with driver.one_checkpoint():
+                words.pipe_input("a", key="a")
+                words.pipe_input("a", key="a")
+            assert counts.read_key_values_to_list() == [("a", 2)]   # with a record cache
+        """
+        if self._holding:
+            raise RuntimeError("one_checkpoint() blocks do not nest")
+        self._holding = True
+        try:
+            yield
+        except BaseException:
+            self._holding = False
+            self._abort()
+            raise
+        self._holding = False
+        self._drain()
+
     def _commit(self) -> None:
         # Every piped record is its own checkpoint. Watermark records the tasks forward now are
         # queued and processed after it (in the next checkpoint), as downstream tasks would consume them.
@@ -452,6 +479,8 @@ class TopologyTestDriver:
                     except Exception as e:
                         self.errors.handle(m, e)
                 self._delivering = False
+                if self._holding:
+                    return
                 self._commit()
             except BaseException:
                 self._delivering = False

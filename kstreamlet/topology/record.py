@@ -20,6 +20,8 @@ what changed between the recorded and the current topology:
   operator (kind or upstream topics differ): the generated names shifted;
 - ``operator``: the same for an explicitly named one (a name reused for another operator);
 - ``serde``: a store's key or value serde changed (old state would not decode);
+- ``layout``: a store was recorded with a newer byte layout (``ResourceRecord.layout``) than this
+  code writes and reads (a downgrade; newer code reads older layouts, so an upgrade is no change);
 - ``removed``: a recorded store is no longer in the topology (removed, or renamed / shifted: the
   message names a new store that looks like it).
 
@@ -64,6 +66,10 @@ class ResourceRecord:
     #: User topics upstream of the operator (through repartition topics), sorted.
     upstream: list[str] = field(default_factory=list)
     version: int = RECORD_VERSION
+    #: Version of the store's byte layout (an operator's ``state_layouts``; 0 = the original one). A
+    #: newer kstreamlet reads older layouts; a store recorded with a newer layout than the current
+    #: code writes is a downgrade, which would misread it (``layout`` change).
+    layout: int = 0
 
     @property
     def key(self) -> str:
@@ -90,7 +96,7 @@ class ResourceRecord:
 class Change:
     """A difference that would re-map state silently."""
 
-    kind: str  # shifted | operator | serde | removed
+    kind: str  # shifted | operator | serde | layout | removed
     name: str  # the store or topic
     message: str
 
@@ -293,9 +299,11 @@ def topology_record(topology: Any, settings: Any = None,
             fn = getattr(n, "fn", None)
             op_kind = type(fn).__name__ if fn is not None else n.kind
             key_serde = _serde(getattr(n, "key_serde", None))
+            layouts = getattr(fn, "state_layouts", None) or {}
             for store, (kind, serde) in d.stores.items():
                 r = ResourceRecord("store", store, n.name, op_kind, kind, key_serde, serde,
-                                   bool(is_generated(n.name)), upstream[st.id])
+                                   bool(is_generated(n.name)), upstream[st.id],
+                                   layout=int(layouts.get(store[len(n.name) + 1:], 0)))
                 out[r.key] = r
     return out, unknown
 
@@ -367,6 +375,11 @@ def compare(recorded: dict[str, ResourceRecord], current: dict[str, ResourceReco
                     f"{_label(old)} {old.name!r} belonged to {old.what()}, now to {cur.what()}: the name "
                     "is reused for another operator")))
             continue
+        if old.layout > cur.layout:
+            changes.append(Change("layout", old.name, (
+                f"{_label(old)} {old.name!r} of operator {cur.operator!r} was written in layout {old.layout}, newer "
+                f"than the layout {cur.layout} this kstreamlet version reads (a downgrade): its entries would be "
+                "misread; run the newer version, or reset the store")))
         for what, a, b in (("key serde", old.key_serde, cur.key_serde), ("value serde", old.value_serde, cur.value_serde)):
             if a != b:
                 changes.append(Change("serde", old.name, (

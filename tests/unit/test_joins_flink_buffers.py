@@ -8,7 +8,7 @@ from kstreamlet import App, serdes
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.operators.joins import LEFT, RIGHT, IntervalJoinOperator
 from kstreamlet.state.backend import MemoryBackend
-from kstreamlet.state.codec import MAX_TIMESTAMP, encode_list, key_prefix
+from kstreamlet.state.codec import BIAS, MAX_TIMESTAMP, TIMESTAMP, encode_list, key_prefix
 from kstreamlet.state.store import Store
 from kstreamlet.testing import TopologyTestDriver
 
@@ -54,22 +54,43 @@ def test_interval_join_near_long_max_does_not_fail():
             [MAX_TIMESTAMP - 1, MAX_TIMESTAMP]]
 
 
-def test_a_buffer_whose_timer_is_from_the_earlier_cleanup_rule_is_cleaned_1_ms_later():
-    # Buffers written before had their timer at l + upper (r - lower); that timer finds its own
-    # entry still needed (cleanup is now at l + upper + 1) and reschedules it.
+def test_buffers_of_an_earlier_version_are_indexed_and_swept_by_segment():
+    # Buffers written by an earlier version (one timer per element, same store layout) are found by
+    # the index's scan on first use; a timer of either kind sweeps every segment the watermark passed.
     op = IntervalJoinOperator(-1, 2, lambda a, b: None, serdes.JSON, serdes.JSON)
-    op.store = Store("b", 0, MemoryBackend(), None, None)
-    registered = []
-    ctx = SimpleNamespace(key_bytes=b"k", timers=SimpleNamespace(register_event_time=registered.append))
+    op.step = 1
+    store = Store("b", 0, MemoryBackend(), None, None)
+    ctx_store = SimpleNamespace(raw_store=lambda name: store)
+    op.open(ctx_store)  # type: ignore[arg-type]
+    registered: list[int] = []
+    ctx = SimpleNamespace(key_bytes=b"k", current_watermark=0,
+                          timers=SimpleNamespace(register_event_time=registered.append))
     prefix = key_prefix(b"k")
-    left, right = op._entry(prefix, LEFT, 9), op._entry(prefix, RIGHT, 5)
-    op.store.put(left, encode_list([b"1"]))
-    op.store.put(right, encode_list([b"2"]))
-    op.on_timer(6, ctx)  # right 5's old timer (5 - lower)
-    assert op.store.get(right) is not None and registered == [7]
+    left, right = prefix + bytes((LEFT,)) + TIMESTAMP.pack(9 + BIAS), prefix + bytes((RIGHT,)) + TIMESTAMP.pack(5 + BIAS)
+    store.put(left, encode_list([b"1"]))
+    store.put(right, encode_list([b"2"]))
+    ctx.current_watermark = 6
+    op.on_timer(6, ctx)  # right 5's old timer (5 - lower): it may go at watermark 5 - lower + 1 = 7
+    assert store.get(right) is not None and registered == [7]
+    ctx.current_watermark = 7
     op.on_timer(7, ctx)
-    assert op.store.get(right) is None and op.store.get(left) is not None
-    op.on_timer(11, ctx)  # left 9's old timer (9 + upper)
-    assert op.store.get(left) is not None and registered == [7, 12]
+    assert store.get(right) is None and store.get(left) is not None and registered == [7, 12]
+    ctx.current_watermark = 11
+    op.on_timer(11, ctx)  # left 9's old timer (9 + upper): it may go at 9 + upper + 1 = 12
+    assert store.get(left) is not None and registered == [7, 12]
+    ctx.current_watermark = 12
     op.on_timer(12, ctx)
-    assert op.store.get(left) is None and registered == [7, 12]
+    assert store.get(left) is None and registered == [7, 12]
+
+
+def test_interval_join_registers_one_timer_per_segment_not_per_element():
+    with TopologyTestDriver(interval_join_app(-2000, 3000)) as d:
+        o, g = d.input_topic("orange", value_serde=serdes.JSON), d.input_topic("green", value_serde=serdes.JSON)
+        for ts in range(0, 20_000, 10):
+            o.pipe_input({"k": f"key{ts % 7}", "ts": ts})
+            g.pipe_input({"k": f"key{ts % 5}", "ts": ts - 500})
+        timers = d.key_value_store("ij-timers")
+        assert 0 < len(timers) <= 3, len(timers)  # the next cleanup, not one per buffered element
+        buffers = d.key_value_store("ij-buffers")
+        # Kept: what the watermark (~19,490) has not passed by a whole segment (1,250 ms) plus the span.
+        assert 0 < len(buffers) < 2 * (3000 + 2000 + 1250) // 10, len(buffers)
