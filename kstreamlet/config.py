@@ -154,6 +154,14 @@ class Settings(BaseSettings):
         "store whose serde changed, a removed store): the change is intended; reset the affected stores.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    async_event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="Event loop of async operators (map_async, async process_element): 'uvloop' "
+        "needs the optional extra kstreamlet[async].")
+    async_checkpoint_timeout: float | None = Field(
+        None, gt=0,
+        description="Seconds a checkpoint waits for in-flight async calls to complete; past it the checkpoint "
+        "aborts and its records are replayed. Below transaction_timeout under exactly-once; default: "
+        "min(5, transaction_timeout / 2).")
 
     @field_validator("application_id")
     @classmethod
@@ -189,6 +197,22 @@ class Settings(BaseSettings):
                 f"transaction_timeout (env KSTREAMLET_TRANSACTION_TIMEOUT) = {self.transaction_timeout:g}s must be "
                 f"greater than commit_interval (env KSTREAMLET_COMMIT_INTERVAL) = {self.commit_interval:g}s: each "
                 "checkpoint's transaction is open for a commit interval; use several commit intervals")
+        return self
+
+    @model_validator(mode="after")
+    def _async_settings(self) -> "Settings":
+        if self.async_event_loop == "uvloop":
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                raise ValueError("async_event_loop (env KSTREAMLET_ASYNC_EVENT_LOOP) = 'uvloop' needs uvloop: "
+                                 "pip install 'kstreamlet[async]'") from None
+        if self.processing_guarantee == "exactly_once" and self.async_checkpoint_timeout is not None \
+                and self.async_checkpoint_timeout >= self.transaction_timeout:
+            raise ValueError(
+                f"async_checkpoint_timeout (env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT) = {self.async_checkpoint_timeout:g}s "
+                f"must be below transaction_timeout (env KSTREAMLET_TRANSACTION_TIMEOUT) = {self.transaction_timeout:g}s: "
+                "the checkpoint's transaction stays open while it waits for async calls")
         return self
 
     @model_validator(mode="after")
@@ -235,6 +259,13 @@ class Settings(BaseSettings):
     @property
     def effective_dlq_topic(self) -> str:
         return self.dlq_topic or f"{self.application_id}-dlq"
+
+    @property
+    def effective_async_checkpoint_timeout(self) -> float:
+        """How long a checkpoint waits for in-flight async calls (runtime/async_io.py)."""
+        if self.async_checkpoint_timeout is not None:
+            return self.async_checkpoint_timeout
+        return min(5.0, self.transaction_timeout / 2)
 
 
 

@@ -157,7 +157,7 @@ class Task:
         "_read_all", "msg", "keyctx", "operator_keyctx", "stores", "_timers", "_closers", "participants",
         "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
         "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
-        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in",
+        "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in", "async_runtime",
     )
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
@@ -222,6 +222,8 @@ class Task:
         self.first: dict[tuple[str, int], int] = {}
         self._committed_wm = MIN_WATERMARK
         self._committed_sent = _NOT_SENT
+        #: The event loop of this task's async operators (runtime/async_io.py), set when one compiles.
+        self.async_runtime: Any = None
 
     # --- building ----------------------------------------------------------------------------------
 
@@ -518,7 +520,11 @@ class Task:
         """Step 1 of a checkpoint: this task's offsets to commit, ``{(topic, partition): (next
         offset, metadata)}`` (the metadata carries stream time, see :meth:`stream_time_metadata`),
         after producing into the checkpoint what must commit with them: watermark records for
-        downstream tasks, participants' records (sink committables), then the stores' changelogs."""
+        downstream tasks, participants' records (sink committables), then the stores' changelogs.
+        Async operators are drained first: the checkpoint covers only complete results, and the
+        watermark forwarded below does not overtake them."""
+        if self.async_runtime is not None:
+            self.async_runtime.drain()
         wm = self.needs_watermarks
         offsets = {tp: (off, (self.stream_time_metadata(tp[0]) or None) if wm else None)
                    for tp, off in self.offsets.items()}

@@ -24,6 +24,12 @@ dead-letter topic with the same headers; a :class:`~kstreamlet.errors.Processing
 dropped, as a member's abort drops them — and propagates (a member would stop there; the
 driver does not replay the aborted input).
 
+Async operators (``map_async``, async ``process_element``) run on the driver's event loop: a
+record's call starts when it is piped, completed results are released as later records arrive,
+and every checkpoint waits until nothing is in flight. To have several calls in flight at once
+(order modes, capacity), pipe inside ``with driver.batch():`` — one checkpoint for all of its
+records, committed (after the calls complete) when the block ends.
+
 Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
 owner taking over: fresh tasks on the committed contents of every store (what restoring the
 changelogs gives) and the committed stream time, so timers, windows and state carry over and each
@@ -46,13 +52,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.runtime.async_io import AsyncRuntime
 from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
@@ -213,6 +221,8 @@ class TopologyTestDriver:
         self._pending: deque[_Message] = deque()
         self._paused: dict[tuple[str, int], deque[_Message]] = {}
         self._delivering = False
+        #: Inside ``batch()``: records are processed as piped, committed when the block ends.
+        self._batch_depth = 0
         self._partitions_given = dict(partitions or {})
         self.stores: dict[tuple[str, int], Store] = {}
         #: Committed offset metadata (stream time) per input partition, and the committed store
@@ -268,11 +278,34 @@ class TopologyTestDriver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        aio = AsyncRuntime.find(self)
+        if aio is not None:
+            aio.close()
 
     def close(self) -> None:
         for task in self.tasks.values():
             task.close()
         self.tasks.clear()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Records piped inside the block form one checkpoint: each is processed when piped (async
+        calls start then; completed results are released as further records arrive), and the
+        checkpoint — which first waits for every call in flight — commits when the block ends."""
+        self._batch_depth += 1
+        try:
+            yield
+        except BaseException:
+            self._batch_depth -= 1
+            self._abort()
+            raise
+        self._batch_depth -= 1
+        if not self._batch_depth:
+            self._drain()
+
+    def async_runtime(self) -> AsyncRuntime | None:
+        """The event loop of the topology's async operators (None without any)."""
+        return AsyncRuntime.find(self)
 
     # --- topics ---------------------------------------------------------------------------------
 
@@ -466,7 +499,12 @@ class TopologyTestDriver:
                         raise
                     except Exception as e:
                         self.errors.handle(m, e)
+                    aio = AsyncRuntime.find(self)
+                    if aio is not None:
+                        aio.step()  # release what has completed meanwhile
                 self._delivering = False
+                if self._batch_depth:
+                    return
                 self._commit()
             except BaseException:
                 self._delivering = False
