@@ -202,11 +202,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _async_settings(self) -> "Settings":
         if self.async_event_loop == "uvloop":
-            try:
-                import uvloop  # noqa: F401
-            except ImportError:
+            import importlib.util
+
+            if importlib.util.find_spec("uvloop") is None:
                 raise ValueError("async_event_loop (env KSTREAMLET_ASYNC_EVENT_LOOP) = 'uvloop' needs uvloop: "
-                                 "pip install 'kstreamlet[async]'") from None
+                                 "pip install 'kstreamlet[async]'")
         if self.processing_guarantee == "exactly_once" and self.async_checkpoint_timeout is not None \
                 and self.async_checkpoint_timeout >= self.transaction_timeout:
             raise ValueError(

@@ -29,6 +29,7 @@ unbounded.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 import weakref
 from typing import Any, Callable, Iterable, Protocol
@@ -66,7 +67,7 @@ class AsyncOperator(Protocol):
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         try:
-            import uvloop
+            uvloop: Any = importlib.import_module("uvloop")
         except ImportError:
             raise ConfigError("async_event_loop='uvloop' (env KSTREAMLET_ASYNC_EVENT_LOOP) needs uvloop: "
                               "pip install 'kstreamlet[async]'") from None
