@@ -1,0 +1,165 @@
+"""Async enrichment throughput: ``map_async`` against a real HTTP service under exactly-once.
+
+``python -m bench.async_enrich [--bootstrap host:port] [--records 30000] [--latency 0.01]
+[--concurrency 64] [--partitions 1]``
+
+The service (``tests/apps/http_service.py``, aiohttp, its own process on 127.0.0.1) answers
+each ``GET /enrich?v=..`` after ``--latency`` seconds. One member (in this process) reads a
+``--partitions``-partition input (one task per partition, ``--concurrency`` calls in flight per
+task), calls the service with aiohttp for every record and writes the answer, EOS with 100 ms
+checkpoints. Timed from the member's first record to the last committed output (read back
+``read_committed``; every output must be there exactly once). The bound is
+partitions x concurrency / latency; the target is 80 % of it. Without ``--bootstrap`` a local
+broker is started (kstreamlet.dev.kafka). Not a test: it prints a JSON line with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start_service(latency: float) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.apps.http_service", "--latency", str(latency)],
+                            cwd=ROOT, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"the HTTP service did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+def _load(bootstrap: str, topic: str, n: int) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, str(i).encode(), str(i).encode())
+                break
+            except BufferError:
+                p.poll(0.01)
+    p.flush(60)
+
+
+def _count_committed(bootstrap: str, topic: str, partitions: int, n: int, timeout: float) -> tuple[float | None, int]:
+    """(wall time the n-th distinct output arrived, records read) — read_committed, from the start."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-verify-{uuid.uuid4().hex}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen: set[bytes] = set()
+    total = 0
+    done_at = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            got = [m for m in c.consume(10000, 0.2) if m.error() is None]
+            for m in got:
+                seen.add(m.value())
+            total += len(got)
+            if done_at is None and len(seen) >= n:
+                done_at = time.monotonic()
+            if done_at is not None and not got and time.monotonic() - done_at > 2:
+                break
+    finally:
+        c.close()
+    return done_at, total
+
+
+def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
+    from kstreamlet import App, serdes
+    from kstreamlet.runtime.member import Member
+    from kstreamlet.runtime.topics import create_topics
+
+    from confluent_kafka.admin import AdminClient
+
+    tag = uuid.uuid4().hex[:6]
+    inp, out = f"bench-async-in-{tag}", f"bench-async-out-{tag}"
+    create_topics(AdminClient({"bootstrap.servers": bootstrap}), {inp: a.partitions, out: a.partitions})
+    _load(bootstrap, inp, a.records)
+    svc, port = _start_service(a.latency)
+    url = f"http://127.0.0.1:{port}/enrich"
+    sessions: dict[int, aiohttp.ClientSession] = {}
+
+    async def enrich(v: str) -> str:
+        loop = id(asyncio.get_running_loop())
+        s = sessions.get(loop)
+        if s is None:
+            s = sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        async with s.get(url, params={"v": v}) as resp:
+            resp.raise_for_status()
+            return await resp.text()
+
+    app = App(application_id=f"bench-async-{tag}", bootstrap_servers=bootstrap, commit_interval=0.1,
+              processing_guarantee="exactly_once", state_backend="memory", log_level="warning",
+              async_event_loop=a.loop)
+    (app.stream(inp, value_serde=serdes.STR)
+        .map_async(enrich, concurrency=a.concurrency, timeout=5.0, retries=3)
+        .to(out, value_serde=serdes.STR))
+    member = Member(app, f"bench-{tag}", install_signal_handlers=False)
+    t = threading.Thread(target=member.run, daemon=True)
+    cpu0 = time.process_time()
+    t.start()
+    try:
+        done_at, total = _count_committed(bootstrap, out, a.partitions, a.records, timeout=a.timeout)
+    finally:
+        member.stop()
+        t.join(60)
+        svc.kill()
+        svc.wait(10)
+    cpu = time.process_time() - cpu0
+    started = member.first_record_at
+    if done_at is None or started is None:
+        raise SystemExit(f"not every output arrived within {a.timeout}s (read {total})")
+    elapsed = done_at - started
+    rate = a.records / elapsed
+    bound = a.partitions * a.concurrency / a.latency
+    return {"scenario": "async_enrich", "records": a.records, "partitions": a.partitions,
+            "concurrency": a.concurrency, "latency_s": a.latency, "guarantee": "exactly_once",
+            "commit_interval_s": 0.1, "event_loop": a.loop, "seconds": round(elapsed, 3),
+            "records_per_s": round(rate), "bound_per_s": round(bound), "fraction_of_bound": round(rate / bound, 3),
+            "target_met": rate >= 0.8 * bound, "outputs_read": total, "exactly_once": total == a.records,
+            "process_cpu_s": round(cpu, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.async_enrich", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap", default=os.environ.get("KSTREAMLET_BOOTSTRAP_SERVERS"))
+    p.add_argument("--records", type=int, default=30_000)
+    p.add_argument("--latency", type=float, default=0.01)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    p.add_argument("--timeout", type=float, default=300)
+    a = p.parse_args(argv)
+    if a.bootstrap:
+        result = run(a.bootstrap, a)
+    else:
+        from kstreamlet.dev.kafka import kafka_broker
+
+        with kafka_broker() as broker:
+            result = run(broker.bootstrap_servers, a)
+    print(json.dumps(result))
+    return 0 if result["target_met"] and result["exactly_once"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
