@@ -90,10 +90,17 @@ def test_async_map_exactly_once_and_in_order_when_a_member_is_killed(kafka_boots
         assert not missing and not extra, (
             f"expected each of {n} outputs exactly once; missing {sum(missing.values())} (e.g. {list(missing)[:5]}), "
             f"duplicated {sum(extra.values())} (e.g. {list(extra)[:5]})\n" + members.log_tail())
-        # Keys are the values: an output lands in the partition its input came from, in input order.
+        # ordered=True: the outputs of each input partition come in its input order (the feeder wrote
+        # increasing numbers; in an output partition, those of one input partition must increase).
+        source = {v: p for p, vs in read_by_partition(kafka_bootstrap, inp, PARTITIONS, expect=n, timeout=30,
+                                                      settle=1.0).items() for v in vs}
         for p, vs in parts.items():
-            nums = [int(v.split(b":")[0]) for v in vs]
-            assert nums == sorted(nums), f"partition {p}: outputs out of input order (ordered=True)"
+            by_input: dict[int, list[int]] = collections.defaultdict(list)
+            for v in vs:
+                num = v.split(b":")[0]
+                by_input[source[num]].append(int(num))
+            for q, nums in by_input.items():
+                assert nums == sorted(nums), f"output partition {p}: input partition {q}'s outputs out of order"
         assert http_service.failures > 0, "no injected failure: the retries were not exercised"
         codes = members.stop_all()
         assert all(c == 0 for c in codes.values()), f"graceful stop must exit 0, got {codes}"
@@ -168,5 +175,7 @@ def test_async_backpressure_pauses_full_tasks_and_unordered_delivers_exactly_onc
     missing, extra = multiset_diff([f"{i}:ok".encode() for i in range(n)], seen)
     assert not missing and not extra, f"missing {sum(missing.values())}, duplicated {sum(extra.values())}"
     assert svc.max_in_flight <= capacity * 2, f"{svc.max_in_flight} calls at once; capacity {capacity} x 2 tasks"
-    assert set(clients.paused) == {(inp, 0), (inp, 1)}, f"full tasks' partitions must be paused: {clients.paused}"
+    # Which task is full when the loop looks depends on how batches interleave; at least one must be.
+    assert clients.paused and set(clients.paused) <= {(inp, 0), (inp, 1)}, \
+        f"full tasks' partitions must be paused: {clients.paused}"
     assert set(clients.resumed) >= set(clients.paused), "paused partitions must be resumed"
