@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,10 @@ def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
     _load(bootstrap, inp, a.records)
     svc, port = _start_service(a.latency)
     url = f"http://127.0.0.1:{port}/enrich"
-    sessions: dict[int, aiohttp.ClientSession] = {}
+    sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
 
     async def enrich(v: str) -> str:
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         s = sessions.get(loop)
         if s is None:
             s = sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))

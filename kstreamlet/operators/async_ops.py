@@ -258,8 +258,12 @@ class AsyncQueue:
 
     def _failed(self, e: _Entry, exc: BaseException) -> None:
         handler = self.task.collector.errors
-        if handler is None or e.msg is None:
+        if handler is None:
             raise exc
+        if e.msg is None:  # pushed by a timer (no input record): described as the timer's failure
+            kb = e.kb if isinstance(e.kb, bytes) else b""
+            handler.handle_timer(self.name, self.task.id, kb, "async", e.ts, exc, now=self.task.clock())
+            return
         handler.handle(e.msg, exc)
 
     def abandon(self) -> None:

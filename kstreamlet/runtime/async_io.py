@@ -185,8 +185,16 @@ class AsyncRuntime:
             self.emit_ready()
 
     def wait_for_room(self, op: AsyncOperator) -> None:
-        """Block (running the loop) until ``op`` has a free slot."""
+        """Block (running the loop) until ``op`` has a free slot; past ``async_checkpoint_timeout``
+        raise ``AbortCheckpoint`` (calls that hang without a timeout must not stall the member)."""
+        from kstreamlet.runtime.checkpoint import AbortCheckpoint
+
+        deadline = time.monotonic() + self.checkpoint_timeout
         while op.full():
+            if time.monotonic() > deadline:
+                raise AbortCheckpoint(f"an async operator stayed full for {self.checkpoint_timeout:g}s "
+                                      "(async_checkpoint_timeout, env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT): "
+                                      "aborting the checkpoint; its records are replayed")
             self.run(0.05)
             self.emit_ready()
 

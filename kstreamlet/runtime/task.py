@@ -364,7 +364,11 @@ class Task:
             if guard is not None:
                 due = timers.next_due(kind)
                 if due is not None and due <= up_to:
-                    guard.run(timers, kind, up_to, domain)
+                    msg, self.msg = self.msg, None  # no input record while timers fire (api/task.py)
+                    try:
+                        guard.run(timers, kind, up_to, domain)
+                    finally:
+                        self.msg = msg
             else:
                 timers.fire(kind, up_to, functools.partial(_fire_in, fire, domain))
 

@@ -61,6 +61,7 @@ from typing import Any, Iterator, Mapping
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
 from kstreamlet.runtime.async_io import AsyncRuntime
+from kstreamlet.runtime.checkpoint import AbortCheckpoint
 from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
 from kstreamlet.serdes import Serde
@@ -495,7 +496,7 @@ class TopologyTestDriver:
                     task = self.tasks[(self.topology.subtopology_of(m.topic()).id, m.partition())]
                     try:
                         task.on_message[m.topic()](m)
-                    except ProcessingError:
+                    except (ProcessingError, AbortCheckpoint):  # as the member's task manager
                         raise
                     except Exception as e:
                         self.errors.handle(m, e)

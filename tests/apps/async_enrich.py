@@ -9,6 +9,7 @@ service's injected failures. Topics and settings come from the environment (``IN
 
 import asyncio
 import os
+import weakref
 
 import aiohttp
 
@@ -16,15 +17,15 @@ from kstreamlet import App, serdes
 
 app = App()
 URL = os.environ["ENRICH_URL"]
-_sessions: dict[int, aiohttp.ClientSession] = {}
+_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
 
 
 def session() -> aiohttp.ClientSession:
     """One client session per event loop (the member's loop; a rebuilt member gets a new one)."""
     loop = asyncio.get_running_loop()
-    s = _sessions.get(id(loop))
+    s = _sessions.get(loop)
     if s is None or s.closed:
-        s = _sessions[id(loop)] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        s = _sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     return s
 
 

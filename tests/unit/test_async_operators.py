@@ -282,3 +282,39 @@ def test_async_settings_fail_fast_naming_field_and_env_var() -> None:
         with pytest.raises(ConfigError) as e:
             load_settings(application_id="a", async_event_loop="uvloop")
         assert "KSTREAMLET_ASYNC_EVENT_LOOP" in str(e.value) and "kstreamlet[async]" in str(e.value)
+
+
+def test_a_full_operator_waits_at_most_the_bound_then_aborts() -> None:
+    probe = Probe()
+    app = _app(probe, concurrency=1, settings={"async_checkpoint_timeout": 0.1})
+    with TopologyTestDriver(app) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        with pytest.raises(AbortCheckpoint, match="stayed full"):
+            with d.batch():
+                inp.pipe_input({"id": "hang", "ms": 5000}, key="k")
+                inp.pipe_input({"id": "second", "ms": 1}, key="k")
+        assert not d.async_runtime().pending()  # type: ignore[union-attr]
+        assert _out(d) == []
+
+
+class Ticker(KeyedProcessFunction):
+    def process_element(self, value, ctx):
+        ctx.timers.register_processing_time(ctx.timers.current_processing_time() + 10)
+
+    def on_timer(self, ts, ctx):
+        ctx.emit({"id": "from-timer", "ms": 1, "fail_times": 9})
+
+
+def test_a_failing_call_pushed_by_a_timer_goes_to_the_dlq_as_the_timers_failure() -> None:
+    app = App(application_id="async-timer-dlq")
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON).keyed().process(Ticker(), name="tick")
+        .map_async(Probe(), retries=0).to("out", value_serde=serdes.JSON))
+    with TopologyTestDriver(app, wall_clock_ms=1000) as d:
+        d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON).pipe_input({"id": "x", "ms": 1}, key="k")
+        d.advance_wall_clock_time(20)
+        dlq = d.dlq_topic().read_records_to_list()
+        assert _out(d) == []
+    assert len(dlq) == 1
+    h = dict(dlq[0].headers)
+    assert h["kstreamlet.error.stage"] == b"timer" and h["kstreamlet.timer.domain"] == b"async"
+    assert h["kstreamlet.error.type"] == b"ConnectionError"
