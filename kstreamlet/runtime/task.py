@@ -207,6 +207,8 @@ class Task:
         self._committed_max_ts: dict[str, Any] = {}
         self._fired_wm = MIN_WATERMARK
         self._compiled: dict[int, Push] = {}
+        #: The event loop of this task's async operators (runtime/async_io.py), set when one compiles.
+        self.async_runtime: Any = None
         #: Watermark records consumed per forwarded input since the task manager last read them
         #: (they are not records in: kstreamlet_records_in_total excludes them).
         self.watermarks_in: dict[str, int] = {}
@@ -222,8 +224,6 @@ class Task:
         self.first: dict[tuple[str, int], int] = {}
         self._committed_wm = MIN_WATERMARK
         self._committed_sent = _NOT_SENT
-        #: The event loop of this task's async operators (runtime/async_io.py), set when one compiles.
-        self.async_runtime: Any = None
 
     # --- building ----------------------------------------------------------------------------------
 

@@ -318,3 +318,24 @@ def test_a_failing_call_pushed_by_a_timer_goes_to_the_dlq_as_the_timers_failure(
     h = dict(dlq[0].headers)
     assert h["kstreamlet.error.stage"] == b"timer" and h["kstreamlet.timer.domain"] == b"async"
     assert h["kstreamlet.error.type"] == b"ConnectionError"
+
+
+def test_watermark_forwarded_after_the_async_results_so_downstream_windows_miss_nothing() -> None:
+    from kstreamlet import WatermarkStrategy
+
+    app = App(application_id="async-wm-ok")
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON,
+                watermarks=WatermarkStrategy.for_bounded_out_of_orderness(0).with_timestamp_assigner(lambda v: v["ts"]))
+        .map_async(Probe(), concurrency=8, ordered=False)
+        .key_by(lambda v: v["id"][0], key_serde=serdes.STR)
+        .window(TumblingEventTimeWindows.of(1000)).count()
+        .to("out", value_serde=serdes.INT64))
+    with TopologyTestDriver(app) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        with d.batch():  # slow calls first: their results are released last, after the watermark passed 1000
+            for i, ms in enumerate([40, 30, 20, 1, 1]):
+                inp.pipe_input({"id": f"a{i}", "ms": ms, "ts": 100 + i}, key="k")
+            inp.pipe_input({"id": "a9", "ms": 1, "ts": 5000}, key="k")
+        inp.pipe_input({"id": "b0", "ms": 1, "ts": 9000}, key="k")
+        counts = d.output_topic("out", key_serde=serdes.STR, value_serde=serdes.INT64).read_values_to_list()
+    assert counts[0] == 5, f"the first window must count all five records (none late): {counts}"
