@@ -3,8 +3,10 @@
 ``python -m bench.async_enrich [--bootstrap host:port] [--records 30000] [--latency 0.01]
 [--concurrency 64] [--partitions 1]``
 
-The service (``tests/apps/http_service.py``, aiohttp, its own process on 127.0.0.1) answers
-each ``GET /enrich?v=..`` after ``--latency`` seconds. One member (in this process) reads a
+The service (``tests/apps/http_service.py``, its own process on 127.0.0.1) answers each
+``GET /enrich?v=..`` after ``--latency`` seconds; ``--client lean`` (default) uses its stdlib
+asyncio server and a minimal keep-alive client (what is measured is the operator), ``--client
+aiohttp`` the aiohttp server and client (a library's per-request CPU included). One member (in this process) reads a
 ``--partitions``-partition input (one task per partition, ``--concurrency`` calls in flight per
 task), calls the service with aiohttp for every record and writes the answer, EOS with 100 ms
 checkpoints. Timed from the member's first record to the last committed output (read back
@@ -31,15 +33,38 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _start_service(latency: float) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.apps.http_service", "--latency", str(latency)],
-                            cwd=ROOT, stdout=subprocess.PIPE)
+def _start_service(latency: float, lean: bool) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.apps.http_service", "--latency", str(latency)]
+                            + (["--lean"] if lean else []), cwd=ROOT, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if not line.startswith("PORT "):
         proc.kill()
         raise RuntimeError(f"the HTTP service did not start: {line!r}")
     return proc, int(line.split()[1])
+
+
+class LeanClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (a pool of connections per event
+    loop): ``await get(path)`` → body. The benchmark's client, so that what is measured is the
+    operator, not a client library's per-request cost (``--client aiohttp`` measures that one)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, path: str) -> bytes:
+        conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = conn
+        writer.write(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        body = await reader.readexactly(length)
+        self.idle.append(conn)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body[:100]!r}")
+        return body
 
 
 def _load(bootstrap: str, topic: str, n: int) -> None:
@@ -95,9 +120,17 @@ def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
     inp, out = f"bench-async-in-{tag}", f"bench-async-out-{tag}"
     create_topics(AdminClient({"bootstrap.servers": bootstrap}), {inp: a.partitions, out: a.partitions})
     _load(bootstrap, inp, a.records)
-    svc, port = _start_service(a.latency)
+    svc, port = _start_service(a.latency, lean=a.client == "lean")
     url = f"http://127.0.0.1:{port}/enrich"
+    lean: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeanClient]" = weakref.WeakKeyDictionary()
     sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
+
+    async def enrich_lean(v: str) -> str:
+        loop = asyncio.get_running_loop()
+        c = lean.get(loop)
+        if c is None:
+            c = lean[loop] = LeanClient(port)
+        return (await c.get(f"/enrich?v={v}")).decode()
 
     async def enrich(v: str) -> str:
         loop = asyncio.get_running_loop()
@@ -112,7 +145,7 @@ def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
               processing_guarantee="exactly_once", state_backend="memory", log_level="warning",
               async_event_loop=a.loop)
     (app.stream(inp, value_serde=serdes.STR)
-        .map_async(enrich, concurrency=a.concurrency, timeout=5.0, retries=3)
+        .map_async(enrich_lean if a.client == "lean" else enrich, concurrency=a.concurrency, timeout=5.0, retries=3)
         .to(out, value_serde=serdes.STR))
     member = Member(app, f"bench-{tag}", install_signal_handlers=False)
     t = threading.Thread(target=member.run, daemon=True)
@@ -134,7 +167,7 @@ def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
     bound = a.partitions * a.concurrency / a.latency
     return {"scenario": "async_enrich", "records": a.records, "partitions": a.partitions,
             "concurrency": a.concurrency, "latency_s": a.latency, "guarantee": "exactly_once",
-            "commit_interval_s": 0.1, "event_loop": a.loop, "seconds": round(elapsed, 3),
+            "commit_interval_s": 0.1, "event_loop": a.loop, "client": a.client, "seconds": round(elapsed, 3),
             "records_per_s": round(rate), "bound_per_s": round(bound), "fraction_of_bound": round(rate / bound, 3),
             "target_met": rate >= 0.8 * bound, "outputs_read": total, "exactly_once": total == a.records,
             "process_cpu_s": round(cpu, 2)}
@@ -150,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=1)
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
+                   help="lean: stdlib asyncio keep-alive client + server; aiohttp: aiohttp client + server")
     a = p.parse_args(argv)
     if a.bootstrap:
         result = run(a.bootstrap, a)

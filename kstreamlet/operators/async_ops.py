@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
 
@@ -146,9 +147,13 @@ class AsyncQueue:
             self._start(e)
 
     def _start(self, e: _Entry) -> None:
-        fut = self.loop.create_task(self._run(e))
+        if self.timeout is None and not self.retries and not self.keyed_calls:
+            coro: Any = self._attempt(e)  # the call itself: no wrapper coroutine per record
+        else:
+            coro = self._run(e)
+        fut = self.loop.create_task(coro)
         e.fut = fut
-        fut.add_done_callback(lambda f, e=e: self._finished(e, f))  # type: ignore[misc]
+        fut.add_done_callback(functools.partial(self._finished, e))
 
     async def _run(self, e: _Entry) -> Any:
         attempt = 0

@@ -6,7 +6,9 @@ counts requests and the most requests it held at once (``max_in_flight``).
 
 In a thread of the test process: ``with HttpService(...) as svc: svc.url``. As a process (the
 benchmark, so that it does not compete for the caller's GIL):
-``python -m tests.apps.http_service --latency 0.01`` prints ``PORT <n>`` and serves until killed.
+``python -m tests.apps.http_service --latency 0.01`` prints ``PORT <n>`` and serves until killed;
+``--lean`` serves the same endpoint from a stdlib asyncio protocol (HTTP/1.1 keep-alive, a few
+microseconds per request) so that a benchmark measures the caller, not the server's framework.
 """
 
 from __future__ import annotations
@@ -94,16 +96,48 @@ class HttpService:
         self.stop()
 
 
+class _LeanProtocol(asyncio.Protocol):
+    """``GET /enrich?v=<value>`` → ``<value>:ok`` after ``latency`` s; keep-alive, pipelining-safe."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.buf = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        loop = asyncio.get_running_loop()
+        while b"\r\n\r\n" in self.buf:
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            target = head.split(b" ", 2)[1]
+            v = target.partition(b"v=")[2].split(b"&", 1)[0]
+            loop.call_later(self.latency, self._answer, v + b":ok")
+
+    def _answer(self, body: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s"
+                                 % (len(body), body))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--latency", type=float, default=0.01, help="seconds (fixed latency)")
     p.add_argument("--jitter", type=float, default=0.0, help="extra random seconds")
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--lean", action="store_true", help="stdlib asyncio protocol (fixed latency, no failures)")
     a = p.parse_args()
-    svc = HttpService(a.latency, a.latency + a.jitter, a.fail_rate)
     loop = asyncio.new_event_loop()
-    port = loop.run_until_complete(svc.start_async(a.port))
+    if a.lean:
+        server = loop.run_until_complete(loop.create_server(lambda: _LeanProtocol(a.latency), "127.0.0.1", a.port,
+                                                            backlog=1024))
+        port = server.sockets[0].getsockname()[1]
+    else:
+        svc = HttpService(a.latency, a.latency + a.jitter, a.fail_rate)
+        port = loop.run_until_complete(svc.start_async(a.port))
     print(f"PORT {port}", flush=True)
     try:
         loop.run_forever()
