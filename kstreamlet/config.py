@@ -246,6 +246,14 @@ class Settings(BaseSettings):
             if importlib.util.find_spec("opentelemetry") is None:
                 raise ValueError("'otel' needs OpenTelemetry: pip install 'kstreamlet[otel]' (or use 'w3c')")
         return v
+    async_event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="Event loop of async operators (map_async, async process_element): 'uvloop' "
+        "needs the optional extra kstreamlet[async].")
+    async_checkpoint_timeout: float | None = Field(
+        None, gt=0,
+        description="Seconds a checkpoint waits for in-flight async calls to complete; past it the checkpoint "
+        "aborts and its records are replayed. Below transaction_timeout under exactly-once; default: "
+        "min(5, transaction_timeout / 2).")
 
     @field_validator("application_id")
     @classmethod
@@ -366,6 +374,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _async_settings(self) -> "Settings":
+        if self.async_event_loop == "uvloop":
+            import importlib.util
+
+            if importlib.util.find_spec("uvloop") is None:
+                raise ValueError("async_event_loop (env KSTREAMLET_ASYNC_EVENT_LOOP) = 'uvloop' needs uvloop: "
+                                 "pip install 'kstreamlet[async]'")
+        if self.processing_guarantee == "exactly_once" and self.async_checkpoint_timeout is not None \
+                and self.async_checkpoint_timeout >= self.transaction_timeout:
+            raise ValueError(
+                f"async_checkpoint_timeout (env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT) = {self.async_checkpoint_timeout:g}s "
+                f"must be below transaction_timeout (env KSTREAMLET_TRANSACTION_TIMEOUT) = {self.transaction_timeout:g}s: "
+                "the checkpoint's transaction stays open while it waits for async calls")
+        return self
+
+    @model_validator(mode="after")
     def _static_needs_a_stable_id(self) -> "Settings":
         # The generated id (HOSTNAME-pid) changes with every start: as a group.instance.id each restart
         # would leave a ghost member holding partitions until the session timeout.
@@ -414,6 +438,13 @@ class Settings(BaseSettings):
     @property
     def effective_dlq_topic(self) -> str:
         return self.dlq_topic or f"{self.application_id}-dlq"
+
+    @property
+    def effective_async_checkpoint_timeout(self) -> float:
+        """How long a checkpoint waits for in-flight async calls (runtime/async_io.py)."""
+        if self.async_checkpoint_timeout is not None:
+            return self.async_checkpoint_timeout
+        return min(5.0, self.transaction_timeout / 2)
 
 
 

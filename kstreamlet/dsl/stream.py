@@ -16,8 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, overload
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.dsl.broadcast import BroadcastConnectedStream
@@ -27,6 +28,7 @@ from kstreamlet.dsl.windowed import WindowedStream
 from kstreamlet.eventtime import WatermarkStrategy
 from kstreamlet.api.context import ProcessorContext
 from kstreamlet.api.functions import KeyedProcessFunction
+from kstreamlet.operators.async_ops import AsyncKeyedProcessNode, AsyncMapNode
 from kstreamlet.operators.aggregate import (
     Aggregate,
     Count,
@@ -106,6 +108,17 @@ class Stream:
     def map(self, fn: Callable[[Any], Any], name: str | None = None) -> "Stream":
         """``value -> new value``; key and timestamp are kept."""
         return self._then(MapNode(fn, name))
+
+    def map_async(self, fn: Callable[[Any], Awaitable[Any]], concurrency: int = 64, timeout: float | None = None,
+                  ordered: bool = True, key_ordered: bool = False, retries: int = 0, retry_backoff: float = 0.1,
+                  name: str | None = None) -> "Stream":
+        """``await fn(value) -> new value`` on the member's event loop, up to ``concurrency`` calls
+        in flight per task (a full task's partitions are paused). ``ordered``: results in input
+        order per partition; otherwise as they complete (``key_ordered``: still in input order per
+        key). A call that raises or runs past ``timeout`` s is retried ``retries`` times, waiting
+        ``retry_backoff`` s (doubling) between attempts, then follows ``error_policy``. A checkpoint
+        waits for the calls in flight (docs/async.md)."""
+        return self._then(AsyncMapNode(fn, concurrency, timeout, ordered, key_ordered, retries, retry_backoff, name))
 
     def filter(self, predicate: Callable[[Any], bool], name: str | None = None) -> "Stream":
         """Keep the records whose value satisfies ``predicate``."""
@@ -259,8 +272,17 @@ class KeyedStream(Stream):
     is_keyed = True
 
     def process(self, fn: KeyedProcessFunction | Callable[[Any, ProcessorContext], None],
-                name: str | None = None) -> Stream:
+                name: str | None = None, *, concurrency: int = 64, timeout: float | None = None,
+                ordered: bool = True, retries: int = 0, retry_backoff: float = 0.1) -> Stream:
+        """A :class:`KeyedProcessFunction` (keyed state, timers) or a plain ``fn(value, ctx)``. With
+        an ``async def process_element`` the function runs on the member's event loop: one call per
+        key at a time (consistent state), up to ``concurrency`` records per task, outputs released in
+        input order (``ordered``) or as they complete (per key in order); ``timeout``, ``retries``
+        and ``retry_backoff`` as for :meth:`Stream.map_async` (docs/async.md)."""
         if isinstance(fn, KeyedProcessFunction):
+            if inspect.iscoroutinefunction(type(fn).process_element):
+                return self._then(AsyncKeyedProcessNode(fn, self.key_serde, name or self._builder.generated_name("process"),
+                                                        concurrency, timeout, ordered, retries, retry_backoff))
             return self._then(KeyedProcessNode(fn, self.key_serde, name or self._builder.generated_name("process")))
         return super().process(fn, name)
 

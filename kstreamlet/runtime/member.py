@@ -38,6 +38,7 @@ from kstreamlet.observability.kafka_stats import STATISTICS_INTERVAL_MS, Consume
 from kstreamlet.query import InstanceInfo, MetadataBoard, QueryService, advertised_url, metadata_topic
 from kstreamlet.query.service import register as register_queries, unregister as unregister_queries
 from kstreamlet.runtime.acls import access_error, acl_error, authorization_kind, missing_topic_acls, required_acls
+from kstreamlet.runtime.async_io import AsyncRuntime
 from kstreamlet.runtime.broadcasts import BroadcastReader, read_all_partitions
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, Checkpointer, FatalClientError, classify
 from kstreamlet.runtime.clients import KafkaClients, client_config, consumer_config, producer_config
@@ -618,13 +619,17 @@ class Member:
                 restoring = bool(restorer.active)
                 if restoring:
                     self._restore_step(restorer, consumer)
-                msgs = consumer.consume(batch, 0.0 if restoring else 0.05)
+                aio = AsyncRuntime.find(self.collector)
+                waiting = aio is not None and aio.pending()  # async calls in flight: step their loop instead
+                msgs = consumer.consume(batch, 0.0 if restoring or waiting else 0.05)
                 if msgs:
                     self._process(msgs)
                 elif self.collector is not None:
                     # Without input: delivery reports and the producer's statistics (records out) are
                     # still served (_process serves them once per batch otherwise).
                     self.collector.poll()
+                if aio is not None:
+                    self._async_step(aio, ckpt, consumer, restorer, 0.0 if msgs else 0.01)
                 if self.tasks.timed:
                     self._tick(ckpt)
                 if self.broadcasts is not None and self.broadcasts.consumer is not None:
@@ -669,6 +674,19 @@ class Member:
             self.log.info("first record processed", seconds_since_start=round(self.first_record_at - self.started_at, 3))
         for listener in self.listeners:
             listener.on_batch(self, msgs, n)
+
+    def _async_step(self, aio: AsyncRuntime, ckpt: Checkpointer, consumer: Consumer, restorer: Restorer,
+                    wait: float) -> None:
+        """Async operators (runtime/async_io.py): run their loop briefly, release completed results
+        into the open transaction, pause the inputs of full tasks and resume the others."""
+        if aio.pending():
+            if self.eos and not ckpt.in_transaction:
+                ckpt.begin()
+            aio.step(wait)
+        topology = self.topology
+        aio.backpressure(consumer.pause, consumer.resume, TopicPartition,
+                         keep_paused=lambda tp: restorer.is_restoring((topology.subtopology_of(tp[0]).id, tp[1])),
+                         assigned=self.tasks.assigned)
 
     def _count_batch(self, ckpt: Checkpointer, n: int) -> None:
         """Per batch: records in per topic, the checkpoint's input records, and one latency sample
@@ -822,6 +840,7 @@ class Member:
         self._forget_partitions([TopicPartition(t, p) for t, p in list(self.assigned_at)])
         metrics.ASSIGNED_PARTITIONS.set(0)
         consumer, restorer = self.consumer, self.restorer
+        aio = AsyncRuntime.find(self.collector)
         self.consumer = None
         self.restorer = None
         self.collector = None
@@ -829,6 +848,8 @@ class Member:
         if consumer is not None:
             self._close_bounded(consumer.close, "consumer.close")
         self.tasks.close_all()
+        if aio is not None:
+            aio.close()  # its operators were abandoned with their tasks
         if restorer is not None:
             self._close_bounded(restorer.close, "restorer.close")
         backoff = 0.5
@@ -890,6 +911,9 @@ class Member:
                 self._close_bounded(self.consumer.close, "consumer.close", left(0.6))
                 self._generation += 1  # a close still running may call back no more
             self.tasks.close_all()
+            aio = AsyncRuntime.find(self.collector)
+            if aio is not None:
+                aio.close()
             if self.broadcasts is not None and self.broadcasts.consumer is not None:
                 self._close_bounded(self.broadcasts.close, "broadcast consumer close", left(0.5))
             if self.restorer is not None:

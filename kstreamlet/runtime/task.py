@@ -158,6 +158,7 @@ class Task:
         "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
         "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
         "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in", "firing_timers", "_flushers",
+        "async_runtime",
     )
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
@@ -211,6 +212,8 @@ class Task:
         self._committed_max_ts: dict[str, Any] = {}
         self._fired_wm = MIN_WATERMARK
         self._compiled: dict[int, Push] = {}
+        #: The event loop of this task's async operators (runtime/async_io.py), set when one compiles.
+        self.async_runtime: Any = None
         #: Watermark records consumed per forwarded input since the task manager last read them
         #: (they are not records in: kstreamlet_records_in_total excludes them).
         self.watermarks_in: dict[str, int] = {}
@@ -377,7 +380,11 @@ class Task:
                 if guard is not None:
                     due = timers.next_due(kind)
                     if due is not None and due <= up_to:
-                        guard.run(timers, kind, up_to, domain)
+                        msg, self.msg = self.msg, None  # no input record while timers fire (api/task.py)
+                        try:
+                            guard.run(timers, kind, up_to, domain)
+                        finally:
+                            self.msg = msg
                 else:
                     timers.fire(kind, up_to, functools.partial(_fire_in, fire, domain))
         finally:
@@ -535,7 +542,12 @@ class Task:
         """Step 1 of a checkpoint: this task's offsets to commit, ``{(topic, partition): (next
         offset, metadata)}`` (the metadata carries stream time, see :meth:`stream_time_metadata`),
         after producing into the checkpoint what must commit with them: watermark records for
-        downstream tasks, participants' records (sink committables), then the stores' changelogs."""
+        downstream tasks, participants' records (sink committables), then the stores' changelogs.
+        Async operators are drained first: the checkpoint covers only complete results, and the
+        watermark forwarded below does not overtake them; then the record caches flush (what the
+        drained results updated included)."""
+        if self.async_runtime is not None:
+            self.async_runtime.drain()
         flushers = self._flushers
         while flushers and any([f() for f in flushers]):
             pass

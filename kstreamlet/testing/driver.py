@@ -27,6 +27,12 @@ driver does not replay the aborted input). So does an ``AbortCheckpoint`` raised
 (e.g. ``SchemaRegistryUnavailable``: a member would abort and replay it, not dead-letter it).
 Output records carry headers as a member writes them (``TestRecord.headers``; docs/headers-and-tracing.md).
 
+Async operators (``map_async``, async ``process_element``) run on the driver's event loop: a
+record's call starts when it is piped, completed results are released as later records arrive,
+and every checkpoint waits until nothing is in flight. To have several calls in flight at once
+(order modes, capacity), pipe inside ``with driver.one_checkpoint():`` — one checkpoint for all of its
+records, committed (after the calls complete) when the block ends.
+
 Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
 owner taking over: fresh tasks on the committed contents of every store (what restoring the
 changelogs gives) and the committed stream time, so timers, windows and state carry over and each
@@ -49,6 +55,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -57,6 +64,7 @@ from typing import Any, Iterator, Mapping
 
 from kstreamlet import serdes as _serdes
 from kstreamlet.errors import ProcessingError, TopologyError
+from kstreamlet.runtime.async_io import AsyncRuntime
 from kstreamlet.runtime.checkpoint import AbortCheckpoint
 from kstreamlet.runtime.error_policy import ErrorHandler
 from kstreamlet.runtime.task import Task
@@ -199,8 +207,8 @@ class TopologyTestDriver:
         self._pending: deque[_Message] = deque()
         self._paused: dict[tuple[str, int], deque[_Message]] = {}
         self._delivering = False
-        #: Inside :meth:`one_checkpoint`: records are processed but not committed yet.
-        self._holding = False
+        #: Depth of :meth:`one_checkpoint` blocks: records are processed as piped, committed when the outer one ends.
+        self._holding = 0
         self._partitions_given = dict(partitions or {})
         self.stores: dict[tuple[str, int], Store] = {}
         #: Committed offset metadata (stream time) per input partition, and the committed store
@@ -256,11 +264,18 @@ class TopologyTestDriver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        aio = AsyncRuntime.find(self)
+        if aio is not None:
+            aio.close()
 
     def close(self) -> None:
         for task in self.tasks.values():
             task.close()
         self.tasks.clear()
+
+    def async_runtime(self) -> AsyncRuntime | None:
+        """The event loop of the topology's async operators (None without any)."""
+        return AsyncRuntime.find(self)
 
     # --- topics ---------------------------------------------------------------------------------
 
@@ -367,25 +382,25 @@ class TopologyTestDriver:
     @contextmanager
     def one_checkpoint(self) -> Iterator[None]:
         """The records piped inside the ``with`` block are one checkpoint (as a member commits every
-        ``commit_interval``): processed as they are piped, committed — outputs readable, record
-        caches flushed — when the block ends; an error escaping the block aborts it::
+        ``commit_interval``): processed as they are piped (async calls start then; completed results
+        are released as further records arrive), committed — async calls in flight awaited, outputs
+        readable, record caches flushed — when the block ends; an error escaping the block aborts it::
 
             with driver.one_checkpoint():
                 words.pipe_input("a", key="a")
                 words.pipe_input("a", key="a")
             assert counts.read_key_values_to_list() == [("a", 2)]   # with a record cache
         """
-        if self._holding:
-            raise RuntimeError("one_checkpoint() blocks do not nest")
-        self._holding = True
+        self._holding += 1  # nested blocks: the outer one is the checkpoint
         try:
             yield
         except BaseException:
-            self._holding = False
+            self._holding -= 1
             self._abort()
             raise
-        self._holding = False
-        self._drain()
+        self._holding -= 1
+        if not self._holding:
+            self._drain()
 
     def _commit(self) -> None:
         # Every piped record is its own checkpoint. Watermark records the tasks forward now are
@@ -478,6 +493,9 @@ class TopologyTestDriver:
                         raise
                     except Exception as e:
                         self.errors.handle(m, e)
+                    aio = AsyncRuntime.find(self)
+                    if aio is not None:
+                        aio.step()  # release what has completed meanwhile
                 self._delivering = False
                 if self._holding:
                     return

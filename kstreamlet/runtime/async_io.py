@@ -1,0 +1,236 @@
+"""The event loop of async operators (``map_async``, async ``process_element``), one per collector.
+
+A member (and a TopologyTestDriver) owns one :class:`AsyncRuntime` per record collector: an
+asyncio (or uvloop) event loop that is *stepped on the member's own thread* between records,
+never run on a thread of its own. So user coroutines, keyed state access and every output run
+on the thread that owns the tasks, the transaction and the consumer: no locks, and an output is
+produced into the open transaction exactly when its record's result is released.
+
+The loop runs only inside :meth:`AsyncRuntime.run` — a short step each iteration of the member
+loop (``wait`` ms at most, returning as soon as some call completes), while an operator waits for
+a free slot, and when a checkpoint drains. Operators (``operators/async_ops.py``) register here;
+what the runtime needs of them is :class:`AsyncOperator`.
+
+Checkpoints: a checkpoint covers only records whose async results are complete. At the first
+task's ``prepare_commit`` the runtime drains every operator (runs the loop until nothing is in
+flight, releasing results downstream into the transaction) within ``async_checkpoint_timeout``;
+past it the checkpoint aborts (:class:`~kstreamlet.runtime.checkpoint.AbortCheckpoint`), the
+operators abandon their in-flight calls and the inputs are replayed from the last commit. So a
+committed offset never passes an unfinished record, and an abort, a rebalance or a shutdown
+never leaves a result to be emitted twice.
+
+Backpressure: an operator holds at most ``concurrency`` records (in flight or waiting to be
+released in order). :meth:`AsyncRuntime.backpressure` pauses the input partitions of every task
+with a full operator and resumes them (only those it paused) once there is room again; a record
+pushed into a full operator waits, running the loop, for a free slot — the queue is never
+unbounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+import weakref
+from typing import Any, Callable, Iterable, Protocol
+
+import structlog
+
+from kstreamlet.errors import ConfigError
+
+log = structlog.get_logger("kstreamlet.async")
+
+TP = tuple[str, int]
+
+
+class AsyncOperator(Protocol):
+    """One async operator in one task, as the runtime sees it (operators/async_ops.py)."""
+
+    #: The task's input partitions ``(topic, partition)``: paused while the operator is full.
+    inputs: list[TP]
+
+    def in_flight(self) -> int:
+        """Records held (calls running, waiting for their key, or done but not yet released)."""
+        ...
+
+    def full(self) -> bool: ...
+
+    def emit_ready(self) -> int:
+        """Release the results that may go downstream now (order mode permitting); their number."""
+        ...
+
+    def abandon(self) -> None:
+        """Cancel every call and forget every held record (the checkpoint aborted, or closing)."""
+        ...
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        try:
+            uvloop: Any = importlib.import_module("uvloop")
+        except ImportError:
+            raise ConfigError("async_event_loop='uvloop' (env KSTREAMLET_ASYNC_EVENT_LOOP) needs uvloop: "
+                              "pip install 'kstreamlet[async]'") from None
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
+
+
+class AsyncRuntime:
+    """The async operators of one collector (a member's clients, or a test driver) and their loop."""
+
+    _by_owner: "weakref.WeakKeyDictionary[Any, AsyncRuntime]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, kind: str = "asyncio", checkpoint_timeout: float = 5.0) -> None:
+        self.kind = kind
+        self.loop = new_event_loop(kind)
+        self.checkpoint_timeout = checkpoint_timeout
+        self.operators: list[AsyncOperator] = []
+        #: Input partitions this runtime paused (it resumes only these).
+        self.paused: set[TP] = set()
+        self._wake: asyncio.Future[None] | None = None
+
+    @classmethod
+    def of(cls, owner: Any, settings: Any = None) -> "AsyncRuntime":
+        """The runtime of ``owner`` (a record collector), created on first use."""
+        rt = cls._by_owner.get(owner)
+        if rt is None:
+            kind = getattr(settings, "async_event_loop", "asyncio")
+            timeout = getattr(settings, "effective_async_checkpoint_timeout", 5.0)
+            rt = cls._by_owner[owner] = cls(kind, timeout)
+        return rt
+
+    @classmethod
+    def find(cls, owner: Any) -> "AsyncRuntime | None":
+        """The runtime of ``owner`` if an async operator ever ran on it."""
+        return cls._by_owner.get(owner) if owner is not None else None
+
+    # --- operators -------------------------------------------------------------------------
+
+    def register(self, op: AsyncOperator) -> None:
+        self.operators.append(op)
+
+    def unregister(self, op: AsyncOperator) -> None:
+        if op in self.operators:
+            self.operators.remove(op)
+
+    def pending(self) -> bool:
+        return any(op.in_flight() for op in self.operators)
+
+    def notify(self) -> None:
+        """A call completed (runs on the loop): :meth:`run` may return."""
+        w = self._wake
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # --- stepping the loop -----------------------------------------------------------------
+
+    def run(self, timeout: float) -> None:
+        """Run the loop until some call completes or ``timeout`` s pass (0: one pass over what is ready)."""
+        loop = self.loop
+        if loop.is_running():  # an operator's push from inside a coroutine step cannot nest the loop
+            return
+        if timeout <= 0:
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+            return
+        self._wake = wake = loop.create_future()
+        handle = loop.call_later(timeout, self.notify)
+        try:
+            loop.run_until_complete(wake)
+        finally:
+            handle.cancel()
+            self._wake = None
+
+    def step(self, wait: float = 0.0) -> int:
+        """One iteration of the member loop: run the loop (up to ``wait`` s when something is in
+        flight), release ready results. Returns the number released."""
+        if not self.operators:
+            return 0
+        if wait > 0 and self.pending() and not self._ready():
+            self.run(wait)
+        else:
+            self.run(0)
+        return self.emit_ready()
+
+    def _ready(self) -> int:
+        return sum(op.emit_ready() for op in self.operators)
+
+    def emit_ready(self) -> int:
+        n = 0
+        while True:  # releasing into a downstream async operator may make more ready
+            k = self._ready()
+            if not k:
+                return n
+            n += k
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Run until nothing is in flight (every result released), within ``timeout`` (default
+        ``async_checkpoint_timeout``); past it raise ``AbortCheckpoint``."""
+        from kstreamlet.runtime.checkpoint import AbortCheckpoint
+
+        if not self.operators:
+            return
+        bound = self.checkpoint_timeout if timeout is None else timeout
+        deadline = time.monotonic() + bound
+        self.emit_ready()
+        while self.pending():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                held = sum(op.in_flight() for op in self.operators)
+                raise AbortCheckpoint(f"{held} async call(s) still in flight after {bound:g}s "
+                                      "(async_checkpoint_timeout, env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT): "
+                                      "aborting the checkpoint; its records are replayed")
+            self.run(min(left, 0.05))
+            self.emit_ready()
+
+    def wait_for_room(self, op: AsyncOperator) -> None:
+        """Block (running the loop) until ``op`` has a free slot; past ``async_checkpoint_timeout``
+        raise ``AbortCheckpoint`` (calls that hang without a timeout must not stall the member)."""
+        from kstreamlet.runtime.checkpoint import AbortCheckpoint
+
+        deadline = time.monotonic() + self.checkpoint_timeout
+        while op.full():
+            if time.monotonic() > deadline:
+                raise AbortCheckpoint(f"an async operator stayed full for {self.checkpoint_timeout:g}s "
+                                      "(async_checkpoint_timeout, env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT): "
+                                      "aborting the checkpoint; its records are replayed")
+            self.run(0.05)
+            self.emit_ready()
+
+    def abandon_all(self) -> None:
+        for op in list(self.operators):
+            op.abandon()
+        self.run(0)  # let cancellations run
+
+    # --- backpressure ----------------------------------------------------------------------
+
+    def backpressure(self, pause: Callable[[list[Any]], None], resume: Callable[[list[Any]], None],
+                     make_tp: Callable[[str, int], Any], keep_paused: Callable[[TP], bool] = lambda tp: False,
+                     assigned: Iterable[TP] | None = None) -> None:
+        """Pause the inputs of tasks whose operator is full; resume those this runtime paused once
+        there is room (not those ``keep_paused``, e.g. restoring). Forgets partitions no longer
+        ``assigned`` (a new assignment starts unpaused)."""
+        if assigned is not None:
+            self.paused &= set(assigned)
+        full: set[TP] = set()
+        for op in self.operators:
+            if op.full():
+                full.update(op.inputs)
+        to_pause = sorted(full - self.paused)
+        to_resume = sorted(tp for tp in self.paused - full if not keep_paused(tp))
+        if to_pause:
+            pause([make_tp(t, p) for t, p in to_pause])
+            self.paused.update(to_pause)
+            log.debug("async operator full; inputs paused", partitions=[f"{t}[{p}]" for t, p in to_pause])
+        if to_resume:
+            resume([make_tp(t, p) for t, p in to_resume])
+            self.paused.difference_update(to_resume)
+
+    def close(self) -> None:
+        self.abandon_all()
+        try:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        except Exception:
+            pass
+        self.loop.close()
