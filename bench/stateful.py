@@ -64,6 +64,8 @@ DEFAULT_SYSTEMS = ("kstreamlet", "quix", "faust", "kafka_streams", "kafka_stream
 #: Python workers (``python -m bench _worker stateful --system ...``, each with its own python)
 WORKER_SYSTEMS = ("kstreamlet", "quix", "faust")
 KAFKA_STREAMS_THREADS = {"kafka_streams": 1, "kafka_streams_nocache": 1, "kafka_streams_2t": 2}
+#: kstreamlet's record cache setting (branch issue18-cache); its env variable is ENV_PREFIX + the name upper-cased
+RECORD_CACHE_SETTING = "record_cache_max_bytes"
 #: Kafka Streams' ``statestore.cache.max.bytes`` per system (None: its default, 10 MB)
 KAFKA_STREAMS_CACHE = {"kafka_streams_nocache": 0}
 PARTIAL = "partial (timed)"
@@ -105,8 +107,8 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
                         "first N records are processed (steady state: the JVM's JIT warm-up and Python's first "
                         "batches excluded alike; Faust ignores it); the report says 'warm: first N excluded'")
     p.add_argument("--kstreamlet-record-cache-bytes", type=int, default=None, metavar="B",
-                   help="kstreamlet's record cache size for its workers (env KSTREAMLET_RECORD_CACHE_MAX_BYTES; "
-                        "0 = off); only set when the measured kstreamlet has the setting record_cache_max_bytes")
+                   help="kstreamlet's record cache size for its workers (the env variable of the setting "
+                        "record_cache_max_bytes; 0 = off); only set when the measured kstreamlet has the setting record_cache_max_bytes")
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -872,7 +874,8 @@ def broker_pid(broker: Any) -> int | None:
 
 
 def kstreamlet_cache_env(ks_dir: Path, cache_bytes: int | None, info: dict[str, Any]) -> dict[str, str]:
-    """``KSTREAMLET_RECORD_CACHE_MAX_BYTES`` for kstreamlet's workers when asked for and the measured
+    """The record cache setting's variable (``KSTREAMLET_`` + ``RECORD_CACHE_MAX_BYTES``) for
+    kstreamlet's workers when asked for and the measured
     kstreamlet (``ks_dir``, maybe ``--kstreamlet-ref``) has the setting ``record_cache_max_bytes``:
     kstreamlet refuses a ``KSTREAMLET_*`` variable close to a setting's name, so it is not set otherwise."""
     if cache_bytes is None:
@@ -880,7 +883,7 @@ def kstreamlet_cache_env(ks_dir: Path, cache_bytes: int | None, info: dict[str, 
     if cache_bytes < 0:
         raise SystemExit("--kstreamlet-record-cache-bytes must be >= 0 (0 = off)")
     probe = subprocess.run([sys.executable, "-c", "from kstreamlet.config import Settings; "
-                            "print('record_cache_max_bytes' in Settings.model_fields)"],
+                            f"print({RECORD_CACHE_SETTING!r} in Settings.model_fields)"],
                            cwd=ks_dir, capture_output=True, text=True, timeout=60, check=False)
     if probe.stdout.strip() != "True":
         print(f"NOTE: --kstreamlet-record-cache-bytes {cache_bytes} not applied: the measured kstreamlet has no "
@@ -888,7 +891,9 @@ def kstreamlet_cache_env(ks_dir: Path, cache_bytes: int | None, info: dict[str, 
         info["kstreamlet_record_cache"] = "setting not available"
         return {}
     info["kstreamlet_record_cache"] = f"record_cache_max_bytes={cache_bytes}"
-    return {"KSTREAMLET_RECORD_CACHE_MAX_BYTES": str(cache_bytes)}
+    from kstreamlet.config import ENV_PREFIX
+
+    return {ENV_PREFIX + RECORD_CACHE_SETTING.upper(): str(cache_bytes)}
 
 
 def _profile(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
