@@ -21,6 +21,7 @@ SCENARIOS = {
     "window": "bench.window",
     "join": "bench.join",
     "latency": "bench.latency",
+    "restore": "bench.restore",
 }
 
 #: ``all --quick``: small counts and one repeat per scenario (a module's ``QUICK_ARGS`` wins).

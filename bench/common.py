@@ -153,8 +153,13 @@ class Probe:
     is the final commit that makes the output visible).
     """
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, warmup: int = 0) -> None:
         self.target = target
+        #: ``--warmup-records``: the clock starts only once this many records are processed
+        #: (:meth:`progress`), so JIT / cache warm-up is outside the measured part.
+        self.warmup = max(0, warmup)
+        #: records already processed when the clock started (subtracted from ``processed``)
+        self.at_first = 0
         self.t_first: float | None = None
         self.t_last: float | None = None
         self.t_committed: float | None = None
@@ -164,6 +169,13 @@ class Probe:
         self.box_last: tuple[int, int] | None = None
         self.processed = 0
         self.commits = 0
+
+    def progress(self, processed: int) -> None:
+        """Records processed so far (called per batch or per record): starts the clock once
+        ``warmup`` records are done (at the first call without a warm-up)."""
+        if self.t_first is None and processed >= max(self.warmup, 1):
+            self.first()
+            self.at_first = processed if self.warmup else 0
 
     def first(self) -> None:
         if self.t_first is None:
@@ -186,6 +198,7 @@ class Probe:
         if self.t_first is None or self.t_last is None:
             return {"ok": False, "error": "target not reached", "processed": self.processed, **extra}
         secs = max(self.t_last - self.t_first, 1e-9)
+        measured = self.processed - self.at_first
         busy = None
         if self.box_first and self.box_last and self.box_last[0] > self.box_first[0]:
             total = self.box_last[0] - self.box_first[0]
@@ -193,16 +206,80 @@ class Probe:
             busy = 100.0 * (total - idle) / total
         return {
             "ok": True,
-            "processed": self.processed,
+            "processed": measured,
+            "warmup_records": self.at_first,
             "seconds": secs,
-            "rate": self.processed / secs,
+            "rate": measured / secs,
             "cpu_seconds": self.cpu_last - self.cpu_first,
-            "cpu_us_per_record": (self.cpu_last - self.cpu_first) / max(self.processed, 1) * 1e6,
+            "cpu_us_per_record": (self.cpu_last - self.cpu_first) / max(measured, 1) * 1e6,
             "machine_busy_pct": busy,
             "seconds_to_final_commit": (self.t_committed - self.t_first) if self.t_committed and self.t_committed >= self.t_last else None,
             "commits": self.commits,
+            # CLOCK_MONOTONIC (the same clock in every process, Java's System.nanoTime too): the
+            # parent matches the window with its broker CPU samples and combines --workers runs
+            "t_first_mono": self.t_first,
+            "t_last_mono": self.t_last,
             **extra,
         }
+
+
+def process_cpu_ticks(pid: int) -> int | None:
+    """utime + stime (clock ticks) of process ``pid`` from /proc/<pid>/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted after "(comm)"
+
+
+class CpuSampler:
+    """Samples (monotonic time, broker process CPU ticks, machine total/idle ticks) every
+    ``every`` s in a thread, so that the CPU share of the broker in any worker's timed window
+    (``t_first_mono``..``t_last_mono`` of its result) can be read afterwards."""
+
+    def __init__(self, pid: int | None, every: float = 0.1) -> None:
+        self.pid = pid
+        self.every = every
+        self.samples: list[tuple[float, int | None, tuple[int, int] | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-cpu-sampler")
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), process_cpu_ticks(self.pid) if self.pid else None,
+                                 machine_cpu_ticks()))
+            if self._stop.wait(self.every):
+                return
+
+    def _at(self, t: float) -> tuple[float, int | None, tuple[int, int] | None] | None:
+        s = list(self.samples)
+        return min(s, key=lambda x: abs(x[0] - t)) if s else None
+
+    def window(self, t0: float | None, t1: float | None) -> dict[str, Any]:
+        """Broker CPU (% of the whole machine and CPU seconds) and machine busy % in [t0, t1]."""
+        if t0 is None or t1 is None or t1 <= t0:
+            return {}
+        a, b = self._at(t0), self._at(t1)
+        if a is None or b is None or b[0] <= a[0]:
+            return {}
+        hz = os.sysconf("SC_CLK_TCK")
+        out: dict[str, Any] = {"sampled_seconds": b[0] - a[0]}
+        if a[2] and b[2] and b[2][0] > a[2][0]:
+            total = b[2][0] - a[2][0]
+            out["machine_busy_pct"] = 100.0 * (total - (b[2][1] - a[2][1])) / total
+            if a[1] is not None and b[1] is not None:
+                out["broker_cpu_seconds"] = (b[1] - a[1]) / hz
+                out["broker_machine_pct"] = 100.0 * (b[1] - a[1]) / total  # share of all CPUs' time
+        return out
 
 
 def emit_result(result: dict[str, Any]) -> None:
@@ -733,8 +810,8 @@ def run_quix_to_target(build: Callable[..., Any], probe: Probe, target: int, tim
     def on_processed(topic: str, partition: int, offset: int) -> None:
         n = state["n"] + 1
         state["n"] = n
-        if n == 1:
-            probe.first()
+        if probe.t_first is None:
+            probe.progress(n)
         if n >= target and probe.t_last is None:
             probe.last(n)
             holder["app"].stop()

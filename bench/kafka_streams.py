@@ -130,7 +130,8 @@ def versions() -> dict[str, Any]:
 
 def command(scenario: str, *, bootstrap: str, application_id: str, in_topic: str, out_topic: str,
             state_dir: str | Path, guarantee: str, commit_interval_ms: int, target: int, timeout_s: float,
-            in_topic2: str | None = None, threads: int = 1, mode: str = "run", jar: Path | None = None) -> list[str]:
+            in_topic2: str | None = None, threads: int = 1, mode: str = "run", jar: Path | None = None,
+            warmup_records: int = 0, cache_max_bytes: int | None = None) -> list[str]:
     """The worker's command line (builds the jar first if needed); see SCENARIOS.md for the CLI."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown Kafka Streams scenario {scenario!r} (one of {SCENARIOS})")
@@ -146,6 +147,10 @@ def command(scenario: str, *, bootstrap: str, application_id: str, in_topic: str
     cmd += ["--out-topic", out_topic, "--state-dir", str(state_dir), "--guarantee", guarantee,
             "--commit-interval-ms", str(int(commit_interval_ms)), "--threads", str(threads),
             "--target", str(target), "--timeout-s", str(timeout_s), "--mode", mode]
+    if warmup_records:
+        cmd += ["--warmup-records", str(int(warmup_records))]  # the clock starts after that many records
+    if cache_max_bytes is not None:
+        cmd += ["--cache-max-bytes", str(int(cache_max_bytes))]  # statestore.cache.max.bytes; 0 = off
     return cmd
 
 

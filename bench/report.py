@@ -27,9 +27,12 @@ from typing import Any
 from bench import common
 
 ORDER = ["stateless", "stateful", "window", "join", "latency"]
-SYSTEM_ORDER = ["raw", "kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_2t"]
+SYSTEM_ORDER = ["raw", "kstreamlet", "kstreamlet_2w", "quix", "faust", "kafka_streams", "kafka_streams_nocache",
+                "kafka_streams_2t"]
 SYSTEM_LABELS = {"raw": "raw confluent-kafka loop", "kstreamlet": "kstreamlet", "quix": "Quix Streams",
-                 "faust": "Faust", "kafka_streams": "Kafka Streams", "kafka_streams_2t": "Kafka Streams (2 threads)"}
+                 "faust": "Faust", "kafka_streams": "Kafka Streams", "kafka_streams_2t": "Kafka Streams (2 threads)",
+                 "kstreamlet_2w": "kstreamlet (2 worker processes)",
+                 "kafka_streams_nocache": "Kafka Streams (record cache off)"}
 VARIANT_KEYS = ("size", "setting", "consumer")
 GOOD = ("OK", "partial (timed)")
 SUMMARY_MD = common.RESULTS_DIR / "summary.md"
@@ -41,6 +44,7 @@ REPRODUCE = {
     "window": "python -m bench window",
     "join": "python -m bench join",
     "latency": "python -m bench latency",
+    "restore": "python -m bench restore",
 }
 
 

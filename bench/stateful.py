@@ -45,6 +45,7 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -57,10 +58,16 @@ from bench import common, faust_worker
 
 NAME = "stateful"
 PARTITIONS = 6
-SYSTEMS = ("kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_2t")
+SYSTEMS = ("kstreamlet", "kstreamlet_2w", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
+#: Run by default (``kstreamlet_2w``, kstreamlet as two worker processes, only with ``--workers 2``)
+DEFAULT_SYSTEMS = ("kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
 #: Python workers (``python -m bench _worker stateful --system ...``, each with its own python)
 WORKER_SYSTEMS = ("kstreamlet", "quix", "faust")
-KAFKA_STREAMS_THREADS = {"kafka_streams": 1, "kafka_streams_2t": 2}
+KAFKA_STREAMS_THREADS = {"kafka_streams": 1, "kafka_streams_nocache": 1, "kafka_streams_2t": 2}
+#: kstreamlet's record cache setting (branch issue18-cache); its env variable is ENV_PREFIX + the name upper-cased
+RECORD_CACHE_SETTING = "record_cache_max_bytes"
+#: Kafka Streams' ``statestore.cache.max.bytes`` per system (None: its default, 10 MB)
+KAFKA_STREAMS_CACHE = {"kafka_streams_nocache": 0}
 PARTIAL = "partial (timed)"
 WORDS_PER_LINE = 5
 VOCABULARY = 1000
@@ -77,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", type=int, default=DEFAULT_RECORDS, help=f"input lines (default {DEFAULT_RECORDS:,})")
     p.add_argument("--repeats", type=int, default=3, help="runs per system, interleaved (default 3)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {list(SYSTEMS)}")
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"comma-separated subset of {list(SYSTEMS)}")
     p.add_argument("--no-restore", action="store_true", help="skip the restore runs")
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the unrecorded warm-up run of each system (20k lines) before measuring")
@@ -87,7 +94,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"python of a virtualenv with quixstreams (default {DEFAULT_QUIX_VENV}/bin/python, created if missing)")
     faust_worker.add_timeout_argument(p)
     common.add_source_argument(p)
+    add_fairness_arguments(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="also run kstreamlet as this many worker processes in one group (system kstreamlet_2w "
+                        "for 2), interleaved with the 1-process runs; every run reports the broker's CPU share")
     p.add_argument("--out", default=NAME, help="results file stem under bench/results (default 'stateful')")
+
+
+def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--warmup-records", type=int, default=0, metavar="N",
+                   help="in every measured run of kstreamlet, Quix and Kafka Streams, start the clock only after the "
+                        "first N records are processed (steady state: the JVM's JIT warm-up and Python's first "
+                        "batches excluded alike; Faust ignores it); the report says 'warm: first N excluded'")
+    p.add_argument("--kstreamlet-record-cache-bytes", type=int, default=None, metavar="B",
+                   help="kstreamlet's record cache size for its workers (the env variable of the setting "
+                        "record_cache_max_bytes; 0 = off); only set when the measured kstreamlet has the setting record_cache_max_bytes")
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -115,14 +136,15 @@ def true_counts(records: int, seed: int) -> Counter[str]:
     return c
 
 
-def load_lines(bootstrap: str, topic: str, records: int, seed: int) -> float:
+def load_lines(bootstrap: str, topic: str, records: int, seed: int, source: Any = None) -> float:
+    """Produce the ``records`` lines of :func:`lines` (or of the iterable ``source``) to ``topic``."""
     from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
                   "compression.type": "none", "partitioner": "murmur2_random",
                   "queue.buffering.max.messages": 500_000})
     t0 = time.monotonic()
-    for i, line in enumerate(lines(records, seed)):
+    for i, line in enumerate(lines(records, seed) if source is None else source):
         v = line.encode()
         k = i.to_bytes(8, "big")
         while True:
@@ -154,12 +176,19 @@ def _worker_parser() -> argparse.ArgumentParser:
                    help="Faust: stop this many seconds after the first record (a partial run); others: give up")
     w.add_argument("--commit-interval", type=float, default=COMMIT_INTERVAL)
     w.add_argument("--profile-out")
+    w.add_argument("--warmup-records", type=int, default=0,
+                   help="start the clock only after this many records are processed (steady state)")
+    w.add_argument("--instance-id", default="bench-0")
+    w.add_argument("--shared-count-dir",
+                   help="several workers in one group (--workers): each writes its processed count here and "
+                        "stops once the sum reaches --target and it has been idle for --idle-stop s")
+    w.add_argument("--idle-stop", type=float, default=3.0)
     return w
 
 
 def worker(argv: list[str]) -> int:
     a = _worker_parser().parse_args(argv)
-    probe = common.Probe(a.target)
+    probe = common.Probe(a.target, warmup=a.warmup_records)
     facts: dict[str, Any] = {"system": a.system, "mode": a.mode}
     try:
         if a.mode == "restore":
@@ -188,7 +217,11 @@ def _kstreamlet_app(a: argparse.Namespace, facts: dict[str, Any]) -> Any:
     pkg = Path(kstreamlet.__file__).parent
     facts.update(kstreamlet_dir=str(pkg), kstreamlet_fingerprint=common.source_fingerprint(pkg))
     app = App(application_id=a.group, bootstrap_servers=a.bootstrap, processing_guarantee="exactly_once",
-              commit_interval=COMMIT_INTERVAL, instance_id="bench-0", state_dir=a.state_dir, state_backend="rocksdb")
+              commit_interval=COMMIT_INTERVAL, instance_id=a.instance_id, state_dir=a.state_dir,
+              state_backend="rocksdb")
+    cache = getattr(app.settings, "record_cache_max_bytes", None)
+    if cache is not None:
+        facts["record_cache_max_bytes"] = cache
     # As tests/apps/wordcount.py.
     (
         app.stream(a.in_topic, value_serde=serdes.STR)
@@ -223,7 +256,7 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
         test per record) to stop exactly after the last data record."""
 
         def before_batch(self, m: Any, msgs: list[Any]) -> None:
-            if probe.t_first is None:
+            if probe.t_first is None and not probe.warmup:
                 probe.first()
                 if prof is not None:
                     prof.enable()
@@ -231,7 +264,13 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
         def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
             control["n"] += sum(1 for r in msgs if r.value() is None)
             data = m.records_processed - control["n"]
-            if data >= target and probe.t_last is None:
+            if probe.t_first is None:
+                probe.progress(data)  # with --warmup-records: the clock starts after that many
+                if probe.t_first is not None and prof is not None:
+                    prof.enable()
+            if shared is not None:
+                shared.batch(data)
+            elif data >= target and probe.t_last is None:
                 if prof is not None:
                     prof.disable()
                 probe.last(data)
@@ -240,15 +279,65 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
         def on_commit(self, m: Any, seconds: float) -> None:
             probe.committed()
 
-    m = hooks.member(app, Probe())
+    m = hooks.member(app, Probe(), instance_id=a.instance_id)
+    shared = _SharedCount(a, probe, m.stop) if a.shared_count_dir else None
     timer = threading.Timer(a.timeout, m.stop)
     timer.daemon = True
     timer.start()
     m.run()
     timer.cancel()
     facts["control_records"] = control["n"]
+    if shared is not None:
+        shared.finish(facts)
     if prof is not None:
         prof.dump_stats(a.profile_out)
+
+
+class _SharedCount:
+    """Several workers of one group (``--workers N``): none knows when the input is done, so each
+    publishes its processed count (a file per instance, every 0.2 s) and stops once the sum of all
+    workers' counts reaches the target and it has processed nothing for ``--idle-stop`` s. Its clock
+    stops at its last batch with data (the idle wait is not timed); the parent combines the workers'
+    windows (``t_first_mono``/``t_last_mono``: CLOCK_MONOTONIC, one clock for every process)."""
+
+    def __init__(self, a: argparse.Namespace, probe: common.Probe, stop: Any) -> None:
+        self.dir = Path(a.shared_count_dir)
+        self.mine = self.dir / f"{a.instance_id}.count"
+        self.target, self.idle, self.probe, self.stop = a.target, a.idle_stop, probe, stop
+        self.n = 0
+        self.t_data = 0.0
+        self.cpu_data = 0.0
+        self.done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True, name="bench-shared-count").start()
+
+    def batch(self, data: int) -> None:
+        if data > self.n:
+            self.n = data
+            self.t_data = time.monotonic()
+            self.cpu_data = common.cpu_seconds()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            tmp = self.mine.with_suffix(".tmp")
+            tmp.write_text(str(self.n))
+            os.replace(tmp, self.mine)
+            total = 0
+            for f in self.dir.glob("*.count"):
+                try:
+                    total += int(f.read_text() or 0)
+                except (OSError, ValueError):
+                    pass
+            if total >= self.target and self.n and time.monotonic() - self.t_data >= self.idle:
+                p = self.probe
+                if p.t_first is not None and p.t_last is None:
+                    p.last(self.n)
+                    p.t_last, p.cpu_last = self.t_data, self.cpu_data
+                self.done.set()
+                self.stop()
+
+    def finish(self, facts: dict[str, Any]) -> None:
+        self.done.set()
+        facts.update(t_first_mono=self.probe.t_first, t_last_mono=self.probe.t_last, instance=self.mine.stem)
 
 
 def _kstreamlet_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[str, Any]:
@@ -462,7 +551,8 @@ def verify_counts(bootstrap: str, topic: str, expected: Counter[str], idle_timeo
 
 class Suite:
     def __init__(self, args: argparse.Namespace, bootstrap: str, in_topic: str, expected: Counter[str],
-                 log_dir: Path, kstreamlet_dir: Path, pythons: dict[str, str]) -> None:
+                 log_dir: Path, kstreamlet_dir: Path, pythons: dict[str, str],
+                 sampler: common.CpuSampler | None = None, kstreamlet_env: dict[str, str] | None = None) -> None:
         self.args = args
         self.bootstrap = bootstrap
         self.in_topic = in_topic
@@ -470,14 +560,73 @@ class Suite:
         self.log_dir = log_dir
         self.kstreamlet_dir = kstreamlet_dir
         self.pythons = pythons
+        self.sampler = sampler
+        #: extra environment of kstreamlet's workers (the record cache setting)
+        self.kstreamlet_env = dict(kstreamlet_env or {})
+        #: words per input line (the restore scenario: 1, each line a distinct word)
+        self.words_per_line = WORDS_PER_LINE
+        #: restore runs after each measured run: (label, kstreamlet dir) per repeat, per system
+        #: (the restore scenario alternates the working tree and --kstreamlet-ref on one changelog)
+        self.restore_variants: dict[str, list[tuple[str, Path]]] = {}
         self.runs: list[dict[str, Any]] = []
         self.restores: list[dict[str, Any]] = []
+
+    def _python_worker(self, system: str, argv: list[str], timeout: float, log_path: Path,
+                       kstreamlet_dir: Path | None = None) -> common.WorkerOutcome:
+        cmd, env = common.python_worker_command(self.pythons[system], NAME, argv)
+        if system == "kstreamlet":
+            env.update(self.kstreamlet_env)
+        return common.run_command(cmd, timeout, log_path, cwd=kstreamlet_dir or self.kstreamlet_dir, env=env)
+
+    def _kstreamlet_workers(self, n: int, argv: list[str], target: int, timeout: float, log_path: Path,
+                            state_dir: Path) -> common.WorkerOutcome:
+        """``n`` kstreamlet worker processes in one group, started together, each with its own
+        state dir and instance id; they stop when their summed count reaches ``target`` (see
+        :class:`_SharedCount`). One combined result: the window from the first worker's first
+        record to the last worker's last record, ``target`` records in it."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        counts = Path(tempfile.mkdtemp(prefix="counts-", dir=self.log_dir))
+
+        def one(i: int) -> common.WorkerOutcome:
+            wdir = state_dir / f"w{i}"
+            wdir.mkdir(parents=True, exist_ok=True)
+            a = list(argv)
+            a[a.index("--state-dir") + 1] = str(wdir)
+            a += ["--instance-id", f"bench-{i}", "--shared-count-dir", str(counts)]
+            return self._python_worker("kstreamlet", a, timeout, log_path.with_suffix(f".w{i}.log"))
+
+        with ThreadPoolExecutor(n) as ex:
+            outs = list(ex.map(one, range(n)))
+        shutil.rmtree(counts, ignore_errors=True)
+        res = [o.result or {} for o in outs]
+        rc = next((o.rc for o in outs if o.rc != 0), 0)
+        wall = max(o.wall_seconds for o in outs)
+        if not all(r.get("ok") for r in res):
+            bad = next(r for r in res if not r.get("ok"))
+            return common.WorkerOutcome(rc, {**bad, "ok": False, "workers": n}, wall,
+                                        "\n".join(o.log_tail for o in outs), any(o.timed_out for o in outs))
+        t0 = min(r["t_first_mono"] for r in res)
+        t1 = max(r["t_last_mono"] for r in res)
+        secs = max(t1 - t0, 1e-9)
+        cpu = sum(r["cpu_seconds"] for r in res)
+        combined = {"ok": True, "processed": target, "seconds": secs, "rate": target / secs, "cpu_seconds": cpu,
+                    "cpu_us_per_record": cpu / target * 1e6, "machine_busy_pct": None,
+                    "seconds_to_final_commit": None, "commits": sum(r.get("commits", 0) for r in res),
+                    "t_first_mono": t0, "t_last_mono": t1, "workers": n,
+                    "per_worker": [{k: r.get(k) for k in ("processed", "seconds", "rate", "cpu_us_per_record")}
+                                   for r in res],
+                    **{k: v for k, v in res[0].items() if k.startswith("kstreamlet_") or k == "record_cache_max_bytes"}}
+        return common.WorkerOutcome(rc, combined, wall, "", False)
 
     def one_run(self, system: str, rep: int | str, restore: bool, verify: bool = True,
                 profile_out: Path | None = None) -> dict[str, Any]:
         a = self.args
         lines_n = a.records if rep != "warmup" else min(a.records, 2_000 if system == "faust" else 20_000)
-        target = lines_n * (1 + WORDS_PER_LINE)
+        target = lines_n * (1 + self.words_per_line)
+        warm = getattr(a, "warmup_records", 0) if rep != "warmup" and system not in ("faust", "kstreamlet_2w") else 0
+        if warm >= target:
+            raise SystemExit(f"--warmup-records {warm} must be below the records processed per run ({target:,})")
         tag = f"{system}-r{rep}"
         out_topic = common.unique(f"bench-wc-out-{tag}")
         group = common.unique(f"bench-wc-{tag}")
@@ -488,16 +637,26 @@ class Suite:
         if system == "faust":
             common.create_topic(self.bootstrap, faust_worker.repartition_topic(group), PARTITIONS)
         if system in KAFKA_STREAMS_THREADS:
-            outcome = self._kafka_streams(system, "run", group, out_topic, state_dir, target, timeout, log_path)
+            outcome = self._kafka_streams(system, "run", group, out_topic, state_dir, target, timeout, log_path, warm)
         else:
-            argv = ["--system", system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
+            py_system = "kstreamlet" if system == "kstreamlet_2w" else system
+            argv = ["--system", py_system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
                     "--target", str(target), "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
+            if warm:
+                argv += ["--warmup-records", str(warm)]
             if profile_out:
                 argv += ["--profile-out", str(profile_out)]
-            outcome = common.run_worker_with(self.pythons[system], NAME, argv, timeout + 120, log_path,
-                                             self.kstreamlet_dir)
+            if system == "kstreamlet_2w":
+                outcome = self._kstreamlet_workers(2, argv, target, timeout + 120, log_path, state_dir)
+            else:
+                outcome = self._python_worker(system, argv, timeout + 120, log_path)
         res = dict(outcome.result or {})
+        if self.sampler is not None and res.get("ok"):
+            cpu = self.sampler.window(res.get("t_first_mono"), res.get("t_last_mono"))
+            res.update({k: v for k, v in cpu.items() if k != "machine_busy_pct"})
+            if res.get("machine_busy_pct") is None and "machine_busy_pct" in cpu:
+                res["machine_busy_pct"] = cpu["machine_busy_pct"]
         run: dict[str, Any] = {**{k: v for k, v in res.items() if k != "system"},  # the Java worker's own name
                                "system": system, "repeat": rep, "lines": lines_n, "target_records": target,
                                "worker_rc": outcome.rc, "worker_wall_seconds": round(outcome.wall_seconds, 2),
@@ -520,17 +679,25 @@ class Suite:
         run["status"] = status
         line = f"  {tag:<22} "
         if res.get("ok"):
-            line += (f"{res['rate']:>9,.0f} rec/s ({res['rate'] / (1 + WORDS_PER_LINE):>7,.0f} lines/s)  "
+            line += (f"{res['rate']:>9,.0f} rec/s ({res['rate'] / (1 + self.words_per_line):>7,.0f} lines/s)  "
                      f"{res['seconds']:6.2f} s  cpu {res.get('cpu_us_per_record') or 0:5.1f} us/rec  "
                      f"box {res.get('machine_busy_pct') or 0:3.0f}%  commits {res.get('commits', 0):>3}  wall {outcome.wall_seconds:5.1f} s")
+            if res.get("broker_machine_pct") is not None:
+                line += f"  broker {res['broker_machine_pct']:3.0f}% of the box"
+            if res.get("warmup_records"):
+                line += f"  (warm: first {res['warmup_records']:,} excluded)"
+            if run.get("verify"):
+                line += f"  out {run['verify']['output_records']:,}"
             if partial:
                 line += f"  ({res['processed']:,} of {target:,} in the time limit)"
         line += f"  {status}"
         print(line, flush=True)
         if status not in ("OK", PARTIAL) and outcome.log_tail:
             print("    worker log tail:\n    " + outcome.log_tail.replace("\n", "\n    "), flush=True)
-        if restore and res.get("ok") and status in ("OK", PARTIAL):
-            self.restores.append(self.restore_run(system, rep, group, out_topic, state_dir))
+        if restore and res.get("ok") and status in ("OK", PARTIAL) and system != "kstreamlet_2w":
+            variants = self.restore_variants.get(system) or [(system, self.kstreamlet_dir)]
+            for label, kdir in variants:
+                self.restores.append(self.restore_run(system, rep, group, out_topic, state_dir, label, kdir))
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
             common.delete_run_topics(self.bootstrap, group, [out_topic])
@@ -539,34 +706,38 @@ class Suite:
         return run
 
     def _kafka_streams(self, system: str, mode: str, group: str, out_topic: str, state_dir: Path, target: int,
-                       timeout: float, log_path: Path) -> common.WorkerOutcome:
+                       timeout: float, log_path: Path, warmup: int = 0) -> common.WorkerOutcome:
         from bench import kafka_streams  # type: ignore[attr-defined]
 
         cmd = kafka_streams.command("wordcount", bootstrap=self.bootstrap, application_id=group, in_topic=self.in_topic,
                                     out_topic=out_topic, state_dir=str(state_dir), guarantee="exactly_once",
                                     commit_interval_ms=int(COMMIT_INTERVAL * 1000), target=target,
-                                    timeout_s=int(timeout), threads=KAFKA_STREAMS_THREADS[system], mode=mode)
+                                    timeout_s=int(timeout), threads=KAFKA_STREAMS_THREADS[system], mode=mode,
+                                    warmup_records=warmup, cache_max_bytes=KAFKA_STREAMS_CACHE.get(system))
         return common.run_command(cmd, timeout + 60, log_path, cwd=state_dir.parent)
 
-    def restore_run(self, system: str, rep: int | str, group: str, out_topic: str, state_dir: Path) -> dict[str, Any]:
+    def restore_run(self, system: str, rep: int | str, group: str, out_topic: str, state_dir: Path,
+                    label: str | None = None, kstreamlet_dir: Path | None = None) -> dict[str, Any]:
+        label = label or system
         shutil.rmtree(state_dir, ignore_errors=True)  # the state is wiped: everything comes from the changelog
         state_dir.mkdir(parents=True)
-        tag = f"{system}-r{rep}-restore"
+        tag = f"{label}-r{rep}-restore"
         log_path = self.log_dir / f"{tag}.log"
+        timeout = getattr(self.args, "restore_timeout", 300)
         if system in KAFKA_STREAMS_THREADS:
-            outcome = self._kafka_streams(system, "restore", group, out_topic, state_dir, 0, 300, log_path)
+            outcome = self._kafka_streams(system, "restore", group, out_topic, state_dir, 0, timeout, log_path)
         else:
             argv = ["--system", system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
-                    "--target", "0", "--timeout", "300", "--commit-interval", str(COMMIT_INTERVAL)]
-            outcome = common.run_worker_with(self.pythons[system], NAME, argv, 420, log_path, self.kstreamlet_dir)
+                    "--target", "0", "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
+            outcome = self._python_worker(system, argv, timeout + 120, log_path, kstreamlet_dir)
         res = {k: v for k, v in (outcome.result or {}).items() if k != "system"}
         status = "OK"
         if outcome.timed_out:
             status = "FAILED: worker timed out"
         elif outcome.rc != 0 or not res.get("ok"):
             status = f"FAILED: rc={outcome.rc}, {res.get('error', 'no result')}"
-        r = {**res, "system": system, "repeat": rep, "worker_rc": outcome.rc,
+        r = {**res, "system": label, "repeat": rep, "worker_rc": outcome.rc,
              "worker_wall_seconds": round(outcome.wall_seconds, 2), "log": str(log_path), "status": status}
         if system == "kstreamlet":
             r["stores_logged"] = _restored_stores(log_path)
@@ -615,12 +786,18 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "scenario", NAME) != NAME:
         args = _args_under_all(args)
-    systems = [s for s in SYSTEMS if s in set(args.systems.split(","))]
+    wanted = set(args.systems.split(","))
+    if getattr(args, "workers", 1) == 2 and "kstreamlet" in wanted:
+        wanted.add("kstreamlet_2w")
+    elif getattr(args, "workers", 1) not in (1, 2):
+        raise SystemExit("--workers: 1 or 2")
+    systems = [s for s in SYSTEMS if s in wanted]
     if not systems:
         raise SystemExit(f"no known system in --systems {args.systems!r}")
     info = common.machine_info()
     ks_dir, code = common.kstreamlet_root(args.kstreamlet_ref)
     info.update(code)
+    ks_env = kstreamlet_cache_env(ks_dir, getattr(args, "kstreamlet_record_cache_bytes", None), info)
     pythons = {"kstreamlet": sys.executable}
     if "quix" in systems:
         pythons["quix"] = common.quix_python(args.quix_python)
@@ -646,14 +823,15 @@ def run(args: argparse.Namespace) -> int:
           f"kstreamlet from {code['source']} ({ks_dir / 'kstreamlet'}); quix {info.get('quix')}; worker logs in {log_dir}",
           flush=True)
     expected = true_counts(args.records, args.seed)
-    with kafka_broker() as broker:
+    with kafka_broker() as broker, common.CpuSampler(broker_pid(broker)) as sampler:
         bootstrap = broker.bootstrap_servers
         info["broker_backend"] = broker.backend
+        info["broker_pid_sampled"] = sampler.pid is not None
         in_topic = common.unique("bench-stateful-in")
         common.create_topic(bootstrap, in_topic, PARTITIONS)
         load_s = load_lines(bootstrap, in_topic, args.records, args.seed)
         print(f"loaded input {in_topic}: {args.records:,} lines in {load_s:.1f} s", flush=True)
-        suite = Suite(args, bootstrap, in_topic, expected, log_dir, ks_dir, pythons)
+        suite = Suite(args, bootstrap, in_topic, expected, log_dir, ks_dir, pythons, sampler, ks_env)
         if not args.no_warmup and args.repeats > 0:
             print("warm-up (not recorded):", flush=True)
             for system in systems:
@@ -687,6 +865,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"written {md_path} and {json_path}")
     failed = sum(1 for r in suite.runs if r["status"] != "OK")
     return 1 if failed else 0
+
+
+def broker_pid(broker: Any) -> int | None:
+    """The local broker's JVM pid (its CPU is sampled), None for an external broker."""
+    proc = getattr(broker, "proc", None)
+    return getattr(proc, "pid", None)
+
+
+def kstreamlet_cache_env(ks_dir: Path, cache_bytes: int | None, info: dict[str, Any]) -> dict[str, str]:
+    """The record cache setting's variable (``KSTREAMLET_`` + ``RECORD_CACHE_MAX_BYTES``) for
+    kstreamlet's workers when asked for and the measured
+    kstreamlet (``ks_dir``, maybe ``--kstreamlet-ref``) has the setting ``record_cache_max_bytes``:
+    kstreamlet refuses a ``KSTREAMLET_*`` variable close to a setting's name, so it is not set otherwise."""
+    if cache_bytes is None:
+        return {}
+    if cache_bytes < 0:
+        raise SystemExit("--kstreamlet-record-cache-bytes must be >= 0 (0 = off)")
+    probe = subprocess.run([sys.executable, "-c", "from kstreamlet.config import Settings; "
+                            f"print({RECORD_CACHE_SETTING!r} in Settings.model_fields)"],
+                           cwd=ks_dir, capture_output=True, text=True, timeout=60, check=False)
+    if probe.stdout.strip() != "True":
+        print(f"NOTE: --kstreamlet-record-cache-bytes {cache_bytes} not applied: the measured kstreamlet has no "
+              "setting record_cache_max_bytes", flush=True)
+        info["kstreamlet_record_cache"] = "setting not available"
+        return {}
+    info["kstreamlet_record_cache"] = f"record_cache_max_bytes={cache_bytes}"
+    from kstreamlet.config import ENV_PREFIX
+
+    return {ENV_PREFIX + RECORD_CACHE_SETTING.upper(): str(cache_bytes)}
 
 
 def _profile(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
@@ -741,7 +948,9 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         rrate = common.summarize(r["rate"] for r in rgood)
         rsecs = common.summarize(r["seconds"] for r in rgood)
         rrecs = common.summarize(r["records"] for r in rgood)
-        summary[system] = {"rate": rate, "lines_per_second": lines_rate, "seconds": secs, "seconds_to_final_commit": fin,
+        outs = common.summarize(r["verify"]["output_records"] for r in good if r.get("verify"))
+        broker = common.summarize(r["broker_machine_pct"] for r in good if r.get("broker_machine_pct") is not None)
+        summary[system] = {"output_records": outs, "broker_machine_pct": broker, "rate": rate, "lines_per_second": lines_rate, "seconds": secs, "seconds_to_final_commit": fin,
                            "cpu_us_per_record": cpu, "machine_busy_pct": busy, "ok_runs": len(good) - partial,
                            "partial_runs": partial, "wrong_runs": len(mine) - len(good), "restore_rate": rrate, "restore_seconds": rsecs,
                            "restore_records": rrecs, "restore_ok": len(rgood), "restore_failed": len(rs) - len(rgood)}
@@ -749,7 +958,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         rows.append([system, _cell(rate) + (f" ({partial} partial)" if partial else "") + (f" **{wrong} WRONG**" if wrong else ""),
                      "", _cell(lines_rate),
                      _cell(secs, "{:.2f}"), _cell(fin, "{:.2f}"), _cell(cpu, "{:.1f}"), _cell(busy, "{:.0f}%"),
-                     f"{len(good)}/{len(mine)}",
+                     _cell(outs), _cell(broker, "{:.0f}%"), f"{len(good)}/{len(mine)}",
                      _cell(rrate) + (f" ({len(rs) - len(rgood)} failed)" if len(rs) > len(rgood) else ""),
                      _cell(rrecs), _cell(rsecs, "{:.2f}")])
 
@@ -767,14 +976,15 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
     for row, sy in zip(rows, systems):
         row[2] = "—" if over_k[sy] is None else f"{over_k[sy]:.2f}"
     header = ["system", "records/s median (min–max)", "÷ kstreamlet", "lines/s", "seconds", "s to final commit", "CPU µs/record",
-              "box busy", "correct runs", "restore records/s", "changelog records restored", "restore seconds"]
+              "box busy", "output records", "broker CPU (share of box)", "correct runs", "restore records/s", "changelog records restored", "restore seconds"]
     fr = lambda x, f="{:.2f}": "—" if x is None else f.format(x)
     per_run = common.md_table(
-        ["system", "repeat", "records/s", "seconds", "s to final commit", "CPU µs/rec", "box busy", "commits",
-         "output records", "status"],
+        ["system", "repeat", "records/s", "seconds", "s to final commit", "CPU µs/rec", "box busy", "broker CPU",
+         "commits", "warm", "output records", "status"],
         [[r["system"], str(r["repeat"]), common.fmt_rate(r.get("rate")), fr(r.get("seconds")),
           fr(r.get("seconds_to_final_commit")), fr(r.get("cpu_us_per_record"), "{:.1f}"),
-          fr(r.get("machine_busy_pct"), "{:.0f}%"), str(r.get("commits", "—")),
+          fr(r.get("machine_busy_pct"), "{:.0f}%"), fr(r.get("broker_machine_pct"), "{:.0f}%"), str(r.get("commits", "—")),
+          f"first {r['warmup_records']:,} excluded" if r.get("warmup_records") else "cold (from record 1)",
           f"{r['verify']['output_records']:,}" if r.get("verify") else "—", r["status"]] for r in runs])
     def stores(r: dict[str, Any]) -> str:
         logged = r.get("stores_logged")
@@ -822,6 +1032,32 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         cmd += " --no-restore"
     if args.profile:
         cmd += " --profile"
+    if getattr(args, "warmup_records", 0):
+        cmd += f" --warmup-records {args.warmup_records}"
+    if getattr(args, "workers", 1) != 1:
+        cmd += f" --workers {args.workers}"
+    if getattr(args, "kstreamlet_record_cache_bytes", None) is not None:
+        cmd += f" --kstreamlet-record-cache-bytes {args.kstreamlet_record_cache_bytes}"
+    if args.systems != ",".join(DEFAULT_SYSTEMS):
+        cmd += f" --systems {args.systems}"
+    warm = getattr(args, "warmup_records", 0)
+    fair = [
+        f"- **warm: first {warm:,} records of every measured run excluded** (kstreamlet, Quix, Kafka Streams: the clock "
+        f"starts once {warm:,} records are processed, in the same process/JVM as the measured part)" if warm else
+        "- cold: each measured run is timed from its first record (a fresh process / JVM; only the unrecorded warm-up "
+        "run before it warmed the OS caches and the broker, not the JIT); use `--warmup-records N` for steady state",
+        "- output records: what each system wrote to the output topic for the same input (Kafka Streams' record cache "
+        "(default 10 MB) emits only the latest count per word per commit; `kafka_streams_nocache` runs with "
+        "`statestore.cache.max.bytes=0`, one update per input word as kstreamlet)",
+        f"- kstreamlet record cache: {info.get('kstreamlet_record_cache', 'not set (the default of the measured kstreamlet)')}",
+        "- broker CPU: the broker JVM's utime+stime (/proc/<pid>/stat, sampled every 0.1 s) in the run's timed window, "
+        f"as a share of all {info['nproc']} CPUs' time (the broker and the workers share them)",
+    ]
+    if "kstreamlet_2w" in systems:
+        fair.append("- `kstreamlet_2w`: kstreamlet as 2 worker processes in one group, started together (each its own "
+                    "state dir); window from the first worker's first record to the last worker's last record, the "
+                    "group's initial rebalance included; CPU µs/record = both workers' CPU ÷ 6 N")
+    fair_lines = "\n".join(fair)
     md = f"""# Stateful benchmark: word count, exactly-once, RocksDB + changelog — {' vs '.join(systems)}
 
 `{cmd}`
@@ -840,6 +1076,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
 - restore: after each measured run the same system is started again on the same application id / consumer group with the state dir wiped, and restores its store from the changelog; timed from partition assignment (kstreamlet `_on_assign`; Quix the start of `do_recovery`) until every store partition is restored. The changelog holds one record per word updated per commit (both systems write the changelog once per key per checkpoint), so its size depends on how many commits the run took
 - CPU µs/record = the worker process's CPU time (all threads) in the timed window per record; box busy = whole-machine CPU utilisation ({info['nproc']} CPUs, broker included) in that window
 - {args.repeats} repeats per system, order alternating; total wall time {info['wall_seconds']:.0f} s
+{fair_lines}
 {ratio_lines}
 {prof_line}
 

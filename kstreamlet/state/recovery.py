@@ -6,6 +6,13 @@ exactly-once and is wiped; so is one whose offset lies beyond the changelog's en
 The restorer replays ``offset + 1 .. end`` (``read_committed``, end = last stable
 offset) with its own consumer, a bounded slice per loop iteration, so tasks that are
 restoring never block the others: their input partitions stay paused until done.
+
+Bulk writes: a store's records of one slice go to RocksDB as one write batch (WAL off), its
+automatic compactions are paused while it restores (:meth:`RocksDBBackend.begin_bulk_load`,
+resumed once it is restored or revoked), and the restore consumer fetches in large chunks
+(:data:`RESTORE_CONSUMER_DEFAULTS`). When its fetch queue is momentarily empty, a slice waits a
+few milliseconds for data instead of returning at once, so that the member's loop does not spin
+against the fetcher thread and the broker for the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +30,17 @@ from kstreamlet.state.store import Store
 log = structlog.get_logger("kstreamlet.restore")
 
 TP = tuple[str, int]
+
+#: Restore consumer settings under the member's consumer configuration (an explicit setting in
+#: ``kafka_config`` wins): large fetches, so that the fetcher keeps ahead of the RocksDB writes
+#: (a changelog record is small; librdkafka's default is 1 MB per partition per fetch).
+RESTORE_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "queued.min.messages": 500_000,
+}
+#: How long (s) a restore slice waits for data when the fetch queue is empty.
+IDLE_WAIT = 0.005
 
 #: Errors of a partition whose leader is moving or unreachable for a while (a broker was
 #: killed or is restarting, an election is in progress): the end-offset read is retried.
@@ -50,6 +68,7 @@ class Restorer:
     def __init__(self, consumer_config: dict[str, Any],
                  make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
         self._config = {
+            **RESTORE_CONSUMER_DEFAULTS,
             **consumer_config,
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
@@ -63,6 +82,8 @@ class Restorer:
         self._tasks: dict[Any, set[TP]] = {}
         self.total_restored = 0
         self._make_consumer = make_consumer
+        #: the last slice found no records (the next one waits IDLE_WAIT for some)
+        self._starved = False
 
     @property
     def consumer(self) -> Consumer:
@@ -114,6 +135,7 @@ class Restorer:
             if start >= end:
                 continue
             self.active[tp] = _Restoring(store, task_key, end)
+            _bulk(store, True)
             self._tasks.setdefault(task_key, set()).add(tp)
             assign.append(TopicPartition(tp[0], tp[1], start if offset is not None else OFFSET_BEGINNING))
             log.info("restoring store", store=store.name, partition=store.partition, start=start, end=end)
@@ -131,37 +153,60 @@ class Restorer:
     def remove_task(self, task_key: Any) -> None:
         tps = self._tasks.pop(task_key, set())
         for tp in tps:
-            self.active.pop(tp, None)
+            r = self.active.pop(tp, None)
+            if r is not None:
+                _bulk(r.store, False)
         if tps and self._consumer is not None:
             self._consumer.incremental_unassign([TopicPartition(t, p) for t, p in tps])
 
-    def poll(self, max_records: int = 10_000, timeout: float = 0.0) -> list[Any]:
-        """Apply up to ``max_records`` changelog records; return keys of tasks now fully restored."""
+    def poll(self, max_records: int = 20_000, timeout: float | None = None) -> list[Any]:
+        """Apply up to ``max_records`` changelog records; return keys of tasks now fully restored.
+
+        ``timeout`` (s): how long to wait for records; by default none while records keep coming,
+        :data:`IDLE_WAIT` after a slice that found the fetch queue empty."""
         if not self.active:
             return []
+        if timeout is None:
+            timeout = IDLE_WAIT if self._starved else 0.0
         msgs = self.consumer.consume(max_records, timeout)
+        self._starved = not msgs
         batches: dict[TP, list[tuple[bytes, bytes | None]]] = {}
-        last: dict[TP, int] = {}
+        last: dict[TP, Any] = {}
+        active = self.active
+        # Records come in runs per partition: look the partition's list up once per run.
+        cur_tp: Any = None
+        cur: list[tuple[bytes, bytes | None]] | None = None
+        tp: Any
+        prev: Any = None
         for m in msgs:
             if m.error() is not None:
                 continue
             tp = (m.topic(), m.partition())
-            if tp not in self.active:
-                continue
-            batches.setdefault(tp, []).append((cast(bytes, m.key()), m.value()))
-            last[tp] = cast(int, m.offset())
+            if tp != cur_tp:
+                if cur_tp is not None and cur is not None:
+                    last[cur_tp] = prev
+                cur_tp = tp
+                cur = batches.get(tp)
+                if cur is None and tp in active:
+                    cur = batches[tp] = []
+            if cur is not None:
+                cur.append((m.key(), m.value()))  # type: ignore[arg-type]  # changelog keys are never null
+            prev = m
+        if cur_tp is not None and cur is not None:
+            last[cur_tp] = prev
         now = time.monotonic()
         for tp, recs in batches.items():
-            r = self.active[tp]
-            r.store.restore(recs, last[tp])
+            r = active[tp]
+            offset = cast(int, last[tp].offset())
+            r.store.restore(recs, offset)
             r.restored += len(recs)
             self.total_restored += len(recs)
             metrics.RESTORED_RECORDS.labels(r.store.name).inc(len(recs))
-            metrics.RESTORE_REMAINING.labels(r.store.name, str(r.store.partition)).set(max(0, r.end - last[tp] - 1))
+            metrics.RESTORE_REMAINING.labels(r.store.name, str(r.store.partition)).set(max(0, r.end - offset - 1))
             if now - r.last_log >= 5:
                 r.last_log = now
                 log.info("restore progress", store=r.store.name, partition=r.store.partition, restored=r.restored,
-                         remaining=max(0, r.end - last[tp] - 1))
+                         remaining=max(0, r.end - offset - 1))
         done_tasks = []
         if self.active:
             positions = self.consumer.position([TopicPartition(t, p) for t, p in self.active])
@@ -173,6 +218,7 @@ class Restorer:
                     log.info("store restored", store=r.store.name, partition=r.store.partition, records=r.restored,
                              seconds=round(seconds, 3), records_per_second=int(r.restored / seconds) if seconds > 0 else None)
                     del self.active[tp]
+                    _bulk(r.store, False)
                     metrics.RESTORE_REMAINING.labels(r.store.name, str(r.store.partition)).set(0)
                     self.consumer.incremental_unassign([TopicPartition(*tp)])
                     keys = self._tasks.get(r.task_key)
@@ -184,6 +230,23 @@ class Restorer:
         return done_tasks
 
     def close(self) -> None:
+        for r in self.active.values():
+            _bulk(r.store, False)
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+def _bulk(store: Store, on: bool) -> None:
+    """Pause (``on``) or resume a store backend's automatic compactions around its restoration
+    (RocksDB only; a backend without ``begin_bulk_load`` is left alone). Never fails the restore:
+    the pause is an optimisation."""
+    backend = store.backend
+    fn = getattr(backend, "begin_bulk_load" if on else "end_bulk_load", None)
+    if fn is None or getattr(backend, "closed", False):
+        return
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not change the store's compaction setting", store=store.name, partition=store.partition,
+                    bulk_load=on, error=str(e))

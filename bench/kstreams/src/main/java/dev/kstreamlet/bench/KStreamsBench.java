@@ -49,7 +49,7 @@ import org.apache.kafka.streams.state.WindowStore;
  * java -jar kstreams-bench.jar &lt;scenario&gt; --bootstrap B --application-id G
  *      --in-topic T [--in-topic2 T2] --out-topic O --state-dir D
  *      --guarantee exactly_once|at_least_once --commit-interval-ms MS --threads 1
- *      --target N --timeout-s S [--mode run|restore]
+ *      --target N --timeout-s S [--mode run|restore] [--warmup-records N] [--cache-max-bytes B]
  * java -jar kstreams-bench.jar --version
  * </pre>
  *
@@ -79,6 +79,8 @@ public final class KStreamsBench {
         long target;
         double timeoutS = 600;
         String mode = "run";
+        long warmupRecords = 0;
+        long cacheMaxBytes = -1; // -1: Kafka Streams' default record cache
 
         static Args parse(String[] argv) {
             Args a = new Args();
@@ -111,6 +113,8 @@ public final class KStreamsBench {
                     case "--target": a.target = Long.parseLong(v); break;
                     case "--timeout-s": a.timeoutS = Double.parseDouble(v); break;
                     case "--mode": a.mode = v; break;
+                    case "--warmup-records": a.warmupRecords = Long.parseLong(v); break;
+                    case "--cache-max-bytes": a.cacheMaxBytes = Long.parseLong(v); break;
                     default: throw new IllegalArgumentException("unknown option " + k);
                 }
             }
@@ -128,6 +132,8 @@ public final class KStreamsBench {
             if (a.mode.equals("restore") && !a.scenario.equals("wordcount"))
                 throw new IllegalArgumentException("--mode restore is only for wordcount");
             if (a.scenario.equals("join")) require(a.inTopic2, "--in-topic2");
+            if (a.warmupRecords < 0 || (a.target > 0 && a.warmupRecords >= a.target))
+                throw new IllegalArgumentException("--warmup-records must be >= 0 and below --target");
             return a;
         }
 
@@ -163,6 +169,8 @@ public final class KStreamsBench {
     /** Counts records reaching the processing code; the same timing model as bench.common.Probe. */
     static final class Probe {
         final long target;
+        /** The clock starts at record warmup + 1: the first warmup records (JIT warm-up) are not timed. */
+        long warmup;
         final java.util.concurrent.atomic.AtomicLong n = new java.util.concurrent.atomic.AtomicLong();
         final AtomicBoolean started = new AtomicBoolean();
         final CountDownLatch reached = new CountDownLatch(1);
@@ -180,7 +188,7 @@ public final class KStreamsBench {
         /** Called for every input record (each source and the repartition source). */
         void record() {
             long c = n.incrementAndGet();
-            if (c == 1 && started.compareAndSet(false, true)) {
+            if (c == warmup + 1 && started.compareAndSet(false, true)) {
                 tFirst = System.nanoTime();
                 cpuFirst = cpuNanos();
                 boxFirst = machineTicks();
@@ -220,14 +228,19 @@ public final class KStreamsBench {
                 long idle = boxLast[1] - boxFirst[1];
                 busy = 100.0 * (total - idle) / total;
             }
+            long measured = processed - warmup;
             r.put("ok", true);
-            r.put("processed", processed);
+            r.put("processed", measured);
+            r.put("warmup_records", warmup);
             r.put("seconds", secs);
-            r.put("rate", processed / secs);
+            r.put("rate", measured / secs);
             r.put("cpu_seconds", cpu);
-            r.put("cpu_us_per_record", cpu / Math.max(processed, 1) * 1e6);
+            r.put("cpu_us_per_record", cpu / Math.max(measured, 1) * 1e6);
             r.put("machine_busy_pct", busy);
             r.put("seconds_to_final_commit", tCommitted != 0 ? (tCommitted - tFirst) / 1e9 : null);
+            // System.nanoTime is CLOCK_MONOTONIC on Linux: the same clock as Python's time.monotonic
+            r.put("t_first_mono", tFirst / 1e9);
+            r.put("t_last_mono", tLast / 1e9);
             return r;
         }
     }
@@ -362,6 +375,7 @@ public final class KStreamsBench {
         p.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.ByteArraySerde.class);
         p.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.ByteArraySerde.class);
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+        if (a.cacheMaxBytes >= 0) p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, a.cacheMaxBytes); // 0: cache off
         // Everything else (record cache, consumer/producer tuning, group protocol) at the defaults.
         return p;
     }
@@ -430,6 +444,7 @@ public final class KStreamsBench {
         f.put("guarantee", a.guarantee);
         f.put("commit_interval_ms", a.commitIntervalMs);
         f.put("threads", a.threads);
+        f.put("statestore_cache_max_bytes", a.cacheMaxBytes >= 0 ? (Object) a.cacheMaxBytes : "default");
         f.put("kafka_streams", AppInfoParser.getVersion());
         f.put("java", System.getProperty("java.version"));
         return f;
@@ -460,7 +475,7 @@ public final class KStreamsBench {
             System.err.println("usage: java -jar kstreams-bench.jar <stateless|wordcount|window|join|latency> --bootstrap B "
                     + "--application-id G --in-topic T [--in-topic2 T2] --out-topic O --state-dir D "
                     + "--guarantee exactly_once|at_least_once --commit-interval-ms MS --threads 1 --target N "
-                    + "--timeout-s S [--mode run|restore]");
+                    + "--timeout-s S [--mode run|restore] [--warmup-records N] [--cache-max-bytes B]");
             System.exit(2);
             return;
         }
@@ -493,6 +508,7 @@ public final class KStreamsBench {
     static int run(Args a) throws InterruptedException {
         boolean latency = a.scenario.equals("latency");
         Probe probe = new Probe(latency ? Math.max(a.target, 0) : a.target);
+        probe.warmup = latency ? 0 : a.warmupRecords;
         Map<String, Object> facts = facts(a);
         KafkaStreams streams = new KafkaStreams(topology(a, probe), config(a));
         probe.streams = streams;
