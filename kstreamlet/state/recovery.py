@@ -77,6 +77,13 @@ class Restorer:
             # Restoration reads to a known end: do not let the broker hold each fetch for 500 ms.
             "fetch.wait.max.ms": 10,
         }
+        # librdkafka refuses fetch.max.bytes above receive.message.max.bytes - 512: a user's smaller
+        # receive limit caps the default fetch size (a fetch size the user set is theirs to match).
+        receive = consumer_config.get("receive.message.max.bytes")
+        if receive is not None and "fetch.max.bytes" not in consumer_config:
+            self._config["fetch.max.bytes"] = min(int(self._config["fetch.max.bytes"]), int(receive) - 512)
+            self._config["max.partition.fetch.bytes"] = min(int(self._config["max.partition.fetch.bytes"]),
+                                                            int(self._config["fetch.max.bytes"]))
         self._consumer: Consumer | None = None
         self.active: dict[TP, _Restoring] = {}
         self._tasks: dict[Any, set[TP]] = {}

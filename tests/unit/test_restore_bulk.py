@@ -154,3 +154,13 @@ def test_restore_consumer_fetches_big_chunks_unless_configured() -> None:
     assert cfgs[0]["max.partition.fetch.bytes"] == 8 * 1024 * 1024 and cfgs[0]["fetch.max.bytes"] >= 8 * 1024 * 1024
     assert cfgs[1]["max.partition.fetch.bytes"] == 1024  # an explicit setting wins
     assert cfgs[0]["isolation.level"] == "read_committed"
+
+
+def test_a_smaller_receive_limit_caps_the_restore_fetch_size_and_librdkafka_accepts_it() -> None:
+    from confluent_kafka import Consumer
+
+    cfg = Restorer({"bootstrap.servers": "127.0.0.1:1", "group.id": "g",
+                    "receive.message.max.bytes": 4 * 1024 * 1024})._config
+    assert cfg["fetch.max.bytes"] == 4 * 1024 * 1024 - 512
+    assert cfg["max.partition.fetch.bytes"] <= cfg["fetch.max.bytes"]
+    Consumer(cfg).close()  # librdkafka validates fetch.max.bytes against receive.message.max.bytes here
