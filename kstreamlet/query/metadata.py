@@ -2,13 +2,17 @@
 
 Each member publishes ``{instance, url, client_id, tasks: [[sub-topology, partition], ...],
 published}`` to the compacted topic ``<application_id>-query-metadata`` (one partition, keyed
-by instance id) whenever its set of tasks changes, and a tombstone when it stops. A background
-thread of every member reads that topic from the start and keeps the latest entry per
-instance. Ownership itself comes from the group: the same thread asks the group coordinator
-(``describe_consumer_groups``, every ``refresh`` seconds) for the live members and their
-assigned partitions, so a member that died without its tombstone drops out at once, and a
-partition's owner is the member the group assigned it to. Without an answer from the
-coordinator the published tasks of the entries are used.
+by instance id) whenever its set of tasks changes and at least every ``refresh`` seconds (a
+heartbeat), and a tombstone when it stops. A background thread of every member reads that
+topic from the start and keeps the latest entry per instance, with the local time it last
+heard of it. A member that died without its tombstone (``kill -9``) drops out once it has not
+been heard of for ``expiry`` seconds (3 heartbeats + 1 s). A partition's owner is the live
+member whose latest entry lists it (the latest publication wins a handover's brief overlap;
+an instance asked for a key it no longer owns answers 503 itself, never a stale value).
+
+The group coordinator is deliberately not asked (``describe_consumer_groups``): under a broker
+outage librdkafka 2.16's coordinator requests from a second thread aborted the whole process
+(``rd_kafka_enq_once_del_source_return`` assertion) in the broker-fault tests.
 
 Nothing here runs on the member's loop thread: the thread reads the task manager's task keys
 (a snapshot, retried if the dict changes meanwhile) and publishes on change.
@@ -55,33 +59,33 @@ class InstanceInfo:
 
 
 class MetadataBoard:
-    """Publishes this member's entry and keeps everyone's, plus the group's live assignment."""
+    """Publishes this member's entry (on change and as a heartbeat) and keeps everyone's."""
 
     def __init__(self, me: InstanceInfo, application_id: str, kafka_config: dict[str, Any],
-                 tasks: Callable[[], Iterable[TaskKey]], subtopology_of: Callable[[str], int],
+                 tasks: Callable[[], Iterable[TaskKey]],
                  make_consumer: Callable[[dict[str, Any]], Any], make_producer: Callable[[dict[str, Any]], Any],
-                 admin: Callable[[], Any], refresh: float = 2.0) -> None:
+                 refresh: float = 2.0, expiry: float | None = None) -> None:
         self.me = me
         self.group_id = application_id
         self.topic = metadata_topic(application_id)
         self._config = kafka_config
         self._tasks = tasks
-        self._subtopology_of = subtopology_of
         self._make_consumer = make_consumer
         self._make_producer = make_producer
-        self._admin = admin
         self.refresh = refresh
+        #: Seconds without a heartbeat after which a member counts as gone.
+        self.expiry = 3 * refresh + 1.0 if expiry is None else expiry
         self._lock = threading.Lock()
         #: instance id -> its latest published entry (tombstones remove it)
         self.entries: dict[str, InstanceInfo] = {}
-        #: client.id -> the (sub-topology, partition) tasks the group assigned it; None: not known
-        self.live: dict[str, set[TaskKey]] | None = None
-        self.group_stable = False
+        #: instance id -> time.monotonic() when its latest entry was read (or published, for ours)
+        self.seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._producer: Any = None
         self._consumer: Any = None
         self._published: tuple[TaskKey, ...] | None = None
+        self._published_at = 0.0
         self.error: str | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -115,15 +119,10 @@ class MetadataBoard:
     # --- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        next_describe = 0.0
         while not self._stop.is_set():
             try:
-                self._publish_if_changed()
+                self._publish_if_due()
                 self._read()
-                now = time.monotonic()
-                if now >= next_describe:
-                    next_describe = now + self.refresh
-                    self._describe()
             except Exception as e:  # never ends the thread: queries answer 503 while it cannot know
                 self.error = f"{type(e).__name__}: {e}"
                 log.warning("query metadata update failed", error=self.error)
@@ -137,17 +136,20 @@ class MetadataBoard:
                 time.sleep(0.01)
         return self._published or ()
 
-    def _publish_if_changed(self) -> None:
+    def _publish_if_due(self) -> None:
+        """Publish this member's entry when its tasks changed, or as the heartbeat."""
         tasks = self._snapshot()
-        if tasks == self._published:
+        now = time.monotonic()
+        if tasks == self._published and now - self._published_at < self.refresh:
             return
-        self._published = tasks
+        self._published, self._published_at = tasks, now
         self.me.tasks = list(tasks)
         self.me.published = time.time()
         self._producer.produce(self.topic, json.dumps(self.me.to_json()).encode(), self.me.instance.encode())
         self._producer.poll(0)
         with self._lock:
             self.entries[self.me.instance] = InstanceInfo.from_json(self.me.to_json())
+            self.seen[self.me.instance] = now
 
     def _read(self) -> None:
         for m in self._consumer.consume(500, 0.2):
@@ -162,6 +164,7 @@ class MetadataBoard:
                 if value is None:
                     if key != self.me.instance:
                         self.entries.pop(key, None)
+                        self.seen.pop(key, None)
                     continue
                 try:
                     info = InstanceInfo.from_json(json.loads(value))
@@ -170,60 +173,27 @@ class MetadataBoard:
                 if key == self.me.instance:
                     continue  # our own entry is what we hold, not an older record of it
                 self.entries[key] = info
+                self.seen[key] = time.monotonic()
         if self._producer is not None:
             self._producer.poll(0)
 
-    def _describe(self) -> None:
-        admin = self._admin()
-        gid = self.group_id
-        try:
-            desc = admin.describe_consumer_groups([gid], request_timeout=5)[gid].result(timeout=5)
-        except Exception as e:
-            log.debug("describe_consumer_groups failed; using the published tasks", error=str(e))
-            with self._lock:
-                self.live = None
-            return
-        live: dict[str, set[TaskKey]] = {}
-        for m in desc.members:
-            owned: set[TaskKey] = set()
-            tps = m.assignment.topic_partitions if m.assignment is not None else []
-            for tp in tps or []:
-                try:
-                    owned.add((self._subtopology_of(tp.topic), tp.partition))
-                except KeyError:
-                    continue
-            live[m.client_id] = owned
-        with self._lock:
-            self.live = live
-            self.group_stable = getattr(desc.state, "name", str(desc.state)) == "STABLE"
-
     # --- answers ---------------------------------------------------------------------------------
 
-    def instances(self) -> list[InstanceInfo]:
-        """The live members' entries (all published entries while the group's members are unknown)."""
+    def _live(self) -> list[InstanceInfo]:
+        now = time.monotonic()
         with self._lock:
-            entries = list(self.entries.values())
-            live = self.live
-        if live is None:
-            return entries
-        return [e for e in entries if e.client_id in live]
+            return [e for name, e in self.entries.items()
+                    if name == self.me.instance or now - self.seen.get(name, 0.0) <= self.expiry]
+
+    def instances(self) -> list[InstanceInfo]:
+        """The live members' entries: ours, and those heard of within ``expiry`` seconds."""
+        return self._live()
 
     def owners(self) -> dict[TaskKey, InstanceInfo]:
-        """(sub-topology, partition) -> the live instance the group assigned it to (with its URL).
-        A partition the group assigned to a member without an entry yet is absent."""
-        with self._lock:
-            entries = {e.client_id: e for e in self.entries.values()}
-            live = self.live
+        """(sub-topology, partition) -> the live instance whose latest entry lists it (with its URL);
+        the latest publication wins while a handover has two entries listing it."""
         out: dict[TaskKey, InstanceInfo] = {}
-        if live is None:
-            for e in sorted(entries.values(), key=lambda e: e.published):
-                for t in e.tasks:
-                    out[t] = e  # the latest publication wins a conflict
-            return out
-        for client_id, owned in live.items():
-            found = entries.get(client_id)
-            if found is None:
-                continue
-            for t in owned:
-                out[t] = found
+        for e in sorted(self._live(), key=lambda e: e.published):
+            for t in e.tasks:
+                out[t] = e
         return out

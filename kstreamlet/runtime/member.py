@@ -246,9 +246,7 @@ class Member:
             return
         board = MetadataBoard(InstanceInfo(self.instance_id, url, f"{s.application_id}-{self.instance_id}"),
                               s.application_id, self._kafka_config(), tasks=lambda: list(self.tasks.tasks),
-                              subtopology_of=lambda topic: self.topology.subtopology_of(topic).id,
-                              make_consumer=self.clients.consumer, make_producer=self.clients.producer,
-                              admin=lambda: self.topics.client)
+                              make_consumer=self.clients.consumer, make_producer=self.clients.producer)
         board.start()
         self.query.board = board
         server.queries = self.query.handle

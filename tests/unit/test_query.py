@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -230,19 +231,23 @@ def test_the_existing_routes_are_unchanged_and_queries_404_without_a_handler():
         s.shutdown()
 
 
-def test_owners_come_from_the_group_assignment_and_live_members():
+def test_owners_are_the_live_members_latest_entries_and_a_silent_member_expires():
     board = MetadataBoard(InstanceInfo("m1", "http://m1:1", "app-m1"), "app", {}, tasks=lambda: [],
-                          subtopology_of=lambda t: 0, make_consumer=None, make_producer=None,  # type: ignore[arg-type]
-                          admin=lambda: None)
+                          make_consumer=None, make_producer=None, expiry=5.0)  # type: ignore[arg-type]
+    now = time.monotonic()
     board.entries = {"m1": InstanceInfo("m1", "http://m1:1", "app-m1", [(0, 0)], 1.0),
-                     "m2": InstanceInfo("m2", "http://m2:1", "app-m2", [(0, 1)], 2.0),
-                     "dead": InstanceInfo("dead", "http://dead:1", "app-dead", [(0, 2)], 3.0)}
-    # Before the group is known: the published tasks.
-    assert {t: e.instance for t, e in board.owners().items()} == {(0, 0): "m1", (0, 1): "m2", (0, 2): "dead"}
-    # The group: 'dead' is gone, m2 took over its partition (its entry not yet republished).
-    board.live = {"app-m1": {(0, 0)}, "app-m2": {(0, 1), (0, 2)}}
+                     "m2": InstanceInfo("m2", "http://m2:1", "app-m2", [(0, 1), (0, 2)], 4.0),
+                     "dead": InstanceInfo("dead", "http://dead:1", "app-dead", [(0, 2), (0, 3)], 3.0)}
+    board.seen = {"m1": now, "m2": now, "dead": now}
+    # A handover's overlap: m2 published (0, 2) after 'dead' did, so m2 owns it.
+    assert {t: e.instance for t, e in board.owners().items()} == {(0, 0): "m1", (0, 1): "m2", (0, 2): "m2",
+                                                                  (0, 3): "dead"}
+    # 'dead' was killed: no heartbeat for longer than the expiry, so it owns nothing and is not listed.
+    board.seen["dead"] = now - 6.0
     assert {t: e.instance for t, e in board.owners().items()} == {(0, 0): "m1", (0, 1): "m2", (0, 2): "m2"}
     assert sorted(i.instance for i in board.instances()) == ["m1", "m2"]
+    board.seen["m1"] = now - 60  # our own entry never expires
+    assert "m1" in {i.instance for i in board.instances()}
 
 
 def test_advertised_url():
@@ -309,54 +314,40 @@ class _Consumer:
         pass
 
 
-class _Admin:
-    def __init__(self) -> None:
-        self.members: list[Any] = []
-
-    def describe_consumer_groups(self, groups: list[str], request_timeout: float) -> dict[str, Any]:
-        from concurrent.futures import Future
-        from types import SimpleNamespace
-
-        f: Future[Any] = Future()
-        f.set_result(SimpleNamespace(members=self.members, state=SimpleNamespace(name="STABLE")))
-        return {groups[0]: f}
-
-
-def test_metadata_boards_publish_read_each_other_and_drop_a_stopped_member():
-    from types import SimpleNamespace
-
-    log, admin = _Log(), _Admin()
-    tasks = {"m1": [(0, 0), (0, 1)], "m2": [(0, 2)]}
+def test_metadata_boards_publish_read_each_other_and_drop_a_stopped_or_silent_member():
+    log = _Log()
+    tasks = {"m1": [(0, 0), (0, 1)], "m2": [(0, 2)], "m3": [(0, 3)]}
 
     def board(name: str) -> MetadataBoard:
         return MetadataBoard(InstanceInfo(name, f"http://{name}:1", f"app-{name}"), "app", {},
-                             tasks=lambda: tasks[name], subtopology_of=lambda t: 0,
+                             tasks=lambda: tasks[name],
                              make_consumer=lambda c: _Consumer(log), make_producer=lambda c: _Producer(log),
-                             admin=lambda: admin, refresh=0.05)
+                             refresh=0.05, expiry=0.5)
 
-    def assigned(client: str, parts: list[int]) -> Any:
-        tps = [SimpleNamespace(topic="t", partition=p) for p in parts]
-        return SimpleNamespace(client_id=client, assignment=SimpleNamespace(topic_partitions=tps))
-
-    admin.members = [assigned("app-m1", [0, 1]), assigned("app-m2", [2])]
-    b1, b2 = board("m1"), board("m2")
-    b1.start()
-    b2.start()
+    b1, b2, b3 = board("m1"), board("m2"), board("m3")
+    for b in (b1, b2, b3):
+        b.start()
     try:
         def wait(cond: Any) -> None:
-            for _ in range(200):
+            for _ in range(300):
                 if cond():
                     return
                 threading.Event().wait(0.02)
             raise AssertionError("not reached")
 
-        wait(lambda: {t: e.instance for t, e in b1.owners().items()} == {(0, 0): "m1", (0, 1): "m1", (0, 2): "m2"})
+        wait(lambda: {t: e.instance for t, e in b1.owners().items()}
+             == {(0, 0): "m1", (0, 1): "m1", (0, 2): "m2", (0, 3): "m3"})
         assert b1.owners()[(0, 2)].url == "http://m2:1"
         tasks["m1"] = [(0, 0)]  # a rebalance: the board republishes
         wait(lambda: b2.entries.get("m1") is not None and b2.entries["m1"].tasks == [(0, 0)])
         b2.stop()  # a tombstone
-        admin.members = [assigned("app-m1", [0, 1, 2])]
-        wait(lambda: "m2" not in b1.entries and getattr(b1.owners().get((0, 2)), "instance", None) == "m1")
+        wait(lambda: "m2" not in b1.entries)
+        # m3 goes silent without a tombstone (kill -9): its heartbeats stop, it expires.
+        b3._stop.set()
+        wait(lambda: "m3" not in {i.instance for i in b1.instances()} and (0, 3) not in b1.owners())
+        # Heartbeats keep a member with unchanged tasks alive past the expiry.
+        threading.Event().wait(0.7)
+        assert "m1" in {i.instance for i in b1.instances()} and b1.owners()[(0, 0)].instance == "m1"
     finally:
         b1.stop()
         b2.stop()
