@@ -37,13 +37,13 @@ class RunningAggregation:
         return None
 
     def add(self, value: Any, acc: Any) -> Any:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define add(value, acc)")
 
     def get_result(self, acc: Any) -> Any:
         return acc
 
     def merge(self, a: Any, b: Any) -> Any:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define merge(a, b)")
 
 
 class Count(RunningAggregation):
@@ -147,6 +147,32 @@ class _Cached(KeyedProcessFunction):
     #: DEFAULT_CACHE_BYTES when it is 0), an int = this operator's own limit per task.
     cache: int | None | bool = None
 
+    #: The key's new running value from its current one (None: no value yet) and the input value;
+    #: each running operator defines it.
+    _fold: Callable[[Any, Any], Any]
+
+    def _open_state(self, ctx: RuntimeContext) -> None:
+        self.state = ctx.get_state(ValueStateDescriptor("value", self.serde))
+        self._cache = self._open_cache(ctx)
+        if self._cache is not None:
+            self.process_element = self._process_cached  # type: ignore[method-assign]
+            self._keyctx = ctx.key_context
+
+    def process_element(self, value: Any, ctx: KeyedContext) -> None:
+        new = self._fold(self.state.value(), value)
+        self.state.update(new)
+        ctx.emit(new)
+
+    def _process_cached(self, value: Any, ctx: KeyedContext) -> None:
+        cache = self._cache
+        assert cache is not None
+        if cache.forward is None:
+            cache.forward = ctx._forward
+        kb = self._keyctx.key_bytes
+        entry = cache.entries.get(kb)
+        cur = entry[1] if entry is not None else self.state.value()
+        cache.put(kb, ctx.key, self._fold(cur, value), ctx.timestamp, entry)
+
     def _open_cache(self, ctx: RuntimeContext) -> RecordCache | None:
         task = ctx.task
         if self.cache is False or not hasattr(task, "add_flusher"):
@@ -184,29 +210,12 @@ class RunningAggregate(_Cached):
         self.cache = cache
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.state = ctx.get_state(ValueStateDescriptor("value", self.serde))
         self._create = self.agg.create_accumulator
         self._add = self.agg.add
-        self._cache = self._open_cache(ctx)
-        if self._cache is not None:
-            self.process_element = self._process_cached  # type: ignore[method-assign]
-            self._keyctx = ctx.key_context
+        self._open_state(ctx)
 
-    def process_element(self, value: Any, ctx: KeyedContext) -> None:
-        cur = self.state.value()
-        new = self._add(value, self._create() if cur is None else cur)
-        self.state.update(new)
-        ctx.emit(new)
-
-    def _process_cached(self, value: Any, ctx: KeyedContext) -> None:
-        cache = self._cache
-        assert cache is not None
-        if cache.forward is None:
-            cache.forward = ctx._forward
-        kb = self._keyctx.key_bytes
-        entry = cache.entries.get(kb)
-        cur = entry[1] if entry is not None else self.state.value()
-        cache.put(kb, ctx.key, self._add(value, self._create() if cur is None else cur), ctx.timestamp, entry)
+    def _fold(self, cur: Any, value: Any) -> Any:
+        return self._add(value, self._create() if cur is None else cur)
 
 
 class RunningReduce(_Cached):
@@ -218,27 +227,10 @@ class RunningReduce(_Cached):
         self.cache = cache
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.state = ctx.get_state(ValueStateDescriptor("value", self.serde))
-        self._cache = self._open_cache(ctx)
-        if self._cache is not None:
-            self.process_element = self._process_cached  # type: ignore[method-assign]
-            self._keyctx = ctx.key_context
+        self._open_state(ctx)
 
-    def process_element(self, value: Any, ctx: KeyedContext) -> None:
-        cur = self.state.value()
-        new = value if cur is None else self.fn(cur, value)
-        self.state.update(new)
-        ctx.emit(new)
-
-    def _process_cached(self, value: Any, ctx: KeyedContext) -> None:
-        cache = self._cache
-        assert cache is not None
-        if cache.forward is None:
-            cache.forward = ctx._forward
-        kb = self._keyctx.key_bytes
-        entry = cache.entries.get(kb)
-        cur = entry[1] if entry is not None else self.state.value()
-        cache.put(kb, ctx.key, value if cur is None else self.fn(cur, value), ctx.timestamp, entry)
+    def _fold(self, cur: Any, value: Any) -> Any:
+        return value if cur is None else self.fn(cur, value)
 
 
 __all__ = ["DEFAULT_CACHE_BYTES", "cache_limit", "extractor", "RunningAggregation", "Count", "Sum", "Min", "Max", "Aggregate", "RunningAggregate",
