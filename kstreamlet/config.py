@@ -630,7 +630,8 @@ def load_settings(**code: Any) -> Settings:
 
 # --- secrets -------------------------------------------------------------------------------------------
 
-_SECRET_KEY = re.compile(r"password|secret|token|credential|jaas|oauthbearer\.config|\.pem$|keytab", re.I)
+# user.info: a Schema Registry client's basic.auth.user.info ("user:password").
+_SECRET_KEY = re.compile(r"password|secret|token|credential|jaas|oauthbearer\.config|\.pem$|keytab|user\.info", re.I)
 MASK = "***"
 
 
@@ -643,10 +644,8 @@ def mask_setting(name: str, value: Any) -> Any:
     """``value`` as it may be logged: secret settings (``sasl_password``, ``ssl_key_password``,
     ``http_auth_token``, ``schema_registry_basic_auth_user_info``) and secret ``kafka_config`` /
     ``schema_registry_config`` entries replaced by ``***``."""
-    if name == "kafka_config" and isinstance(value, Mapping):
+    if name in ("kafka_config", "schema_registry_config") and isinstance(value, Mapping):
         return mask_config(value)
-    if name == "schema_registry_config" and isinstance(value, Mapping):
-        return {k: (MASK if is_secret_key(str(k)) or "user.info" in str(k) else v) for k, v in value.items()}
     if name in SECRET_SETTINGS or isinstance(value, SecretStr):
         return None if value is None else MASK
     return value

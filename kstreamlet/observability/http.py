@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -165,7 +166,6 @@ class ObservabilityServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a client gone mid-request: one debug line, not a traceback on stderr.
-        import sys
         log.debug("http request failed", client=str(client_address[0]), error=repr(sys.exc_info()[1]))
 
     @property

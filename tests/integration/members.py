@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from confluent_kafka import Consumer, Producer
 
@@ -152,9 +152,10 @@ class Feeder(threading.Thread):
 
 
 def read_committed(bootstrap: str, topic: str, expect: int, timeout: float, settle: float = 3.0,
-                   with_headers: bool = False) -> list:
+                   with_headers: bool = False, with_keys: bool = False) -> list:
     """Read ``topic`` from the start with read_committed until ``expect`` records arrived and
-    nothing more came for ``settle`` seconds (so duplicates would show), or until timeout."""
+    nothing more came for ``settle`` seconds (so duplicates would show), or until timeout.
+    Values; ``(value, headers)`` with ``with_headers``; ``(key, value)`` with ``with_keys``."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "isolation.level": "read_committed", "enable.auto.commit": False})
     c.subscribe([topic])
@@ -167,12 +168,42 @@ def read_committed(bootstrap: str, topic: str, expect: int, timeout: float, sett
             got = [m for m in msgs if m.error() is None]
             if got:
                 quiet_since = time.monotonic()
-                out.extend((m.value(), m.headers()) if with_headers else m.value() for m in got)
+                out.extend((m.value(), m.headers()) if with_headers else (m.key(), m.value()) if with_keys
+                           else m.value() for m in got)
             elif len(out) >= expect and time.monotonic() - quiet_since >= settle:
                 break
     finally:
         c.close()
     return out
+
+
+class RunningMember:
+    """A member running in a thread of the test process (in-process state such as a mock schema
+    registry is shared with the test)."""
+
+    def __init__(self, app: Any) -> None:
+        from kstreamlet.runtime.member import Member
+
+        self.member = Member(app, f"t-{uuid.uuid4().hex[:6]}", install_signal_handlers=False)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.member.run()
+        except BaseException as e:
+            self.error = e
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        assert self.member.ready.wait(timeout), "member got no partitions in time"
+
+    def stop(self) -> None:
+        self.member.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "member did not stop"
+        if self.error:
+            raise self.error
 
 
 def multiset_diff(expected: Iterable, seen: Iterable) -> tuple[collections.Counter, collections.Counter]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
 
 import pytest
 from confluent_kafka import Producer
 
 from kstreamlet import App, serdes
-from kstreamlet.runtime.member import Member
 from kstreamlet.topology.headers import parse_traceparent
-from tests.integration.members import read_committed
+from tests.integration.members import RunningMember, read_committed
 
 pytestmark = pytest.mark.integration
 
@@ -28,29 +26,6 @@ ORDER_BAD = json.dumps({"type": "record", "name": "Order", "namespace": "kstest"
     {"name": "id", "type": "string"}, {"name": "amount", "type": "string"}]})
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TP = f"00-{TRACE}-00f067aa0ba902b7-01".encode()
-
-
-class RunningMember:
-    """A member in a thread of the test process (the mock registry lives in this process)."""
-
-    def __init__(self, app: App) -> None:
-        self.member = Member(app, f"t-{uuid.uuid4().hex[:6]}", install_signal_handlers=False)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.member.run()
-        except BaseException as e:
-            self.error = e
-
-    def stop(self) -> None:
-        self.member.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "member did not stop"
-        if self.error:
-            raise self.error
 
 
 def test_avro_pipeline_and_an_incompatible_record_to_the_dlq(kafka_bootstrap, kafka_topic):

@@ -104,22 +104,8 @@ def _metrics(port: int) -> str:
 
 def _updates(bootstrap: str, topic: str, expect: int, timeout: float = 120) -> list[tuple[str, int]]:
     """``(word, count)`` of every committed update, read until ``expect`` arrived and 4 s went quiet."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex}",
-                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    c.subscribe([topic])
-    out: list[tuple[str, int]] = []
-    deadline, quiet = time.monotonic() + timeout, time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            got = [m for m in c.consume(5000, 0.5) if m.error() is None]
-            if got:
-                quiet = time.monotonic()
-                out += [(m.key().decode(), serdes.INT64.deserialize(m.value())) for m in got]
-            elif len(out) >= expect and time.monotonic() - quiet >= 4:
-                break
-    finally:
-        c.close()
-    return out
+    return [(k.decode(), serdes.INT64.deserialize(v))
+            for k, v in read_committed(bootstrap, topic, expect, timeout, settle=4, with_keys=True)]
 
 
 # --- exactly once over SASL_SSL with only the app's ACLs ---------------------------------------------------

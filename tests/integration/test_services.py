@@ -20,7 +20,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from kstreamlet.sinks.mysql import parse_mysql_url
 from tests.integration.members import ROOT, Feeder, Members, read_committed
@@ -29,22 +29,8 @@ pytestmark = [pytest.mark.integration]
 
 
 def _updates(bootstrap: str, topic: str, expect: int, timeout: float = 120) -> list[tuple[str, int]]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex}",
-                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    c.subscribe([topic])
-    out: list[tuple[str, int]] = []
-    deadline, quiet = time.monotonic() + timeout, time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            got = [m for m in c.consume(5000, 0.5) if m.error() is None]
-            if got:
-                quiet = time.monotonic()
-                out += [(m.key().decode(), struct.unpack(">q", m.value())[0]) for m in got]
-            elif len(out) >= expect and time.monotonic() - quiet >= 3:
-                break
-    finally:
-        c.close()
-    return out
+    return [(k.decode(), struct.unpack(">q", v)[0])
+            for k, v in read_committed(bootstrap, topic, expect, timeout, with_keys=True)]
 
 
 def _assignment(bootstrap: str, group: str) -> dict[str, set[tuple[str, int]]]:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,37 +15,10 @@ import pytest
 from confluent_kafka import Producer
 
 from kstreamlet import App, Source, StartPosition, serdes
-from kstreamlet.runtime.member import Member
-from tests.integration.members import read_committed
+from tests.integration.members import RunningMember, read_committed
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class RunningMember:
-    """A member running in a thread of the test process."""
-
-    def __init__(self, app: App) -> None:
-        self.member = Member(app, f"t-{uuid.uuid4().hex[:6]}", install_signal_handlers=False)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.member.run()
-        except BaseException as e:
-            self.error = e
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        assert self.member.ready.wait(timeout), "member got no partitions in time"
-
-    def stop(self) -> None:
-        self.member.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "member did not stop"
-        if self.error:
-            raise self.error
 
 
 # Record timestamps near now: a broker deletes segments whose timestamps are older than its retention.
