@@ -111,14 +111,20 @@ class Stream:
 
     def map_async(self, fn: Callable[[Any], Awaitable[Any]], concurrency: int = 64, timeout: float | None = None,
                   ordered: bool = True, key_ordered: bool = False, retries: int = 0, retry_backoff: float = 0.1,
-                  name: str | None = None) -> "Stream":
-        """``await fn(value) -> new value`` on the member's event loop, up to ``concurrency`` calls
-        in flight per task (a full task's partitions are paused). ``ordered``: results in input
+                  name: str | None = None, checkpoint_key_serde: Serde[Any] | str | None = None,
+                  checkpoint_value_serde: Serde[Any] | str | None = None) -> "Stream":
+        """``await fn(value) -> new value`` on the member's event loop, up to ``concurrency`` records
+        held per task (a full task's partitions are paused). ``ordered``: results in input
         order per partition; otherwise as they complete (``key_ordered``: still in input order per
         key). A call that raises or runs past ``timeout`` s is retried ``retries`` times, waiting
         ``retry_backoff`` s (doubling) between attempts, then follows ``error_policy``. A checkpoint
-        waits for the calls in flight (docs/async.md)."""
-        return self._then(AsyncMapNode(fn, concurrency, timeout, ordered, key_ordered, retries, retry_backoff, name))
+        does not wait for the calls in flight: their input records are written to the operator's
+        store ``<name>-async`` (encoded with the stream's serdes, or ``checkpoint_key_serde`` /
+        ``checkpoint_value_serde``) and issued again after a failure (docs/async.md)."""
+        ks = _serdes.resolve(checkpoint_key_serde, self.key_serde)
+        vs = _serdes.resolve(checkpoint_value_serde, self.value_serde)
+        return self._then(AsyncMapNode(fn, concurrency, timeout, ordered, key_ordered, retries, retry_backoff,
+                                       name or self._builder.generated_name("map_async"), ks, vs))
 
     def filter(self, predicate: Callable[[Any], bool], name: str | None = None) -> "Stream":
         """Keep the records whose value satisfies ``predicate``."""

@@ -17,7 +17,18 @@ attempt's state writes are undone before a retry or the error policy.
 Calls run on the task owner's event loop (runtime/async_io.py), stepped on the member's thread.
 A call that raises or passes ``timeout`` is retried ``retries`` times with exponential backoff
 (``retry_backoff`` s, doubling); then the record goes to ``error_policy`` (dead-letter record
-with the error, skip, or fail). Checkpoints drain the queue first (runtime/async_io.py).
+with the error, skip, or fail).
+
+Checkpoints (Flink's AsyncWaitOperator snapshots its queue the same way): a ``map_async`` queue is
+*not* drained. Its held records — calls running, or done and waiting for their turn — are written
+to the operator's store ``<name>-async`` (changelog ``<app>-<name>-async-changelog``) inside the
+checkpoint's transaction, with their record context, and the input offsets commit past them; the
+results released so far commit with them. After a crash, an abort or a rebalance the next owner
+re-issues the held records' calls, in their order, before any newer input: every output exactly
+once, a call at least once. A queue whose records its serdes cannot encode (the stream's serdes, or
+``checkpoint_key_serde`` / ``checkpoint_value_serde``) is drained instead for that checkpoint (with a
+warning), and so is an async ``process_element`` queue always: a running coroutine may have written
+keyed state that must not commit half-done.
 """
 
 from __future__ import annotations
@@ -25,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
 
+import structlog
 from confluent_kafka import KafkaException
 
 from kstreamlet.errors import ProcessingError, TopologyError
@@ -38,13 +51,117 @@ from kstreamlet.topology.nodes import KeyedProcessNode, Node, Push, fan_out
 
 if TYPE_CHECKING:
     from kstreamlet.api.task import TaskServices as Task
+    from kstreamlet.state.store import Store
+
+log = structlog.get_logger("kstreamlet.async")
+
+#: ``asyncio.timeout`` (Python 3.11+); on 3.10 calls are bounded by ``asyncio.wait_for``.
+_timeout: Any = getattr(asyncio, "timeout", None)
+
+#: Layout version of a held record in an async operator's store (first byte of the value).
+HELD_VERSION = 1
+_SEQ = struct.Struct(">Q")
+_LEN = struct.Struct(">i")
+_HEAD = struct.Struct(">Bqiqqi")  # version, ts, partition, offset, record timestamp, header count
+
+
+class HeldRecord:
+    """The input record of an entry re-issued after a restore (looks like ``confluent_kafka.Message``
+    to the error policy and to header propagation)."""
+
+    __slots__ = ("_t", "_p", "_o", "_k", "_v", "_ts", "_h")
+
+    def __init__(self, t: str, p: int, o: int, k: bytes | None, v: bytes | None, ts: int,
+                 h: list[tuple[str, bytes]] | None) -> None:
+        self._t, self._p, self._o, self._k, self._v, self._ts, self._h = t, p, o, k, v, ts, h
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._h
+
+    def error(self) -> None:
+        return None
+
+
+def _put_bytes(out: list[bytes], b: bytes | None) -> None:
+    if b is None:
+        out.append(_LEN.pack(-1))
+    else:
+        out.append(_LEN.pack(len(b)))
+        out.append(b)
+
+
+def _get_bytes(raw: bytes, pos: int) -> tuple[bytes | None, int]:
+    (n,) = _LEN.unpack_from(raw, pos)
+    pos += 4
+    if n < 0:
+        return None, pos
+    return raw[pos:pos + n], pos + n
+
+
+def encode_held(key: bytes | None, value: bytes | None, ts: int, msg: Any) -> bytes:
+    """A held record as stored: its (encoded) key and value, timestamp and input record context."""
+    if msg is None:
+        topic, part, off, rts, headers, rk, rv = "", -1, -1, ts, None, None, None
+    else:
+        topic, part, off = msg.topic() or "", msg.partition(), msg.offset()
+        rts, headers, rk, rv = msg.timestamp()[1], msg.headers(), msg.key(), msg.value()
+    hs = list(headers or ())
+    out = [_HEAD.pack(HELD_VERSION, ts, part, off, rts, len(hs) if headers is not None else -1)]
+    _put_bytes(out, topic.encode())
+    for hk, hv in hs:
+        _put_bytes(out, hk.encode())
+        _put_bytes(out, hv if hv is None or isinstance(hv, bytes) else str(hv).encode())
+    _put_bytes(out, rk)
+    _put_bytes(out, rv)
+    _put_bytes(out, key)
+    _put_bytes(out, value)
+    return b"".join(out)
+
+
+def decode_held(raw: bytes) -> tuple[bytes | None, bytes | None, int, HeldRecord | None]:
+    """``(key, value, ts, input record or None)`` of a stored held record."""
+    version, ts, part, off, rts, nh = _HEAD.unpack_from(raw, 0)
+    if version > HELD_VERSION:
+        raise RuntimeError(f"an async operator's held record has layout version {version}, newer than this "
+                           f"kstreamlet reads ({HELD_VERSION}); run a kstreamlet at least as new as the one that wrote it")
+    pos = _HEAD.size
+    tb, pos = _get_bytes(raw, pos)
+    headers: list[tuple[str, bytes]] | None = [] if nh >= 0 else None
+    for _ in range(max(nh, 0)):
+        hk, pos = _get_bytes(raw, pos)
+        hv, pos = _get_bytes(raw, pos)
+        headers.append(((hk or b"").decode(), hv))  # type: ignore[union-attr,arg-type]
+    rk, pos = _get_bytes(raw, pos)
+    rv, pos = _get_bytes(raw, pos)
+    key, pos = _get_bytes(raw, pos)
+    value, pos = _get_bytes(raw, pos)
+    msg = HeldRecord((tb or b"").decode(), part, off, rk, rv, rts, headers) if part >= 0 else None
+    return key, value, ts, msg
 
 
 class _Entry:
     """One record in an operator's queue."""
 
     __slots__ = ("seq", "msg", "key", "value", "ts", "kb", "fut", "done", "result", "error", "outputs",
-                 "undo", "coro")
+                 "undo", "coro", "held")
 
     def __init__(self, seq: int, msg: Any, key: Any, value: Any, ts: int, kb: Any) -> None:
         self.seq, self.msg, self.key, self.value, self.ts, self.kb = seq, msg, key, value, ts, kb
@@ -58,6 +175,8 @@ class _Entry:
         self.undo: list[Any] = []
         #: Async process: the coroutine of the current attempt (closed when abandoned).
         self.coro: Any = None
+        #: The entry as written to the operator's store (encoded at its first checkpoint).
+        self.held: bytes | None = None
 
 
 class _Stepped:
@@ -94,7 +213,8 @@ class AsyncQueue:
     """The bounded queue of one async operator in one task (registered with the runtime)."""
 
     def __init__(self, task: "Task", node: "AsyncNodeMixin", child: Push, sides: dict[str, Push],
-                 attempt: Callable[[_Entry], Awaitable[Any]], keyed_calls: bool) -> None:
+                 attempt: Callable[[_Entry], Awaitable[Any]], keyed_calls: bool,
+                 hold: "tuple[Store, Serde[Any], Serde[Any]] | None" = None) -> None:
         self.task = task
         self.name = node.name
         self.capacity = node.concurrency
@@ -118,6 +238,14 @@ class AsyncQueue:
         self._releasing = False
         #: Most records held at once (tests and the benchmark read it).
         self.max_in_flight = 0
+        #: Where held records go at a checkpoint, and their key / value serdes (None: drained instead).
+        self.hold = hold
+        #: seq -> stored record of what the last committed checkpoint held; the current checkpoint's.
+        self.persisted: dict[int, bytes] = {}
+        self._snapshot: dict[int, bytes] | None = None
+        #: Between the checkpoint's first prepare and its end nothing is released (runtime/async_io.py).
+        self.frozen = False
+        self._warned = False
 
     # --- what the runtime asks --------------------------------------------------------------
 
@@ -127,19 +255,26 @@ class AsyncQueue:
     def full(self) -> bool:
         return len(self.entries) >= self.capacity
 
+    def running(self) -> int:
+        return sum(1 for e in self.entries.values() if e.fut is not None and not e.done)
+
     def push(self, k: Any, v: Any, ts: int, kb: Any = None) -> None:
-        if len(self.entries) >= self.capacity:
+        if len(self.entries) >= self.capacity and not self.frozen:  # frozen: a checkpoint's flush, admitted
             self.runtime.wait_for_room(self)
         self._seq += 1
-        e = _Entry(self._seq, self.task.msg, k, v, ts, kb)
+        self._add(_Entry(self._seq, self.task.msg, k, v, ts, kb))
+
+    def _add(self, e: _Entry) -> None:
         self.entries[e.seq] = e
         if len(self.entries) > self.max_in_flight:
             self.max_in_flight = len(self.entries)
-        start = True
+        start = not e.done  # done already: a held record that could not be decoded (its error is released)
+        if e.done and not self.ordered:
+            self.completed.append(e)
         if self.key_ordered:
-            q = self.by_key.get(kb)
+            q = self.by_key.get(e.kb)
             if q is None:
-                q = self.by_key[kb] = deque()
+                q = self.by_key[e.kb] = deque()
             if self.keyed_calls and q:
                 start = False  # the key's previous record is still running or waiting: it starts after
             q.append(e)
@@ -160,7 +295,10 @@ class AsyncQueue:
         while True:
             try:
                 if self.timeout is not None:
-                    return await asyncio.wait_for(self._attempt(e), self.timeout)
+                    if _timeout is None:  # Python 3.10
+                        return await asyncio.wait_for(self._attempt(e), self.timeout)
+                    async with _timeout(self.timeout):  # no extra task per call, as wait_for makes
+                        return await self._attempt(e)
                 return await self._attempt(e)
             except asyncio.CancelledError:
                 raise
@@ -201,7 +339,7 @@ class AsyncQueue:
         self.runtime.notify()
 
     def emit_ready(self) -> int:
-        if self._releasing or not self.entries:
+        if self._releasing or self.frozen or not self.entries:
             return 0
         self._releasing = True
         n = 0
@@ -286,23 +424,121 @@ class AsyncQueue:
         self.by_key.clear()
         self.completed.clear()
 
-    # --- checkpoint participant (runtime/task.py) -----------------------------------------------
+    # --- checkpoints (runtime/async_io.py AsyncRuntime.checkpoint, then the task's participants) ----
+
+    def can_hold(self) -> bool:
+        """Whether this checkpoint may commit with the queue's records still held (written to its
+        store); False: the runtime drains it first. Encodes the records not yet encoded."""
+        if not self.entries:
+            return True
+        if self.hold is None:
+            return False
+        try:
+            for e in self.entries.values():
+                if e.held is None:
+                    e.held = self._encode(e)
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("async operator's held records cannot be encoded with its serdes: its checkpoints wait "
+                            "for the calls in flight instead (pass checkpoint_key_serde / checkpoint_value_serde "
+                            "to map_async)", operator=self.name, task=self.task.id, error=repr(exc))
+            return False
+        return True
+
+    def _encode(self, e: _Entry) -> bytes:
+        assert self.hold is not None
+        _, ks, vs = self.hold
+        kb = ks.serialize(e.key) if e.key is not None else None
+        vb = vs.serialize(e.value) if e.value is not None else None
+        if (kb is not None and not isinstance(kb, bytes)) or (vb is not None and not isinstance(vb, bytes)):
+            raise TypeError(f"the serdes returned {type(kb).__name__} / {type(vb).__name__}, not bytes")
+        return encode_held(kb, vb, e.ts, e.msg)
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    def min_held_ts(self) -> int | None:
+        return min((e.ts for e in self.entries.values()), default=None)
 
     def prepare_commit(self) -> None:
-        self.runtime.drain()  # normally done already, before the task's watermark records
+        """Write the records held now (and delete those released since the last checkpoint) to the
+        operator's store, so they commit with the offsets that pass them."""
+        if self.hold is None:
+            return
+        snap: dict[int, bytes] = {}
+        try:
+            for seq, e in self.entries.items():
+                if e.held is None:  # pushed during this checkpoint's flush
+                    e.held = self._encode(e)
+                snap[seq] = e.held
+        except Exception as exc:
+            self.hold = None  # from now on drained at checkpoints; this one is replayed that way
+            raise AbortCheckpoint(f"async operator {self.name!r}: a held record cannot be encoded ({exc!r}); "
+                                  "its checkpoints wait for the calls in flight from now on") from exc
+        store = self.hold[0]
+        persisted = self.persisted
+        for seq in persisted.keys() - snap.keys():
+            store.delete(_SEQ.pack(seq))
+        for seq, raw in snap.items():
+            if seq not in persisted:
+                store.put(_SEQ.pack(seq), raw)
+        self._snapshot = snap
 
     def committed(self) -> None:
-        return None
+        if self._snapshot is not None:
+            self.persisted = self._snapshot
+            self._snapshot = None
+        self.frozen = False
+        self.runtime.checkpoint_ended()
 
     def aborted(self) -> None:
+        """The checkpoint aborted: calls abandoned, inputs rewound to the last commit; the records
+        that commit held are issued again (they come before the replayed inputs)."""
+        self._snapshot = None
+        self.frozen = False
+        self.runtime.checkpoint_ended()
         self.abandon()
+        self._reissue()
 
     def recover(self) -> None:
-        return None
+        """The task's stores are restored: issue again the records the last checkpoint held."""
+        if self.hold is None:
+            return
+        self.persisted = {_SEQ.unpack(k)[0]: v for k, v in self.hold[0].iter_range(b"", None)}
+        self._reissue()
+
+    def _reissue(self) -> None:
+        if not self.persisted or self.hold is None:
+            return
+        _, ks, vs = self.hold
+        task = self.task
+        for seq in sorted(self.persisted):
+            raw = self.persisted[seq]
+            self._seq = max(self._seq, seq)
+            try:
+                kb, vb, ts, msg = decode_held(raw)
+                k = ks.deserialize(kb) if kb is not None else None
+                v = vs.deserialize(vb) if vb is not None else None
+            except Exception as exc:  # released as that record's failure: the error policy (DLQ) takes it
+                e = _Entry(seq, None, None, None, 0, None)
+                e.done, e.error = True, exc
+                try:
+                    e.msg = decode_held(raw)[3]
+                except Exception:
+                    pass
+            else:
+                e = _Entry(seq, msg, k, v, ts, k if self.key_ordered else None)
+            e.held = raw
+            self._add(e)
+        log.info("async records held by the last checkpoint issued again", operator=self.name, task=task.id,
+                 records=len(self.persisted))
 
     def close(self) -> None:
+        self.frozen = False
         self.abandon()
         self.runtime.unregister(self)
+        self.runtime.checkpoint_ended()
 
 
 class AsyncNodeMixin:
@@ -363,12 +599,20 @@ class AsyncMapNode(AsyncNodeMixin, Node):
 
     def __init__(self, fn: Callable[[Any], Awaitable[Any]], concurrency: int = 64, timeout: float | None = None,
                  ordered: bool = True, key_ordered: bool = False, retries: int = 0, retry_backoff: float = 0.1,
-                 name: str | None = None) -> None:
+                 name: str | None = None, key_serde: Serde[Any] | None = None,
+                 value_serde: Serde[Any] | None = None) -> None:
         Node.__init__(self, name)
         if not callable(fn):
             raise TypeError(f"map_async needs an async function, got {fn!r}")
         self.fn = fn
         self._configure(concurrency, timeout, ordered, key_ordered, retries, retry_backoff)
+        #: Serdes of the input records held across a checkpoint (None: the checkpoint drains instead).
+        self.key_serde, self.value_serde = key_serde, value_serde
+
+    @property
+    def store_name(self) -> str:
+        """The store of the records held across checkpoints (changelog ``<app>-<name>-async-changelog``)."""
+        return f"{self.name}-async"
 
     def compile(self, task: "Task") -> Push:
         self._check_downstream(self)
@@ -377,7 +621,15 @@ class AsyncMapNode(AsyncNodeMixin, Node):
         def attempt(e: _Entry) -> Awaitable[Any]:
             return fn(e.value)  # type: ignore[no-any-return]
 
-        q = AsyncQueue(task, self, self.compile_children(task), {}, attempt, keyed_calls=False)
+        hold = None
+        if self.key_serde is not None and self.value_serde is not None:
+            try:
+                store = task.store(self.store_name)
+            except RuntimeError:  # a task without a state backend: checkpoints drain
+                store = None
+            if store is not None:
+                hold = (store, self.key_serde, self.value_serde)
+        q = AsyncQueue(task, self, self.compile_children(task), {}, attempt, keyed_calls=False, hold=hold)
         self._register(task, q)
         push = q.push
         if not self.key_ordered:

@@ -11,13 +11,20 @@ loop (``wait`` ms at most, returning as soon as some call completes), while an o
 a free slot, and when a checkpoint drains. Operators (``operators/async_ops.py``) register here;
 what the runtime needs of them is :class:`AsyncOperator`.
 
-Checkpoints: a checkpoint covers only records whose async results are complete. At the first
-task's ``prepare_commit`` the runtime drains every operator (runs the loop until nothing is in
-flight, releasing results downstream into the transaction) within ``async_checkpoint_timeout``;
-past it the checkpoint aborts (:class:`~kstreamlet.runtime.checkpoint.AbortCheckpoint`), the
-operators abandon their in-flight calls and the inputs are replayed from the last commit. So a
-committed offset never passes an unfinished record, and an abort, a rebalance or a shutdown
-never leaves a result to be emitted twice.
+Checkpoints (:meth:`AsyncRuntime.checkpoint`, at the first task's ``prepare_commit``): the loop
+is not run to completion. Completed results are released into the transaction; then every
+operator is *frozen* (nothing more is released until the checkpoint ends) and each writes the
+records it still holds to its store with its task's other state (Flink snapshots the queue of its
+AsyncWaitOperator the same way). The offsets commit past them: a committed offset passes an
+unfinished record only when that record is in the committed state, from where the next owner, or
+this member after an abort, issues its call again before any newer input. An operator that
+cannot hold its records across a checkpoint (an async ``process_element``, whose running
+coroutine may have written keyed state; records its serdes cannot encode) is drained instead: the
+loop runs until nothing of it is in flight, within ``async_checkpoint_timeout``; past it the
+checkpoint aborts (:class:`~kstreamlet.runtime.checkpoint.AbortCheckpoint`), the calls are
+abandoned and the inputs replayed from the last commit. A task forwards no watermark past the
+timestamp of a record its operators hold. So an abort, a rebalance or a shutdown never leaves a
+result to be emitted twice, nor one lost.
 
 Backpressure: an operator holds at most ``concurrency`` records (in flight or waiting to be
 released in order). :meth:`AsyncRuntime.backpressure` pauses the input partitions of every task
@@ -55,6 +62,13 @@ class AsyncOperator(Protocol):
 
     def full(self) -> bool: ...
 
+    #: Most records held at once (``concurrency``).
+    capacity: int
+
+    def running(self) -> int:
+        """Calls not yet complete."""
+        ...
+
     def emit_ready(self) -> int:
         """Release the results that may go downstream now (order mode permitting); their number."""
         ...
@@ -62,6 +76,20 @@ class AsyncOperator(Protocol):
     def abandon(self) -> None:
         """Cancel every call and forget every held record (the checkpoint aborted, or closing)."""
         ...
+
+    def can_hold(self) -> bool:
+        """Whether the checkpoint may commit with this operator's records held (else it drains)."""
+        ...
+
+    def freeze(self) -> None:
+        """Release nothing more until the checkpoint ends (committed / aborted)."""
+        ...
+
+    def min_held_ts(self) -> int | None:
+        """The smallest timestamp of a held record (None: none held)."""
+        ...
+
+    task: Any
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -89,6 +117,10 @@ class AsyncRuntime:
         #: Input partitions this runtime paused (it resumes only these).
         self.paused: set[TP] = set()
         self._wake: asyncio.Future[None] | None = None
+        #: Completions :meth:`run` still waits for.
+        self._left = 0
+        #: Inside a checkpoint (between its first prepare and its end): operators are frozen.
+        self.checkpointing = False
 
     @classmethod
     def of(cls, owner: Any, settings: Any = None) -> "AsyncRuntime":
@@ -119,14 +151,20 @@ class AsyncRuntime:
 
     def notify(self) -> None:
         """A call completed (runs on the loop): :meth:`run` may return."""
+        self._left -= 1
         w = self._wake
-        if w is not None and not w.done():
+        if w is not None and self._left <= 0 and not w.done():
             w.set_result(None)
+
+    def _expire(self) -> None:
+        self._left = 0
+        self.notify()
 
     # --- stepping the loop -----------------------------------------------------------------
 
-    def run(self, timeout: float) -> None:
-        """Run the loop until some call completes or ``timeout`` s pass (0: one pass over what is ready)."""
+    def run(self, timeout: float, completions: int = 1) -> None:
+        """Run the loop until ``completions`` calls complete or ``timeout`` s pass (0: one pass over
+        what is ready)."""
         loop = self.loop
         if loop.is_running():  # an operator's push from inside a coroutine step cannot nest the loop
             return
@@ -134,8 +172,9 @@ class AsyncRuntime:
             loop.call_soon(loop.stop)
             loop.run_forever()
             return
+        self._left = completions
         self._wake = wake = loop.create_future()
-        handle = loop.call_later(timeout, self.notify)
+        handle = loop.call_later(timeout, self._expire)
         try:
             loop.run_until_complete(wake)
         finally:
@@ -164,20 +203,44 @@ class AsyncRuntime:
                 return n
             n += k
 
-    def drain(self, timeout: float | None = None) -> None:
-        """Run until nothing is in flight (every result released), within ``timeout`` (default
-        ``async_checkpoint_timeout``); past it raise ``AbortCheckpoint``."""
+    def checkpoint(self) -> None:
+        """At the first task's ``prepare_commit`` of a checkpoint (later calls in the same
+        checkpoint do nothing): release what is complete, drain the operators that cannot hold
+        their records across it, then freeze every operator until the checkpoint ends."""
+        if self.checkpointing or not self.operators:
+            return
+        self.emit_ready()
+        drain = [op for op in self.operators if not op.can_hold()]
+        if drain:
+            self.drain(ops=drain)
+        self.checkpointing = True
+        for op in self.operators:
+            op.freeze()
+
+    def checkpoint_ended(self) -> None:
+        self.checkpointing = False
+
+    def held_min_ts(self, task: Any) -> int | None:
+        """The smallest timestamp of a record held by ``task``'s operators (its watermark stays below)."""
+        return min((t for op in self.operators if op.task is task for t in (op.min_held_ts(),) if t is not None),
+                   default=None)
+
+    def drain(self, timeout: float | None = None, ops: "list[AsyncOperator] | None" = None) -> None:
+        """Run until nothing of ``ops`` (default: every operator) is in flight, every result
+        released, within ``timeout`` (default ``async_checkpoint_timeout``); past it raise
+        ``AbortCheckpoint``."""
         from kstreamlet.runtime.checkpoint import AbortCheckpoint
 
         if not self.operators:
             return
+        waited = self.operators if ops is None else ops
         bound = self.checkpoint_timeout if timeout is None else timeout
         deadline = time.monotonic() + bound
         self.emit_ready()
-        while self.pending():
+        while any(op.in_flight() for op in waited):
             left = deadline - time.monotonic()
             if left <= 0:
-                held = sum(op.in_flight() for op in self.operators)
+                held = sum(op.in_flight() for op in waited)
                 raise AbortCheckpoint(f"{held} async call(s) still in flight after {bound:g}s "
                                       "(async_checkpoint_timeout, env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT): "
                                       "aborting the checkpoint; its records are replayed")
@@ -190,12 +253,15 @@ class AsyncRuntime:
         from kstreamlet.runtime.checkpoint import AbortCheckpoint
 
         deadline = time.monotonic() + self.checkpoint_timeout
+        # Wait for a few completions at a time, not one: each entry into the loop costs more than
+        # a call's own step, and a slot or two of ``concurrency`` idle for a moment costs little.
+        batch = max(1, op.capacity // 16)
         while op.full():
             if time.monotonic() > deadline:
                 raise AbortCheckpoint(f"an async operator stayed full for {self.checkpoint_timeout:g}s "
                                       "(async_checkpoint_timeout, env KSTREAMLET_ASYNC_CHECKPOINT_TIMEOUT): "
                                       "aborting the checkpoint; its records are replayed")
-            self.run(0.05)
+            self.run(0.05, min(batch, max(1, op.running())))
             self.emit_ready()
 
     def abandon_all(self) -> None:

@@ -680,7 +680,8 @@ class Member:
         if aio.pending():
             if self.eos and not ckpt.in_transaction:
                 ckpt.begin()
-            aio.step(wait)
+            if aio.step(wait):
+                ckpt.work_pending = True  # released results (and held records to forget) want a commit
         topology = self.topology
         aio.backpressure(consumer.pause, consumer.resume, TopicPartition,
                          keep_paused=lambda tp: restorer.is_restoring((topology.subtopology_of(tp[0]).id, tp[1])),

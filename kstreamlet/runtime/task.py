@@ -453,7 +453,12 @@ class Task:
         per-record path of a single input does not recompute)."""
         if recompute:
             self.watermarks.recompute(self.clock())
-        return self.watermarks.watermark, self.watermarks.idle
+        wm, idle = self.watermarks.watermark, self.watermarks.idle
+        if self.async_runtime is not None:  # records held by async operators: not passed, not idle
+            held = self.async_runtime.held_min_ts(self)
+            if held is not None:
+                return min(wm, max(held - 1, self._sent[0])), False
+        return wm, idle
 
     def watermark_records(self) -> list[tuple[str, int, list[tuple[str, bytes]]]]:
         """(topic, partition, headers) of the watermark records to forward: when the watermark
@@ -543,11 +548,12 @@ class Task:
         offset, metadata)}`` (the metadata carries stream time, see :meth:`stream_time_metadata`),
         after producing into the checkpoint what must commit with them: watermark records for
         downstream tasks, participants' records (sink committables), then the stores' changelogs.
-        Async operators are drained first: the checkpoint covers only complete results, and the
-        watermark forwarded below does not overtake them; then the record caches flush (what the
-        drained results updated included)."""
+        Async operators first release what is complete (and drain those that cannot hold their
+        records across a checkpoint), then freeze: they write what they hold as participants below,
+        and the watermark forwarded does not pass it; then the record caches flush (what the
+        released results updated included)."""
         if self.async_runtime is not None:
-            self.async_runtime.drain()
+            self.async_runtime.checkpoint()
         flushers = self._flushers
         while flushers and any([f() for f in flushers]):
             pass

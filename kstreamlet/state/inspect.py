@@ -159,6 +159,9 @@ def discover_stores(app: Any) -> dict[str, StoreInfo]:
                 add(node.store_name, "sink", node)
                 add(node.timer_store_name, "sink", node)
                 continue
+            if getattr(node, "kind", "") == "map_async":  # records held across checkpoints (operators/async_ops.py)
+                add(node.store_name, "async", node)
+                continue
             if not isinstance(node, (KeyedProcessNode, BroadcastProcessNode)):
                 continue
             key_serde = node.key_serde

@@ -196,8 +196,13 @@ class TestOutputTopic:
 class TopologyTestDriver:
     """Broker-free driver for an :class:`~kstreamlet.App`'s topology (see module docs)."""
 
-    def __init__(self, app: Any, wall_clock_ms: int | None = None, partitions: Mapping[str, int] | None = None) -> None:
+    def __init__(self, app: Any, wall_clock_ms: int | None = None, partitions: Mapping[str, int] | None = None,
+                 wait_for_async: bool = True) -> None:
         self.app = app
+        #: Whether a checkpoint first waits for the async calls in flight (their outputs are then
+        #: readable after it). False: as a member, it commits with them held in the operators'
+        #: stores; :meth:`restart` then issues them again (:meth:`settle_async` waits for them).
+        self.wait_for_async = wait_for_async
         self.topology = app.topology()
         self.wall_clock_ms = int(time.time() * 1000) if wall_clock_ms is None else wall_clock_ms
         self._outputs: dict[str, deque[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]] = {}
@@ -402,11 +407,29 @@ class TopologyTestDriver:
         if not self._holding:
             self._drain()
 
+    def settle_async(self) -> None:
+        """Wait for every async call in flight and commit their results (one checkpoint)."""
+        aio = AsyncRuntime.find(self)
+        if aio is None:
+            return
+        self._delivering = True
+        try:
+            aio.drain()
+        except BaseException:
+            self._delivering = False
+            self._abort()
+            raise
+        self._delivering = False
+        self._drain()
+
     def _commit(self) -> None:
         # Every piped record is its own checkpoint. Watermark records the tasks forward now are
         # queued and processed after it (in the next checkpoint), as downstream tasks would consume them.
         self._delivering = True
         try:
+            aio = AsyncRuntime.find(self)
+            if aio is not None and self.wait_for_async:
+                aio.drain()
             for task in self.tasks.values():
                 task.prepare_commit()
             for task in self.tasks.values():

@@ -209,6 +209,8 @@ def declared_stores(n: Node, settings: Any) -> _Declared | None:
         if getattr(n, "uses_processing_time", False):
             stores[str(getattr(n, "timer_store_name"))] = ("timers", None)
         return _Declared(stores, [])
+    if getattr(n, "kind", "") == "map_async":  # its records held across checkpoints
+        return _Declared({str(store_name): ("async", None)}, [])
     fn = getattr(n, "fn", None)
     if fn is None or not callable(store_name) or not callable(getattr(fn, "open", None)):
         return None
@@ -297,7 +299,7 @@ def topology_record(topology: Any, settings: Any = None,
             if not d.ok:
                 unknown.append(n.name)
             fn = getattr(n, "fn", None)
-            op_kind = type(fn).__name__ if fn is not None else n.kind
+            op_kind = type(fn).__name__ if fn is not None and n.kind != "map_async" else n.kind
             key_serde = _serde(getattr(n, "key_serde", None))
             layouts = getattr(fn, "state_layouts", None) or {}
             for store, (kind, serde) in d.stores.items():
