@@ -3,14 +3,18 @@
 ``python -m bench.async_enrich [--bootstrap host:port] [--records 30000] [--latency 0.01]
 [--concurrency 64] [--partitions 1]``
 
-The service (``tests/apps/http_service.py``, its own process on 127.0.0.1) answers each
-``GET /enrich?v=..`` after ``--latency`` seconds; ``--client lean`` (default) uses its stdlib
-asyncio server and a minimal keep-alive client (what is measured is the operator), ``--client
-aiohttp`` the aiohttp server and client (a library's per-request CPU included). One member (in this process) reads a
+The service answers each ``GET /enrich?v=..`` after ``--latency`` seconds, in its own process on
+127.0.0.1: ``--service go`` (default when ``go`` is on PATH: bench/http_service_go, built once)
+or ``--service python`` (tests/apps/http_service.py; ``--client lean`` its stdlib asyncio
+server, ``--client aiohttp`` the aiohttp one). ``--client lean`` (default) calls it with a minimal
+keep-alive client (what is measured is the operator), ``--client aiohttp`` with aiohttp (a
+library's per-request CPU included). One member (in this process) reads a
 ``--partitions``-partition input (one task per partition, ``--concurrency`` calls in flight per
 task), calls the service for every record and writes the answer, EOS with 100 ms
 checkpoints. Timed from the member's first record to the last committed output (read back
-``read_committed``; every output must be there exactly once). The bound is
+``read_committed``; every output must be there exactly once). Before it, in the same
+invocation, a bare asyncio program makes the same calls at the same concurrency (no Kafka):
+``fraction_of_raw_asyncio`` is the operator's rate over that baseline's. The bound is
 partitions x concurrency / latency; the target is 80 % of it. Without ``--bootstrap`` a local
 broker is started (kstreamlet.dev.kafka). Not a test: it prints a JSON line with the numbers.
 """
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,9 +38,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _start_service(latency: float, lean: bool) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.apps.http_service", "--latency", str(latency)]
-                            + (["--lean"] if lean else []), cwd=ROOT, stdout=subprocess.PIPE)
+GO_SERVICE = ROOT / "bench" / "http_service_go"
+
+
+def _go_service_binary() -> Path:
+    """Build (once; cached under ~/.cache/kstreamlet-bench) the Go fixed-latency service."""
+    out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kstreamlet-bench" / "http_service_go"
+    src = GO_SERVICE / "main.go"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["go", "build", "-o", str(out), "."], cwd=GO_SERVICE, check=True)
+    return out
+
+
+def _start_service(latency: float, lean: bool, kind: str = "python") -> tuple[subprocess.Popen[bytes], int]:
+    if kind == "go":
+        cmd = [str(_go_service_binary()), f"{latency * 1000:g}ms"]
+    else:
+        cmd = [sys.executable, "-m", "tests.apps.http_service", "--latency", str(latency)] + (["--lean"] if lean else [])
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if not line.startswith("PORT "):
@@ -65,6 +86,34 @@ class LeanClient:
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {body[:100]!r}")
         return body
+
+
+def raw_baseline(port: int, n: int, concurrency: int, loop: str) -> dict[str, float]:
+    """The same calls from a bare asyncio program (a semaphore of ``concurrency``, no Kafka, no
+    kstreamlet) against the same service: what Python's event loop and this client reach on this
+    machine now — the baseline the operator's rate is divided by."""
+    async def main() -> tuple[float, float]:
+        client = LeanClient(port)
+        sem = asyncio.Semaphore(concurrency)
+        seen = [0.0]
+
+        async def one(i: int) -> None:
+            async with sem:
+                t = time.monotonic()
+                await client.get(f"/enrich?v={i}")
+                seen[0] += time.monotonic() - t
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return time.monotonic() - t0, seen[0] / n
+
+    if loop == "uvloop":
+        import uvloop
+
+        elapsed, lat = uvloop.run(main())
+    else:
+        elapsed, lat = asyncio.run(main())
+    return {"records_per_s": n / elapsed, "call_latency_ms_mean": 1000 * lat}
 
 
 def _load(bootstrap: str, topic: str, n: int) -> None:
@@ -120,7 +169,9 @@ def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
     inp, out = f"bench-async-in-{tag}", f"bench-async-out-{tag}"
     create_topics(AdminClient({"bootstrap.servers": bootstrap}), {inp: a.partitions, out: a.partitions})
     _load(bootstrap, inp, a.records)
-    svc, port = _start_service(a.latency, lean=a.client == "lean")
+    svc, port = _start_service(a.latency, lean=a.client == "lean", kind=a.service)
+    raw = raw_baseline(port, min(a.records, 20_000), a.concurrency * a.partitions, a.loop) \
+        if a.client == "lean" else None
     url = f"http://127.0.0.1:{port}/enrich"
     lean: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeanClient]" = weakref.WeakKeyDictionary()
     sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
@@ -191,7 +242,11 @@ def run(bootstrap: str, a: argparse.Namespace) -> dict[str, Any]:
             "call_latency_ms_mean": round(1000 * calls[1] / calls[0], 2) if calls[0] else None,
             "fraction_of_observed_bound": round(rate * calls[1] / calls[0] / (a.partitions * a.concurrency), 3)
             if calls[0] else None, "outputs_read": total, "exactly_once": total == a.records,
-            "process_cpu_s": round(cpu, 2)}
+            "process_cpu_s": round(cpu, 2), "service": a.service,
+            "raw_asyncio_records_per_s": round(raw["records_per_s"]) if raw else None,
+            "raw_asyncio_call_latency_ms": round(raw["call_latency_ms_mean"], 2) if raw else None,
+            "fraction_of_raw_asyncio": round(rate / raw["records_per_s"], 3) if raw else None,
+            "load_average": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit-interval", type=float, default=0.1, help="seconds between checkpoints (EOS)")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--service", choices=("go", "python"), default="go" if shutil.which("go") else "python",
+                   help="the 10 ms service: go (bench/http_service_go, built once; default when `go` is on PATH) "
+                        "or python (tests/apps/http_service.py, which adds 2-3 ms on a loaded 2-core machine)")
     p.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
                    help="lean: stdlib asyncio keep-alive client + server; aiohttp: aiohttp client + server")
     a = p.parse_args(argv)

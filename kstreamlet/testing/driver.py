@@ -31,7 +31,10 @@ Async operators (``map_async``, async ``process_element``) run on the driver's e
 record's call starts when it is piped, completed results are released as later records arrive,
 and every checkpoint waits until nothing is in flight. To have several calls in flight at once
 (order modes, capacity), pipe inside ``with driver.one_checkpoint():`` — one checkpoint for all of its
-records, committed (after the calls complete) when the block ends.
+records, committed (after the calls complete) when the block ends. With ``wait_for_async=False``
+checkpoints commit as a member's do, with the calls in flight held in the operators' stores
+(:meth:`TopologyTestDriver.restart` issues them again, :meth:`TopologyTestDriver.settle_async`
+waits for them).
 
 Restarts. :meth:`TopologyTestDriver.restart` is a crash after the last checkpoint and a new
 owner taking over: fresh tasks on the committed contents of every store (what restoring the

@@ -187,3 +187,22 @@ def test_held_record_layout_round_trips_and_refuses_a_newer_version() -> None:
     assert decode_held(encode_held(None, None, 5, None))[3] is None
     with pytest.raises(RuntimeError, match="newer than this kstreamlet"):
         decode_held(bytes([9]) + raw[1:])
+
+
+def test_uvloop_runs_the_operators_and_their_held_records() -> None:
+    uvloop = pytest.importorskip("uvloop")  # the `async` extra (installed with `dev`)
+    gate = Gate()
+    app = App(application_id="async-uv", async_event_loop="uvloop")
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        .map_async(gate, name="enrich", ordered=False, key_ordered=True)
+        .to("out", key_serde=serdes.STR, value_serde=serdes.JSON))
+    with TopologyTestDriver(app, wait_for_async=False) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        for i in range(4):
+            inp.pipe_input({"id": f"r{i}"}, key="same")
+        aio = d.async_runtime()
+        assert aio is not None and isinstance(aio.loop, uvloop.Loop)
+        d.restart()
+        gate.open = True
+        d.settle_async()
+        assert _out(d) == ["r0", "r1", "r2", "r3"], "one key: its order kept across the restart"
