@@ -121,6 +121,9 @@ class AsyncRuntime:
         self._left = 0
         #: Inside a checkpoint (between its first prepare and its end): operators are frozen.
         self.checkpointing = False
+        #: Seconds the next checkpoint first waits for the calls in flight (a handover: the member
+        #: sets it before the commit on revocation and at shutdown, so fewer calls are made twice).
+        self.settle_next = 0.0
 
     @classmethod
     def of(cls, owner: Any, settings: Any = None) -> "AsyncRuntime":
@@ -209,6 +212,12 @@ class AsyncRuntime:
         their records across it, then freeze every operator until the checkpoint ends."""
         if self.checkpointing or not self.operators:
             return
+        settle, self.settle_next = self.settle_next, 0.0
+        if settle > 0:  # a handover (revocation, shutdown): let the calls finish if they do so soon
+            deadline = time.monotonic() + settle
+            while self.pending() and time.monotonic() < deadline:
+                self.run(min(0.05, max(0.001, deadline - time.monotonic())))
+                self.emit_ready()
         self.emit_ready()
         drain = [op for op in self.operators if not op.can_hold()]
         if drain:

@@ -557,7 +557,7 @@ class Member:
         if not partitions:
             return
         try:
-            self._commit()
+            self._commit(settle=self.settings.effective_async_checkpoint_timeout)
         except AbortCheckpoint as e:
             # Nothing of this checkpoint is visible; the next owner replays from the last commit.
             self.log.warning("commit on revoke failed", error=str(e))
@@ -755,9 +755,15 @@ class Member:
         for task in due:
             task.tick(now)
 
-    def _commit(self) -> None:
+    def _commit(self, settle: float = 0.0) -> None:
+        """Commit the checkpoint. ``settle``: a handover (revocation, shutdown) — async calls in
+        flight first get that long to finish; those that do not are held in the checkpoint and
+        issued again by the next owner."""
         ckpt = self.ckpt
         assert ckpt is not None
+        aio = AsyncRuntime.find(self.collector) if settle > 0 else None
+        if aio is not None:
+            aio.settle_next = min(settle, aio.checkpoint_timeout)
         try:
             committed = ckpt.commit(self.tasks)
         except KafkaException as e:
@@ -766,6 +772,9 @@ class Member:
         except (AbortCheckpoint, FatalClientError) as e:
             self._on_rejected_output(e)
             raise
+        finally:
+            if aio is not None:
+                aio.settle_next = 0.0
         if committed:
             self._observe_commit()
             for listener in self.listeners:
@@ -895,7 +904,7 @@ class Member:
                 ckpt.timeout = min(ckpt.timeout, left(0.25))
                 ckpt.slack = min(ckpt.slack, 1.0)
                 try:
-                    self._commit()
+                    self._commit(settle=left(0.25))
                 except (AbortCheckpoint, FatalClientError) as e:
                     self.log.warning("final commit failed; aborting", error=str(e))
                     try:

@@ -206,3 +206,27 @@ def test_uvloop_runs_the_operators_and_their_held_records() -> None:
         gate.open = True
         d.settle_async()
         assert _out(d) == ["r0", "r1", "r2", "r3"], "one key: its order kept across the restart"
+
+
+def test_a_handover_checkpoint_first_lets_the_calls_finish_within_its_bound() -> None:
+    class Slow:
+        async def __call__(self, v: dict) -> dict:
+            await asyncio.sleep(v["ms"] / 1000)
+            return v
+
+    app = App(application_id="async-settle")
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        .map_async(Slow(), name="enrich", concurrency=8)
+        .to("out", key_serde=serdes.STR, value_serde=serdes.JSON))
+    with TopologyTestDriver(app, wait_for_async=False) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON)
+        with d.one_checkpoint():
+            inp.pipe_input({"id": "quick", "ms": 20}, key="k")
+            inp.pipe_input({"id": "hangs", "ms": 60_000}, key="k2")
+            aio = d.async_runtime()
+            assert aio is not None
+            aio.settle_next = 0.3  # as the member sets it before a commit on revocation / at shutdown
+        assert _out(d) == ["quick"], "the quick call finished before the handover's commit"
+        held = d.key_value_store("enrich-async")
+        assert len(held) == 1, "the one still running is held, not waited for past the bound"
+        assert aio.settle_next == 0.0, "only that one checkpoint settles"
