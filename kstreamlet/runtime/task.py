@@ -34,6 +34,7 @@ from kstreamlet.serdes import SerdeError
 from kstreamlet.state.keyed import KeyContext
 from kstreamlet.state.store import Store
 from kstreamlet.topology.builder import SubTopology
+from kstreamlet.topology.fusion import compile_chain
 from kstreamlet.topology.nodes import Node, Push, SourceNode
 
 
@@ -236,7 +237,9 @@ class Task:
         """The node's push function for this task (compiled once)."""
         fn = self._compiled.get(node.id)
         if fn is None:
-            fn = node.compile(self)
+            # A linear run of stateless operators from here: one function (topology/fusion.py).
+            fused = compile_chain(self, node) if getattr(self.settings, "fuse_operators", True) else None
+            fn = fused if fused is not None else node.compile(self)
             self._compiled[node.id] = fn
         return fn
 

@@ -298,6 +298,25 @@ class SinkNode(Node):
         self.key_fn = key_fn
         self.internal = internal
 
+    def is_plain(self, task: "Task") -> bool:
+        """Whether :meth:`compile` takes ``push_raw`` / ``push_fast`` for ``task``."""
+        start_traces = getattr(task.settings, "tracing", "off") in ("w3c", "otel")
+        return (self.headers == "propagate" and not start_traces and self.partitioner is None
+                and self.key_fn is None and self.key_serde.identity)
+
+    def plain_send(self, task: "Task") -> "tuple[Callable[..., None], str, Callable[[Any], Any] | None, Any] | None":
+        """``(send, topic, value serializer or None, carry)`` when this sink takes the plain paths of
+        :meth:`compile` (``push_raw`` / ``push_fast``: headers propagated without new traces, no
+        partitioner, no ``key_fn``, identity key serde), else None (nothing is created then). A
+        fused chain (topology/fusion.py) inlines those paths' statements with these values."""
+        if not self.is_plain(task):
+            return None
+        from kstreamlet.topology.headers import carried
+
+        topic = self.topic
+        vser = None if self.value_serde.identity else self.value_serde.for_topic(topic, False).serialize
+        return task.collector.send, topic, vser, carried(task)
+
     def compile(self, task: "Task") -> Push:
         send = task.collector.send
         topic = self.topic
