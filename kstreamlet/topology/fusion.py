@@ -48,6 +48,7 @@ from kstreamlet.topology.nodes import (
     PeekNode,
     Push,
     SinkNode,
+    SinkParts,
     fan_out,
 )
 
@@ -92,72 +93,88 @@ def compile_chain(task: "Task", head: Node) -> Push | None:
     """One function for the chain starting at ``head``, or None when fusing gains nothing (``head``
     not fusable, or a single call either way): the task then compiles ``head`` as usual."""
     run = chain_of(head)
-    if not run:
+    last = run[-1] if run else None
+    if last is None:
         return None
-    last = run[-1]
     nxt = last.children[0] if len(last.children) == 1 and len(last.children[0].parents) == 1 else None
+    terminal = nxt if type(nxt) in (SinkNode, BranchNode) else None
+    if sum(type(n) is not MergeNode for n in run) + (terminal is not None) < 2:
+        return None  # one call fused or not: compile as usual (nothing was compiled yet)
+
     binds: dict[str, Any] = {}
-    names: list[str] = []  # "f0=map-3": which operator each local is, for the file name
+    names: list[str] = []  # "f0=map-3": the operator behind each local, for the file name
 
     def bind(prefix: str, value: Any, node: Node) -> str:
-        name = f"{prefix}{len(binds)}"
+        name = f"{prefix}{len(names)}"
         binds[name] = value
         names.append(f"{name}={node.name}")
         return name
 
     body: list[str] = []
     depth = 0  # flat_map loops open
-    user_stages = 0
     for n in run:
         ind = "    " * (depth + 2)
         if isinstance(n, MapNode):
             body.append(f"{ind}v = {bind('f', n.fn, n)}(v)")
         elif isinstance(n, FilterNode):
-            body.append(f"{ind}if not {bind('f', n.pred, n)}(v):")
-            body.append(f"{ind}    {'continue' if depth else 'return'}")
+            body += [f"{ind}if not {bind('f', n.pred, n)}(v):", f"{ind}    {'continue' if depth else 'return'}"]
         elif isinstance(n, FlatMapNode):
             body.append(f"{ind}for v in {bind('f', n.fn, n)}(v):")
             depth += 1
         elif isinstance(n, PeekNode):
             body.append(f"{ind}{bind('f', n.fn, n)}(k, v)")
-        else:
-            continue  # a pass-through merge: nothing per record
-        user_stages += 1
+        # a MergeNode passes records through: nothing per record
     ind = "    " * (depth + 2)
-    sink = nxt if type(nxt) is SinkNode and nxt.is_plain(task) else None  # type: ignore[union-attr]
-    branch = nxt if type(nxt) is BranchNode else None
-    if user_stages + (sink is not None or branch is not None) < 2:
-        return None  # one call fused or not: compile as usual (nothing was compiled yet)
-    plain = sink.plain_send(task) if isinstance(sink, SinkNode) else None
-    if plain is not None and sink is not None:
-        send, topic, vser, carry = plain
-        binds.update(send=send, topic=topic, carry=carry, task=task)
-        names.append(f"sink={sink.name}")
-        value = f"{bind('s', vser, sink)}(v)" if vser is not None else "v"
-        body += [f"{ind}m = task.msg",
-                 f"{ind}h = m.headers() if m is not None else None",
-                 f"{ind}send(topic, k, {value}, ts, -1, carry(m, h) if h else None)"]
-    elif isinstance(branch, BranchNode):
-        for i, (pred, cs) in enumerate(zip(branch.predicates, branch.branch_children)):
-            out = bind("r", fan_out([task.compiled(c) for c in cs]), branch)
-            if pred is None:
-                if i == 0:
-                    body.append(f"{ind}{out}(k, v, ts)")
-                else:
-                    body += [f"{ind}else:", f"{ind}    {out}(k, v, ts)"]
+    if isinstance(terminal, SinkNode):
+        names.append(f"sink={terminal.name}")
+        body += _sink_lines(terminal.parts(task), task, ind, binds)
+    elif isinstance(terminal, BranchNode):
+        for i, (pred, cs) in enumerate(zip(terminal.predicates, terminal.branch_children)):
+            out = bind("r", fan_out([task.compiled(c) for c in cs]), terminal)
+            if pred is None:  # the default branch: what no earlier predicate took
+                body += [f"{ind}{out}(k, v, ts)"] if i == 0 else [f"{ind}else:", f"{ind}    {out}(k, v, ts)"]
                 break
-            body += [f"{ind}{'if' if i == 0 else 'elif'} {bind('p', pred, branch)}(v):", f"{ind}    {out}(k, v, ts)"]
-        if not branch.predicates:
+            body += [f"{ind}{'if' if i == 0 else 'elif'} {bind('p', pred, terminal)}(v):", f"{ind}    {out}(k, v, ts)"]
+        if not terminal.predicates:
             body.append(f"{ind}pass")  # a branch without branches drops everything
     else:
-        child = last.compile_children(task)
-        binds["nxt"] = child
+        binds["nxt"] = last.compile_children(task)
         body.append(f"{ind}nxt(k, v, ts)")
-    params = ", ".join(binds)
-    src = "\n".join([f"def make({params}):", "    def fused_chain(k, v, ts):", *body, "    return fused_chain", ""])
-    filename = f"<kstreamlet fused chain: {', '.join(names)}>"
-    make: Callable[..., Push] = _make(src, filename)
+    src = "\n".join([f"def make({', '.join(binds)}):", "    def fused_chain(k, v, ts):", *body,
+                     "    return fused_chain", ""])
+    make = _make(src, f"<kstreamlet fused chain: {', '.join(names)}>")
     return make(**binds)
+
+
+def _sink_lines(parts: SinkParts, task: "Task", ind: str, binds: dict[str, Any]) -> list[str]:
+    """The statements of :meth:`SinkNode.compile`'s push for these parts, in its order: the new key
+    (``key_fn``), the partition, the input's headers, then ``send`` (serializers in its arguments)."""
+    binds.update(send=parts.send, topic=parts.topic)
+    lines = []
+    k = "k"
+    if parts.key_fn is not None:
+        k = "k2"  # not k: a later element of a flat_map must still see the input's key
+        binds["key_fn"] = parts.key_fn
+        lines.append(f"{ind}k2 = key_fn(v)")
+    part = "-1"
+    if parts.partitioner is not None:
+        part = "part"
+        binds.update(partitioner=parts.partitioner, n_partitions=parts.n_partitions)
+        lines.append(f"{ind}part = partitioner({k}, v, n_partitions)")
+    kx, vx = k, "v"
+    if parts.kser is not None:
+        binds["kser"], kx = parts.kser, f"kser({k})"
+    if parts.vser is not None:
+        binds["vser"], vx = parts.vser, "vser(v)"
+    if parts.hdrs is None:
+        binds.update(task=task, carry=parts.carry)
+        lines += [f"{ind}m = task.msg",
+                  f"{ind}h = m.headers() if m is not None else None",
+                  f"{ind}send(topic, {kx}, {vx}, ts, {part}, carry(m, h) if h else None)"]
+    else:
+        binds["hdrs"] = parts.hdrs
+        lines.append(f"{ind}send(topic, {kx}, {vx}, ts, {part}, hdrs({k}, v))")
+    return lines
 
 
 def _make(src: str, filename: str) -> Callable[..., Push]:
