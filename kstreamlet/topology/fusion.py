@@ -6,7 +6,7 @@ linear run of such operators — ``map``, ``filter``, ``flat_map``, ``peek`` and
 merge / branch-head / keyed-head nodes — into a single generated function that calls the user
 functions in the same order, bound as locals of a closure::
 
-    def fused(k, v, ts):
+    def fused_chain(k, v, ts):
         v = f0(v)              # map
         if not f1(v): return   # filter (``continue`` inside a flat_map's loop)
         for v in f2(v):        # flat_map: what follows runs once per element
@@ -18,16 +18,17 @@ called in order, as ``fan_out`` does), a child with several parents (it starts a
 own, compiled once), or a node that is not one of the above (``process``, keyed functions,
 async operators, two-phase sinks, a node class that overrides ``compile``: all of them use the
 record context, state or timers). Its terminal is inlined when it is a ``branch`` (the same
-first-match routing, an ``if``/``elif``/``else`` over the predicates) or a sink on the plain
-paths of :meth:`SinkNode.compile` (``push_raw`` / ``push_fast``: the same statements, reading
-``task.msg`` for the header propagation of topology/headers.py); any other sink is called.
+first-match routing, an ``if``/``elif``/``else`` over the predicates) or a topic sink: the
+statements of the push :meth:`SinkNode.compile` would pick, with the same pieces
+(:meth:`SinkNode.parts`: serializers, ``key_fn``, partitioner, and the headers of
+topology/headers.py from ``task.msg``); otherwise the chain calls its children's pushes.
 
 Only identifiers the generator makes up (``f0``, ``r1``, ``send``, ...) appear in the generated
 code; user callables, topics and serializers are passed in as closure variables and never
 interpolated. Calls, their order, their arguments and what they raise are the unfused ones, so
 an exception reaches the task's error policy unchanged (the dead-letter record is the same) and
 outputs sent before it stay sent, as unfused. In a traceback the chain's frame is
-``fused_chain`` of the file ``<kstreamlet fused chain: f0=<operator>, ...>``, which names the
+``fused_chain`` of the file ``<kstreamlet fused chain <crc32>: f0=<operator>, ...>``, which names the
 operator behind each local. ``describe()`` is unchanged: fusion is a compile detail of a task.
 
 The ``fuse_operators`` setting (env ``KSTREAMLET_FUSE_OPERATORS``, default on) turns it off.
@@ -36,6 +37,8 @@ The ``fuse_operators`` setting (env ``KSTREAMLET_FUSE_OPERATORS``, default on) t
 from __future__ import annotations
 
 import linecache
+import zlib
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
 
 from kstreamlet.topology.nodes import (
@@ -62,7 +65,9 @@ STAGES: dict[type[Node], str] = {MapNode: "map", FilterNode: "filter", FlatMapNo
 MAX_LOOPS = 15
 MAX_STAGES = 64
 
-_code_cache: dict[tuple[str, str], Any] = {}
+#: Generated factories by (source, file name), least recently used first.
+_makers: "OrderedDict[tuple[str, str], Callable[..., Push]]" = OrderedDict()
+MAX_CACHED = 256
 
 
 def _stage_kind(n: Node) -> str | None:
@@ -142,7 +147,9 @@ def compile_chain(task: "Task", head: Node) -> Push | None:
         body.append(f"{ind}nxt(k, v, ts)")
     src = "\n".join([f"def make({', '.join(binds)}):", "    def fused_chain(k, v, ts):", *body,
                      "    return fused_chain", ""])
-    make = _make(src, f"<kstreamlet fused chain: {', '.join(names)}>")
+    # The file name names the operator behind each local; the source's checksum keeps two chains
+    # of equally named operators apart in linecache.
+    make = _make(src, f"<kstreamlet fused chain {zlib.crc32(src.encode()):08x}: {', '.join(names)}>")
     return make(**binds)
 
 
@@ -178,14 +185,19 @@ def _sink_lines(parts: SinkParts, task: "Task", ind: str, binds: dict[str, Any])
 
 
 def _make(src: str, filename: str) -> Callable[..., Push]:
-    """The ``make`` factory of generated source ``src`` (compiled once per source and file name)."""
+    """The ``make`` factory of generated source ``src``: compiled once per source and file name
+    (every task of a sub-topology shares it), the last ``MAX_CACHED`` kept."""
     key = (src, filename)
-    code = _code_cache.get(key)
-    if code is None:
-        code = compile(src, filename, "exec")
-        _code_cache[key] = code
+    make = _makers.pop(key, None)
+    if make is None:
+        namespace: dict[str, Any] = {"__builtins__": {}}
+        exec(compile(src, filename, "exec"), namespace)
+        make = namespace["make"]
         # So a traceback through the chain shows its lines.
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    exec(code, namespace)
-    return namespace["make"]  # type: ignore[no-any-return]
+        while len(_makers) >= MAX_CACHED:
+            (_, old), _ = _makers.popitem(last=False)
+            if not any(f == old for _, f in _makers):
+                linecache.cache.pop(old, None)
+    _makers[key] = make
+    return make  # type: ignore[no-any-return]
