@@ -13,6 +13,11 @@ functions in the same order, bound as locals of a closure::
             f3(k, v)           # peek
             ...terminal
 
+When a source (without watermarks) feeds such a chain alone, the task's per-record entry
+``on_message(m)`` is generated with it (:func:`compile_source`): ``task.msg = m``, the key, value
+and timestamp (deserialized by the task's own ``decode``), then the chain — one call per record
+from the task manager's loop, plus the user functions and ``send``.
+
 The run ends where the graph stops being a line: a node with several children (they are
 called in order, as ``fan_out`` does), a child with several parents (it starts a chain of its
 own, compiled once), or a node that is not one of the above (``process``, keyed functions,
@@ -52,6 +57,7 @@ from kstreamlet.topology.nodes import (
     Push,
     SinkNode,
     SinkParts,
+    SourceNode,
     fan_out,
 )
 
@@ -98,15 +104,40 @@ def compile_chain(task: "Task", head: Node) -> Push | None:
     """One function for the chain starting at ``head``, or None when fusing gains nothing (``head``
     not fusable, or a single call either way): the task then compiles ``head`` as usual."""
     run = chain_of(head)
-    last = run[-1] if run else None
-    if last is None:
+    if not run:
         return None
+    return _generate(task, run, run[-1], "fused_chain(k, v, ts)", [], {}, min_gain=2)
+
+
+def compile_source(task: "Task", src: SourceNode,
+                   decode: Callable[[Any], tuple[Any, Any, int]] | None) -> Callable[[Any], None] | None:
+    """``on_message(m)`` of a source (without watermarks) and the chain after it, as one function:
+    the task's own prologue (``task.msg = m``, then ``decode(m)``, or without serdes the raw key,
+    value and timestamp: processing time when the record has none), then the chain. None when the
+    source's records do not go down a chain of their own (several children, or a child with several
+    parents) or nothing would be fused."""
+    if len(src.children) != 1 or len(src.children[0].parents) != 1:
+        return None
+    run = chain_of(src.children[0])
+    binds: dict[str, Any] = {"task": task}
+    if decode is None:
+        prologue = ["task.msg = m", "tstype, ts = m.timestamp()", "k = m.key()", "v = m.value()",
+                    "if not tstype:", "    ts = task.clock()"]
+    else:
+        binds["decode"] = decode
+        prologue = ["task.msg = m", "k, v, ts = decode(m)"]
+    return _generate(task, run, run[-1] if run else src, "fused_source(m)", prologue, binds, min_gain=1)
+
+
+def _generate(task: "Task", run: list[Node], last: Node, signature: str, prologue: list[str],
+              binds: dict[str, Any], min_gain: int) -> Any:
+    """The function ``signature`` of ``prologue`` then the ``run`` of operators, then what follows
+    ``last``; None if fewer than ``min_gain`` calls would be saved."""
     nxt = last.children[0] if len(last.children) == 1 and len(last.children[0].parents) == 1 else None
     terminal = nxt if type(nxt) in (SinkNode, BranchNode) else None
-    if sum(type(n) is not MergeNode for n in run) + (terminal is not None) < 2:
-        return None  # one call fused or not: compile as usual (nothing was compiled yet)
+    if sum(type(n) is not MergeNode for n in run) + (terminal is not None) < min_gain:
+        return None  # as many calls fused or not: compile as usual (nothing was compiled yet)
 
-    binds: dict[str, Any] = {}
     names: list[str] = []  # "f0=map-3": the operator behind each local, for the file name
 
     def bind(prefix: str, value: Any, node: Node) -> str:
@@ -115,7 +146,7 @@ def compile_chain(task: "Task", head: Node) -> Push | None:
         names.append(f"{name}={node.name}")
         return name
 
-    body: list[str] = []
+    body = [f"        {line}" for line in prologue]
     depth = 0  # flat_map loops open
     for n in run:
         ind = "    " * (depth + 2)
@@ -145,8 +176,8 @@ def compile_chain(task: "Task", head: Node) -> Push | None:
     else:
         binds["nxt"] = last.compile_children(task)
         body.append(f"{ind}nxt(k, v, ts)")
-    src = "\n".join([f"def make({', '.join(binds)}):", "    def fused_chain(k, v, ts):", *body,
-                     "    return fused_chain", ""])
+    fn = signature.split("(")[0]
+    src = "\n".join([f"def make({', '.join(binds)}):", f"    def {signature}:", *body, f"    return {fn}", ""])
     # The file name names the operator behind each local; the source's checksum keeps two chains
     # of equally named operators apart in linecache.
     make = _make(src, f"<kstreamlet fused chain {zlib.crc32(src.encode()):08x}: {', '.join(names)}>")

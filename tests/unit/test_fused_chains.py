@@ -44,6 +44,12 @@ def _deterministic_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(headers, "new_trace_id", lambda: f"{next(counter) + 1:032x}")
 
 
+def _kinds(driver: TopologyTestDriver) -> set[str]:
+    """The qualified names of every function the tasks compiled: node pushes and source entries."""
+    return {fn.__qualname__ for t in driver.tasks.values()
+            for fn in [*t._compiled.values(), *t.on_message.values()]}
+
+
 def _run(build: Callable[[App], None], fuse: bool, monkeypatch: pytest.MonkeyPatch,
          inputs: tuple[str, ...] = ("in",), **settings: Any) -> tuple[dict[str, list[Any]], list[str]]:
     """Every output (topic -> [(key, value, ts, headers)]) and the kinds of push functions the tasks compiled."""
@@ -56,7 +62,7 @@ def _run(build: Callable[[App], None], fuse: bool, monkeypatch: pytest.MonkeyPat
         for i, (k, v, ts, h) in enumerate(_records()):
             pipes[i % len(pipes)].pipe_input(v, key=k, timestamp=ts, headers=h)
         driver.advance_wall_clock_time(60_000)
-        kinds = sorted({fn.__qualname__ for t in driver.tasks.values() for fn in t._compiled.values()})
+        kinds = sorted(_kinds(driver))
         outputs = {t: list(q) for t, q in driver._outputs.items()}
     outputs["peeked"] = list(SEEN)
     return outputs, kinds
@@ -67,6 +73,11 @@ def _chain(app: App) -> None:
         .map(str.upper).filter(lambda v: "X" not in v).flat_map(lambda v: [v + "!", v, v + "?"])
         .filter(lambda v: not v.endswith("!") or "1" in v)
         .peek(lambda k, v: SEEN.append((k, v))).map(lambda v: v + "?").to("out", value_serde=serdes.STR))
+
+
+def _raw_bytes(app: App) -> None:
+    # Default serdes (bytes in, bytes out): the source's raw path and the sink's push_raw, inlined.
+    app.stream("in").map(bytes.upper).filter(lambda v: b"X" not in v).to("out")
 
 
 def _branches(app: App) -> None:
@@ -143,6 +154,7 @@ def _async_breaks(app: App) -> None:
 
 TOPOLOGIES: dict[str, tuple[Callable[[App], None], tuple[str, ...]]] = {
     "map-filter-flat_map-peek": (_chain, ("in",)),
+    "raw-bytes": (_raw_bytes, ("in",)),
     "branches": (_branches, ("in",)),
     "branch-without-default": (_branch_no_default, ("in",)),
     "merge-and-fan-out": (_merge_and_fan_out, ("in", "in2")),
@@ -160,8 +172,8 @@ def test_fused_and_unfused_write_the_same_records_and_headers(name: str, monkeyp
     plain, plain_kinds = _run(build, False, monkeypatch, inputs)
     assert fused == plain
     assert sum(len(v) for v in fused.values()) >= 5, "the topology writes something"
-    assert any("fused_chain" in k for k in fused_kinds), f"nothing was fused: {fused_kinds}"
-    assert not any("fused_chain" in k for k in plain_kinds), "fuse_operators=False fuses nothing"
+    assert any("fused_" in k for k in fused_kinds), f"nothing was fused: {fused_kinds}"
+    assert not any("fused_" in k for k in plain_kinds), "fuse_operators=False fuses nothing"
 
 
 def test_headers_and_tracing_through_fused_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,7 +206,7 @@ def test_a_failure_in_the_second_of_three_fused_maps_dead_letters_as_unfused(mon
     same outputs, including those the record sent before its failing element."""
     fused, kinds = _run(_three_maps, True, monkeypatch)
     plain, _ = _run(_three_maps, False, monkeypatch)
-    assert any("fused_chain" in k for k in kinds)
+    assert "make.<locals>.fused_source" in kinds
     assert fused == plain
     dlq = fused["fused-dlq"]
     assert len(dlq) == 8  # w0x, w5x, ..., w35x
@@ -233,8 +245,7 @@ def test_the_off_switch_and_its_environment_variable(monkeypatch: pytest.MonkeyP
     assert app.settings.fuse_operators is False
     _chain(app)
     with TopologyTestDriver(app, partitions=PARTITIONS) as driver:
-        assert not any(fn.__qualname__.endswith("fused_chain") for t in driver.tasks.values()
-                       for fn in t._compiled.values())
+        assert not any("fused" in k for k in _kinds(driver))
     monkeypatch.setenv("KSTREAMLET_FUSE_OPERATORS", "sometimes")
     with pytest.raises(ConfigError, match=r"fuse_operators \(env KSTREAMLET_FUSE_OPERATORS\)"):
         App(application_id="a").settings  # noqa: B018
@@ -261,8 +272,12 @@ def test_where_a_chain_starts_and_ends() -> None:
         process = by_kind["tag"]
         assert [type(n).__name__ for n in fusion.chain_of(st.sources["in"].children[0])] == ["MapNode", "MapNode"]
         assert fusion.chain_of(process) == []
-        fused = {id(fn) for fn in task._compiled.values() if fn.__qualname__.endswith("fused_chain")}
-        assert len(fused) == 3  # before process, after it, its side output
+        fused = {fn.__qualname__.rsplit(".", 1)[-1] for fn in [*task._compiled.values(), *task.on_message.values()]
+                 if "fused" in fn.__qualname__}
+        # the source with the maps before process; after it; its side output
+        assert task.on_message["in"].__qualname__.endswith("fused_source")
+        assert len({id(fn) for fn in task._compiled.values() if fn.__qualname__.endswith("fused_chain")}) == 2
+        assert fused == {"fused_source", "fused_chain"}
 
 
 def test_long_chains_and_odd_operator_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,4 +292,49 @@ def test_long_chains_and_odd_operator_names(monkeypatch: pytest.MonkeyPatch) -> 
 
     fused, kinds = _run(build, True, monkeypatch)
     assert fused == _run(build, False, monkeypatch)[0]
-    assert len(fused["out"]) == 40 and any("fused_chain" in k for k in kinds)
+    assert len(fused["out"]) == 40 and any("fused_" in k for k in kinds)
+
+
+class _Collector:
+    errors = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send(self, *record: Any) -> None:
+        self.sent.append(record)
+
+
+class _NoTimestamp:
+    """A record whose timestamp type is TIMESTAMP_NOT_AVAILABLE: the task uses processing time."""
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, -1)
+
+    def headers(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "in"
+
+
+def test_a_record_without_timestamp_gets_processing_time_in_the_fused_source() -> None:
+    from kstreamlet.runtime.task import Task
+
+    sent = {}
+    for fuse in (True, False):
+        app = App(application_id="ts", fuse_operators=fuse)
+        app.stream("in").map(bytes.upper).to("out")
+        collector = _Collector()
+        task = Task(app.topology().subtopologies[0], 0, collector, lambda t: 1, clock=lambda: 77,
+                    settings=app.settings)
+        assert task.on_message["in"].__qualname__.endswith("fused_source") is fuse
+        task.on_message["in"](_NoTimestamp())
+        sent[fuse] = collector.sent
+    assert sent[True] == sent[False] == [("out", b"k", b"V", 77, -1, None)]
