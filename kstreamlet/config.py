@@ -175,10 +175,10 @@ class Settings(BaseSettings):
     )
     fuse_operators: bool = Field(
         True,
-        description="Compile each linear run of stateless operators (map, filter, flat_map, peek, a branch or a "
-        "plain sink at its end) into one function per task: the same calls in the same order, one Python call per "
-        "record instead of one per operator (kstreamlet/topology/fusion.py). Off: one closure per operator, "
-        "e.g. to step through operators in a debugger.",
+        description="Compile each linear run of stateless operators (map, filter, flat_map, peek, with the topic "
+        "sink or branch ending it and the source's per-record entry before it) into one function per task: the "
+        "same calls in the same order, one Python call per record instead of one per operator "
+        "(kstreamlet/topology/fusion.py). Off: one closure per operator, e.g. to step through them in a debugger.",
     )
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
     http_host: str = Field(

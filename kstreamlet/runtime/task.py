@@ -331,7 +331,7 @@ class Task:
             # This prologue and the stateless chain after it as one function (topology/fusion.py).
             fused = compile_source(self, src, None if raw else decode)
             if fused is not None:
-                return fused  # type: ignore[no-any-return]
+                return fused
         child = self.compiled(src)
         if not self.needs_watermarks:
             if raw:
