@@ -4,12 +4,14 @@ for the working tree and an earlier revision, interleaved in fresh processes.
 What is timed (CPU time of the process, ``time.process_time``): ``Member._process`` (and, for the
 event-time scenarios, the loop's ``_tick``) over batches of 1,000 in-memory messages, with a
 checkpoint commit every 20 batches, against fake clients whose ``produce`` only counts. Scenarios
-(``--scenario``): ``stateless`` — ``map(bytes.upper).to(out)`` (6 partitions, exactly-once);
+(``--scenario``): ``stateless`` — ``map(bytes.upper).to(out)`` (6 partitions, exactly-once); ``chain`` — the same with
+five stateless operators (map, filter, flat_map, peek, map) before the sink;
 ``interval_join`` — two keyed inputs joined ``between(-2000, 3000)`` (bench/join.py's pipeline), 1,000
 keys, RocksDB state; ``window`` — a tumbling 10 s event-time count/sum per key (bench/window.py's
 shape), 1,000 keys, RocksDB state; ``wordcount`` — a running ``count()`` per key (the stateful
 benchmark's counting task), 1,000 keys per partition, RocksDB state; ``--compare-cache`` runs it (or any
-scenario) with the record cache off and on instead of against ``--ref``. librdkafka is not involved, so machine noise from its threads and the
+scenario) with the record cache off and on instead of against ``--ref``, ``--compare-fusion`` with operator
+fusion off and on. librdkafka is not involved, so machine noise from its threads and the
 broker is out; what remains is kstreamlet's own cost per record (route, task, nodes, record
 collector) and per commit. For refactorings that must not cost speed.
 """
@@ -136,6 +138,10 @@ def _app(scenario: str, state_dir: str) -> Any:
               instance_id="m", commit_interval=0.1, state_dir=state_dir, log_level="warning")
     if scenario == "stateless":
         app.stream("in").map(lambda v: v.upper()).to("out")
+    elif scenario == "chain":
+        # Five stateless operators before the sink: what operator fusion (topology/fusion.py) saves.
+        (app.stream("in").map(lambda v: v.upper()).filter(lambda v: len(v) > 1).flat_map(lambda v: (v,))
+            .peek(lambda k, v: None).map(lambda v: v[:50]).to("out"))
     elif scenario == "interval_join":
         left = app.stream("in", key_serde=serdes.BYTES, value_serde=serdes.BYTES)
         right = app.stream("in2", key_serde=serdes.BYTES, value_serde=serdes.BYTES)
@@ -168,7 +174,7 @@ def _app(scenario: str, state_dir: str) -> Any:
 def _batches(scenario: str) -> list[list[Msg]]:
     value = b"x" * 100
     per = BATCH // 6  # a fetched batch holds runs of records of one partition, as librdkafka returns them
-    if scenario == "stateless":
+    if scenario in ("stateless", "chain"):
         return [[Msg(p, b * per + i, value) for p in range(6) for i in range(per)] for b in range(BATCHES)]
     # Event time advances 10 ms per record of a partition (about one 10 s window per 1,000 records of a
     # partition); keys cycle through 1,000 per partition. The join's right side trails by 1 s.
@@ -205,7 +211,7 @@ def measure(scenario: str = "stateless", batches_n: int | None = None) -> dict[s
             m.topics.partition_counts[t] = 6
         m.topics.ensure_changelog = lambda topic, partitions: False  # type: ignore[method-assign]
     else:  # a revision whose member builds confluent-kafka clients itself
-        if scenario != "stateless":
+        if scenario not in ("stateless", "chain"):
             raise SystemExit("stateful scenarios need a revision with injectable clients")
         member_mod.Producer = FakeProducer  # type: ignore[attr-defined]
         member_mod.Consumer = FakeConsumer  # type: ignore[attr-defined]
@@ -215,7 +221,7 @@ def measure(scenario: str = "stateless", batches_n: int | None = None) -> dict[s
     consumer = m.consumer
     on_assign = consumer.cb["assign"]  # type: ignore[union-attr]
     on_assign(consumer, [TopicPartition(t, p) for t in inputs for p in range(6)])
-    ticking = scenario != "stateless"
+    ticking = scenario not in ("stateless", "chain")
     global BATCHES
     if batches_n:
         BATCHES = batches_n
@@ -245,10 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.micro_path", description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", help="git revision to compare the working tree with")
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--scenario", choices=["stateless", "interval_join", "window", "wordcount"], default="stateless")
+    p.add_argument("--scenario", choices=["stateless", "chain", "interval_join", "window", "wordcount"],
+                   default="stateless")
     p.add_argument("--compare-cache", action="store_true",
                    help="run the working tree with the record cache off (record_cache_max_bytes=0) and on "
                         "(10 MiB) instead of against --ref")
+    p.add_argument("--compare-fusion", action="store_true",
+                   help="run the working tree with operator fusion off (fuse_operators=false) and on instead of "
+                        "against --ref")
     p.add_argument("--batches", type=int, default=BATCHES, help="batches of 1,000 records timed (default %(default)s)")
     p.add_argument("--_measure", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -263,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         trees = {"cache_off": trees["new"], "cache_on": trees["new"]}
         envs = {"cache_off": {**envs["new"], "KSTREAMLET_RECORD_CACHE_MAX_BYTES": "0"},
                 "cache_on": {**envs["new"], "KSTREAMLET_RECORD_CACHE_MAX_BYTES": str(10 * 1024 * 1024)}}
+    elif a.compare_fusion:
+        if a.ref:
+            raise SystemExit("--compare-fusion compares the working tree with itself: no --ref")
+        trees = {"unfused": trees["new"], "fused": trees["new"]}
+        envs = {"unfused": {**envs["new"], "KSTREAMLET_FUSE_OPERATORS": "false"},
+                "fused": {**envs["new"], "KSTREAMLET_FUSE_OPERATORS": "true"}}
     elif a.ref:
         trees["ref"] = common.kstreamlet_root(a.ref)[0]
         envs["ref"] = envs["new"]
@@ -286,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     if "ref" in res:
         print(f"new ÷ ref (median): {statistics.median(res['new']) / statistics.median(res['ref']):.3f}; "
               f"(min): {min(res['new']) / min(res['ref']):.3f}")
+    if "fused" in res:
+        print(f"fused ÷ unfused (median): {statistics.median(res['fused']) / statistics.median(res['unfused']):.3f}; "
+              f"(min): {min(res['fused']) / min(res['unfused']):.3f}")
     if "cache_on" in res:
         print(f"cache_on ÷ cache_off (median): "
               f"{statistics.median(res['cache_on']) / statistics.median(res['cache_off']):.3f}; "

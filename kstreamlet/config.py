@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         "updates of a key are folded in memory and written to the store, changelog and downstream once per "
         "checkpoint (or when the cache is full): fewer, later updates, the last per key per checkpoint.",
     )
+    fuse_operators: bool = Field(
+        True,
+        description="Compile each linear run of stateless operators (map, filter, flat_map, peek, with the topic "
+        "sink or branch ending it and the source's per-record entry before it) into one function per task: the "
+        "same calls in the same order, one Python call per record instead of one per operator "
+        "(kstreamlet/topology/fusion.py). Off: one closure per operator, e.g. to step through them in a debugger.",
+    )
     http_port: int | None = Field(None, ge=0, le=65535, description="Port of /healthz /readyz /metrics; None = off.")
     http_host: str = Field(
         "0.0.0.0", min_length=1,

@@ -34,6 +34,7 @@ from kstreamlet.serdes import SerdeError
 from kstreamlet.state.keyed import KeyContext
 from kstreamlet.state.store import Store
 from kstreamlet.topology.builder import SubTopology
+from kstreamlet.topology.fusion import compile_chain, compile_source
 from kstreamlet.topology.nodes import Node, Push, SourceNode
 
 
@@ -236,7 +237,9 @@ class Task:
         """The node's push function for this task (compiled once)."""
         fn = self._compiled.get(node.id)
         if fn is None:
-            fn = node.compile(self)
+            # A linear run of stateless operators from here: one function (topology/fusion.py).
+            fused = compile_chain(self, node) if getattr(self.settings, "fuse_operators", True) else None
+            fn = fused if fused is not None else node.compile(self)
             self._compiled[node.id] = fn
         return fn
 
@@ -298,7 +301,6 @@ class Task:
         self._flushers.append(flush)
 
     def _compile_source(self, src: SourceNode) -> Callable[[Message], None]:
-        child = self.compiled(src)
         kde = None if src.key_serde.identity else src.key_serde.for_topic(src.topic, True).deserialize
         vde = None if src.value_serde.identity else src.value_serde.for_topic(src.topic, False).deserialize
         assign = src.watermarks.timestamp_assigner if src.watermarks else None
@@ -324,8 +326,15 @@ class Task:
                 ts = task.clock()
             return k, v, ts
 
+        raw = kde is None and vde is None and assign is None
+        if not self.needs_watermarks and getattr(self.settings, "fuse_operators", True):
+            # This prologue and the stateless chain after it as one function (topology/fusion.py).
+            fused = compile_source(self, src, None if raw else decode)
+            if fused is not None:
+                return fused
+        child = self.compiled(src)
         if not self.needs_watermarks:
-            if kde is None and vde is None and assign is None:
+            if raw:
                 def on_message_raw(m: Message) -> None:
                     task.msg = m
                     tstype, ts = m.timestamp()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple
 
 from kstreamlet.serdes import Serde
 
@@ -278,6 +278,21 @@ class BranchNode(Node):
         return push
 
 
+class SinkParts(NamedTuple):
+    """A compiled sink's pieces (:meth:`SinkNode.parts`)."""
+
+    send: Callable[..., None]
+    topic: str
+    kser: Callable[[Any], Any] | None
+    vser: Callable[[Any], Any] | None
+    key_fn: Callable[[Any], Any] | None
+    partitioner: Callable[[Any, Any, int], int] | None
+    n_partitions: int
+    #: Output headers of (key, value), or None for the default (propagate, no new traces): ``carry``.
+    hdrs: Callable[[Any, Any], Any] | None
+    carry: Callable[[Any, Any], Any]
+
+
 class SinkNode(Node):
     """Serializes and sends to a topic (through the task's record collector)."""
 
@@ -298,14 +313,12 @@ class SinkNode(Node):
         self.key_fn = key_fn
         self.internal = internal
 
-    def compile(self, task: "Task") -> Push:
-        send = task.collector.send
+    def parts(self, task: "Task") -> "SinkParts":
+        """What :meth:`compile` sends with for ``task``; a fused chain (topology/fusion.py) writes
+        the same statements inline with them."""
         topic = self.topic
         kser = None if self.key_serde.identity else self.key_serde.for_topic(topic, True).serialize
         vser = None if self.value_serde.identity else self.value_serde.for_topic(topic, False).serialize
-        key_fn = self.key_fn
-        partitioner = self.partitioner
-        n_partitions = task.partitions_of(topic) if partitioner else 0
         from kstreamlet.topology.headers import carried, output_headers
 
         start_traces = getattr(task.settings, "tracing", "off") in ("w3c", "otel")
@@ -313,7 +326,11 @@ class SinkNode(Node):
         # a record without headers costs one m.headers() call.
         hdrs = None if self.headers == "propagate" and not start_traces else \
             output_headers(task, self.headers, start_traces)
-        carry = carried(task)
+        return SinkParts(task.collector.send, topic, kser, vser, self.key_fn, self.partitioner,
+                         task.partitions_of(topic) if self.partitioner else 0, hdrs, carried(task))
+
+    def compile(self, task: "Task") -> Push:
+        send, topic, kser, vser, key_fn, partitioner, n_partitions, hdrs, carry = self.parts(task)
 
         if hdrs is None:
             if partitioner is None and key_fn is None and kser is None:
