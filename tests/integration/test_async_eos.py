@@ -1,7 +1,8 @@
 """Async operators (``map_async``) on the real broker against a real local HTTP service
 (tests/apps/http_service.py: random latency, injected failures).
 
-- kill -9 of a member mid-run: every input's output exactly once in committed output (counted
+- kill -9 of a member mid-run (its checkpoints held calls in flight, which the next owners issue
+  again): every input's output exactly once in committed output (counted
   with a ``read_committed`` reader), and in input order per partition (``ordered=True``);
 - backpressure: a member whose tasks are full pauses their partitions and resumes them, and the
   service never sees more calls at once than the tasks' capacity; unordered mode still delivers
@@ -102,6 +103,8 @@ def test_async_map_exactly_once_and_in_order_when_a_member_is_killed(kafka_boots
             for q, nums in by_input.items():
                 assert nums == sorted(nums), f"output partition {p}: input partition {q}'s outputs out of order"
         assert http_service.failures > 0, "no injected failure: the retries were not exercised"
+        assert members.grep("async records held by the last checkpoint issued again"), (
+            "no new owner issued held records again: the kill never caught a checkpoint with calls in flight")
         codes = members.stop_all()
         assert all(c == 0 for c in codes.values()), f"graceful stop must exit 0, got {codes}"
     finally:
