@@ -32,6 +32,7 @@ SYSTEM_ORDER = ["raw", "kstreamlet", "kstreamlet_2w", "quix", "faust", "kafka_st
 SYSTEM_LABELS = {"raw": "raw confluent-kafka loop", "kstreamlet": "kstreamlet", "quix": "Quix Streams",
                  "faust": "Faust", "kafka_streams": "Kafka Streams", "kafka_streams_2t": "Kafka Streams (2 threads)",
                  "kstreamlet_2w": "kstreamlet (2 worker processes)",
+                 "kstreamlet_cache": "kstreamlet (record cache on, 10 MB)",
                  "kafka_streams_nocache": "Kafka Streams (record cache off)"}
 VARIANT_KEYS = ("size", "setting", "consumer")
 GOOD = ("OK", "partial (timed)")

@@ -58,7 +58,7 @@ from bench import common, faust_worker
 
 NAME = "stateful"
 PARTITIONS = 6
-SYSTEMS = ("kstreamlet", "kstreamlet_2w", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
+SYSTEMS = ("kstreamlet", "kstreamlet_cache", "kstreamlet_2w", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
 #: Run by default (``kstreamlet_2w``, kstreamlet as two worker processes, only with ``--workers 2``)
 DEFAULT_SYSTEMS = ("kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
 #: Python workers (``python -m bench _worker stateful --system ...``, each with its own python)
@@ -68,6 +68,9 @@ KAFKA_STREAMS_THREADS = {"kafka_streams": 1, "kafka_streams_nocache": 1, "kafka_
 RECORD_CACHE_SETTING = "record_cache_max_bytes"
 #: Kafka Streams' ``statestore.cache.max.bytes`` per system (None: its default, 10 MB)
 KAFKA_STREAMS_CACHE = {"kafka_streams_nocache": 0}
+#: ``kstreamlet_cache``: kstreamlet with its record cache on at Kafka Streams' default size (10 MB), so one
+#: invocation measures kstreamlet cache on and off against Kafka Streams cache on and off
+KSTREAMLET_CACHE_BYTES = 10 * 1024 * 1024
 PARTIAL = "partial (timed)"
 WORDS_PER_LINE = 5
 VOCABULARY = 1000
@@ -573,9 +576,13 @@ class Suite:
 
     def _python_worker(self, system: str, argv: list[str], timeout: float, log_path: Path,
                        kstreamlet_dir: Path | None = None) -> common.WorkerOutcome:
-        cmd, env = common.python_worker_command(self.pythons[system], NAME, argv)
+        cmd, env = common.python_worker_command(self.pythons["kstreamlet" if system.startswith("kstreamlet") else system], NAME, argv)
         if system == "kstreamlet":
             env.update(self.kstreamlet_env)
+        elif system == "kstreamlet_cache":
+            from kstreamlet.config import ENV_PREFIX
+
+            env[ENV_PREFIX + RECORD_CACHE_SETTING.upper()] = str(KSTREAMLET_CACHE_BYTES)
         return common.run_command(cmd, timeout, log_path, cwd=kstreamlet_dir or self.kstreamlet_dir, env=env)
 
     def _kstreamlet_workers(self, n: int, argv: list[str], target: int, timeout: float, log_path: Path,
@@ -610,8 +617,11 @@ class Suite:
         t1 = max(r["t_last_mono"] for r in res)
         secs = max(t1 - t0, 1e-9)
         cpu = sum(r["cpu_seconds"] for r in res)
-        combined = {"ok": True, "processed": target, "seconds": secs, "rate": target / secs, "cpu_seconds": cpu,
-                    "cpu_us_per_record": cpu / target * 1e6, "machine_busy_pct": None,
+        warm = sum(r.get("warmup_records") or 0 for r in res)
+        measured = sum(r["processed"] for r in res) if warm else target  # each worker's records after its warm-up
+        combined = {"ok": True, "processed": measured, "warmup_records": warm, "seconds": secs,
+                    "rate": measured / secs, "cpu_seconds": cpu,
+                    "cpu_us_per_record": cpu / measured * 1e6, "machine_busy_pct": None,
                     "seconds_to_final_commit": None, "commits": sum(r.get("commits", 0) for r in res),
                     "t_first_mono": t0, "t_last_mono": t1, "workers": n,
                     "per_worker": [{k: r.get(k) for k in ("processed", "seconds", "rate", "cpu_us_per_record")}
@@ -624,7 +634,7 @@ class Suite:
         a = self.args
         lines_n = a.records if rep != "warmup" else min(a.records, 2_000 if system == "faust" else 20_000)
         target = lines_n * (1 + self.words_per_line)
-        warm = getattr(a, "warmup_records", 0) if rep != "warmup" and system not in ("faust", "kstreamlet_2w") else 0
+        warm = getattr(a, "warmup_records", 0) if rep != "warmup" and system != "faust" else 0
         if warm >= target:
             raise SystemExit(f"--warmup-records {warm} must be below the records processed per run ({target:,})")
         tag = f"{system}-r{rep}"
@@ -639,12 +649,13 @@ class Suite:
         if system in KAFKA_STREAMS_THREADS:
             outcome = self._kafka_streams(system, "run", group, out_topic, state_dir, target, timeout, log_path, warm)
         else:
-            py_system = "kstreamlet" if system == "kstreamlet_2w" else system
+            py_system = "kstreamlet" if system in ("kstreamlet_2w", "kstreamlet_cache") else system
             argv = ["--system", py_system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
                     "--target", str(target), "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
             if warm:
-                argv += ["--warmup-records", str(warm)]
+                # --workers N: each worker's clock starts after its own share of the warm-up
+                argv += ["--warmup-records", str(warm // 2 if system == "kstreamlet_2w" else warm)]
             if profile_out:
                 argv += ["--profile-out", str(profile_out)]
             if system == "kstreamlet_2w":
@@ -652,6 +663,8 @@ class Suite:
             else:
                 outcome = self._python_worker(system, argv, timeout + 120, log_path)
         res = dict(outcome.result or {})
+        if system == "kstreamlet_cache" and res.get("ok") and res.get("record_cache_max_bytes") != KSTREAMLET_CACHE_BYTES:
+            res = {**res, "ok": False, "error": "the measured kstreamlet has no setting record_cache_max_bytes"}
         if self.sampler is not None and res.get("ok"):
             cpu = self.sampler.window(res.get("t_first_mono"), res.get("t_last_mono"))
             res.update({k: v for k, v in cpu.items() if k != "machine_busy_pct"})
@@ -727,7 +740,7 @@ class Suite:
         if system in KAFKA_STREAMS_THREADS:
             outcome = self._kafka_streams(system, "restore", group, out_topic, state_dir, 0, timeout, log_path)
         else:
-            argv = ["--system", system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
+            argv = ["--system", "kstreamlet" if system == "kstreamlet_cache" else system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
                     "--target", "0", "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
             outcome = self._python_worker(system, argv, timeout + 120, log_path, kstreamlet_dir)
