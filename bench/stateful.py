@@ -91,8 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-restore", action="store_true", help="skip the restore runs")
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the unrecorded warm-up run of each system (20k lines) before measuring")
-    p.add_argument("--profile", action="store_true",
-                   help="also run kstreamlet once under cProfile -> results/<out>.profile.txt")
+    common.add_profile_argument(p)
     p.add_argument("--quix-python", default=None,
                    help=f"python of a virtualenv with quixstreams (default {DEFAULT_QUIX_VENV}/bin/python, created if missing)")
     faust_worker.add_timeout_argument(p)
@@ -105,10 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--warmup-records", type=int, default=0, metavar="N",
-                   help="in every measured run of kstreamlet, Quix and Kafka Streams, start the clock only after the "
-                        "first N records are processed (steady state: the JVM's JIT warm-up and Python's first "
-                        "batches excluded alike; Faust ignores it); the report says 'warm: first N excluded'")
+    common.add_warmup_records_argument(p)  # Faust ignores it; the report says 'warm: first N excluded'
     p.add_argument("--kstreamlet-record-cache-bytes", type=int, default=None, metavar="B",
                    help="kstreamlet's record cache size for its workers (the env variable of the setting "
                         "record_cache_max_bytes; 0 = off); only set when the measured kstreamlet has the setting record_cache_max_bytes")
@@ -348,18 +344,21 @@ def _kstreamlet_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[st
 
     app = _kstreamlet_app(a, facts)
     t: dict[str, float] = {}
+    prof = common.WorkerProfiler(a.profile_out)  # --profile of bench/restore.py: the restore window only
 
     class Probe(hooks.Hooks):
         def on_assigned(self, m: Any, partitions: list[Any], restoring: list[str]) -> None:
             if "start" not in t:
                 t["start"] = time.monotonic()
                 t["cpu_start"] = common.cpu_seconds()
+                prof.start()
             if m.restorer is not None and not m.restorer.active and "end" not in t:
                 t["end"] = time.monotonic()  # nothing to restore
                 m.stop()
 
         def on_task_restored(self, m: Any, task_id: str) -> None:
             if m.restorer is not None and not m.restorer.active and "start" in t and "end" not in t:
+                prof.stop()
                 t["end"] = time.monotonic()
                 t["cpu_end"] = common.cpu_seconds()
                 m.stop()
@@ -370,6 +369,7 @@ def _kstreamlet_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[st
     timer.start()
     m.run()
     timer.cancel()
+    prof.dump()
     records = m.restorer.total_restored if m.restorer is not None else 0
     return _restore_result(t, records, facts)
 
@@ -573,6 +573,9 @@ class Suite:
         self.restore_variants: dict[str, list[tuple[str, Path]]] = {}
         self.runs: list[dict[str, Any]] = []
         self.restores: list[dict[str, Any]] = []
+        #: bench/restore.py --profile: one more kstreamlet restore under cProfile, stats to this file
+        self.profile_restore: Path | None = None
+        self.profile_run: dict[str, Any] | None = None
 
     def _python_worker(self, system: str, argv: list[str], timeout: float, log_path: Path,
                        kstreamlet_dir: Path | None = None) -> common.WorkerOutcome:
@@ -711,6 +714,9 @@ class Suite:
             variants = self.restore_variants.get(system) or [(system, self.kstreamlet_dir)]
             for label, kdir in variants:
                 self.restores.append(self.restore_run(system, rep, group, out_topic, state_dir, label, kdir))
+            if self.profile_restore is not None and system == "kstreamlet":
+                self.profile_run = self.restore_run(system, rep, group, out_topic, state_dir, "kstreamlet-profile",
+                                                    profile_out=self.profile_restore)
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
             common.delete_run_topics(self.bootstrap, group, [out_topic])
@@ -730,7 +736,8 @@ class Suite:
         return common.run_command(cmd, timeout + 60, log_path, cwd=state_dir.parent)
 
     def restore_run(self, system: str, rep: int | str, group: str, out_topic: str, state_dir: Path,
-                    label: str | None = None, kstreamlet_dir: Path | None = None) -> dict[str, Any]:
+                    label: str | None = None, kstreamlet_dir: Path | None = None,
+                    profile_out: Path | None = None) -> dict[str, Any]:
         label = label or system
         shutil.rmtree(state_dir, ignore_errors=True)  # the state is wiped: everything comes from the changelog
         state_dir.mkdir(parents=True)
@@ -743,6 +750,8 @@ class Suite:
             argv = ["--system", "kstreamlet" if system == "kstreamlet_cache" else system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
                     "--target", "0", "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
+            if profile_out:
+                argv += ["--profile-out", str(profile_out)]
             outcome = self._python_worker(system, argv, timeout + 120, log_path, kstreamlet_dir)
         res = {k: v for k, v in (outcome.result or {}).items() if k != "system"}
         status = "OK"
@@ -910,29 +919,14 @@ def kstreamlet_cache_env(ks_dir: Path, cache_bytes: int | None, info: dict[str, 
 
 
 def _profile(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
-    import io
-    import pstats
-
     stats_path = suite.log_dir / "stateful-kstreamlet.prof"
     print("profile: kstreamlet under cProfile (not recorded in the table)", flush=True)
     run = suite.one_run("kstreamlet", "profile", restore=False, profile_out=stats_path)
-    buf = io.StringIO()
-    if stats_path.exists():
-        st = pstats.Stats(str(stats_path), stream=buf)
-        st.strip_dirs().sort_stats("tottime").print_stats(30)
-        buf.write("\n--- by cumulative time ---\n")
-        st.sort_stats("cumulative").print_stats(40)
-    text = (f"kstreamlet stateful word count, exactly_once, commit {COMMIT_INTERVAL} s, RocksDB + changelog, "
-            f"{args.records:,} lines x {WORDS_PER_LINE} words ({args.records * (1 + WORDS_PER_LINE):,} records processed)\n"
-            "under cProfile (rates are lowered by profiling overhead)\n"
-            f"run: {run.get('rate', 0):,.0f} rec/s, {run.get('seconds', 0):.2f} s, status {run['status']}\n"
-            "profiled over the timed window only (first consumed batch to last processed record):\n\n"
-            + buf.getvalue())
-    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = common.RESULTS_DIR / f"{args.out}.profile.txt"
-    path.write_text(text)
-    print("\n".join(text.splitlines()[:45]))
-    print(f"written {path}")
+    warm = getattr(args, "warmup_records", 0)
+    common.write_profile(args.out, stats_path, [
+        f"kstreamlet stateful word count, exactly_once, commit {COMMIT_INTERVAL} s, RocksDB + changelog, record cache "
+        f"off, {args.records:,} lines x {WORDS_PER_LINE} words ({args.records * (1 + WORDS_PER_LINE):,} records processed)"
+        + (f", first {warm:,} not profiled" if warm else "")], run)
     return run
 
 
@@ -1035,7 +1029,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         f"- **kstreamlet / Quix: throughput {fr(ratios['rate'])}×, CPU per record {fr(ratios['cpu_us_per_record'])}×, "
         f"restore records/s {fr(ratios['restore_rate'])}×, restore seconds {fr(ratios['restore_seconds'])}×** (medians)"
         if "quix" in summary and "kstreamlet" in summary else "")
-    prof_line = (f"- a kstreamlet run under cProfile: `bench/results/{args.out}.profile.txt` "
+    prof_line = (f"- a kstreamlet run under cProfile: `bench/results/{args.out}-profile.txt` "
                  f"({profile_run.get('rate', 0):,.0f} records/s under the profiler, {profile_run['status']})"
                  if profile_run else "")
     cmd = f"python -m bench stateful --records {args.records} --repeats {args.repeats}"
