@@ -70,7 +70,7 @@ RECORD_CACHE_SETTING = "record_cache_max_bytes"
 KAFKA_STREAMS_CACHE = {"kafka_streams_nocache": 0}
 #: ``kstreamlet_cache``: kstreamlet with its record cache on at Kafka Streams' default size (10 MB), so one
 #: invocation measures kstreamlet cache on and off against Kafka Streams cache on and off
-KSTREAMLET_CACHE_BYTES = 10 * 1024 * 1024
+CACHE_ON_BYTES = 10 * 1024 * 1024
 PARTIAL = "partial (timed)"
 WORDS_PER_LINE = 5
 VOCABULARY = 1000
@@ -585,7 +585,7 @@ class Suite:
         elif system == "kstreamlet_cache":
             from kstreamlet.config import ENV_PREFIX
 
-            env[ENV_PREFIX + RECORD_CACHE_SETTING.upper()] = str(KSTREAMLET_CACHE_BYTES)
+            env[ENV_PREFIX + RECORD_CACHE_SETTING.upper()] = str(CACHE_ON_BYTES)
         return common.run_command(cmd, timeout, log_path, cwd=kstreamlet_dir or self.kstreamlet_dir, env=env)
 
     def _kstreamlet_workers(self, n: int, argv: list[str], target: int, timeout: float, log_path: Path,
@@ -666,7 +666,7 @@ class Suite:
             else:
                 outcome = self._python_worker(system, argv, timeout + 120, log_path)
         res = dict(outcome.result or {})
-        if system == "kstreamlet_cache" and res.get("ok") and res.get("record_cache_max_bytes") != KSTREAMLET_CACHE_BYTES:
+        if system == "kstreamlet_cache" and res.get("ok") and res.get("record_cache_max_bytes") != CACHE_ON_BYTES:
             res = {**res, "ok": False, "error": "the measured kstreamlet has no setting record_cache_max_bytes"}
         if self.sampler is not None and res.get("ok"):
             cpu = self.sampler.window(res.get("t_first_mono"), res.get("t_last_mono"))
