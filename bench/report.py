@@ -572,7 +572,15 @@ the same client), Quix Streams, Faust and Kafka Streams (Java) on a real Kafka b
 
 ## Throughput
 
-Median records/s over the repeats (min–max); "÷ kstreamlet" and "÷ raw" are ratios of medians.
+Median records/s over the repeats (min–max); "÷ kstreamlet", "÷ Kafka Streams" and "÷ raw" are ratios of medians.
+"÷ Kafka Streams" is against Kafka Streams with one stream thread on equal work: in `stateful`, kstreamlet (record
+cache off, its default; 1 or 2 processes) against Kafka Streams with `statestore.cache.max.bytes=0` ("KS cache off"),
+kstreamlet with its record cache on at 10 MB against Kafka Streams' default 10 MB cache ("KS cache on"); elsewhere
+against Kafka Streams' defaults (the window emits final results only, so a cache does not change its output; a
+stream-stream join and a stateless map have none). "output records" = records in the output topic (a record cache
+folds updates: far fewer); "untimed first records" = `--warmup-records` (processed in the same process / JVM before
+the clock starts; "cold" = timed from the first record); broker CPU = the broker JVM's share of the whole machine in
+the timed window.
 
 {thr}
 
