@@ -109,8 +109,14 @@ def throughput_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         runs = [r for r in data.get("runs", []) if r.get("repeat") not in ("warmup", "profile")]
         groups: list[tuple[str, str, list[dict[str, Any]]]] = []
         keys = _variants(runs)
-        for label in dict.fromkeys(_label(r, keys) for r in runs):
-            groups.append((name, label, [r for r in runs if _label(r, keys) == label]))
+        # systems with their own client (Kafka Streams, Faust) join every consumer mode's group
+        own = [r for r in runs if r.get("consumer") == "own client"] if "consumer" in keys else []
+        rest = [r for r in runs if not any(r is o for o in own)]
+        other_keys = [k for k in keys if k != "consumer"]
+        for label in dict.fromkeys(_label(r, keys) for r in rest):
+            members = [r for r in rest if _label(r, keys) == label]
+            sub = _label(members[0], other_keys)
+            groups.append((name, label, members + [r for r in own if _label(r, other_keys) == sub]))
         restores = data.get("restores") or []
         if restores:
             groups.append((name, "restore", restores))
@@ -339,6 +345,9 @@ HISTORY = {
                        "its restores alternate with the working tree's on one changelog)",
     "stateful-issue18": "Word count, warm, Kafka Streams' cache on and off, 1 and 2 kstreamlet processes "
                         "(one repeat, first measured by hand; superseded by the stateful rows above)",
+    "stateless-2026-11-22": "Stateless, 2026-11-22 (cold, with Faust and 1000 B values)",
+    "window-2026-11-22": "Window, 2026-11-22 (cold, with Quix)",
+    "join-2026-11-22": "Join, 2026-11-22 (cold, with Quix)",
 }
 PROFILE_TOP = 8
 
@@ -408,6 +417,9 @@ def _med(r: dict[str, Any] | None) -> float | None:
 def targets(results: dict[str, dict[str, Any]]) -> str:
     """Issue 18's targets and where each stands from the latest results."""
     rows = throughput_rows(results)
+    # stateless measured with both consumer configurations: the tuned one (as the chart)
+    tuned = any(r["scenario"] == "stateless" and "tuned" in r["variant"] for r in rows)
+    rows = [r for r in rows if not (tuned and r["scenario"] == "stateless" and "defaults" in r["variant"])]
     out: list[list[str]] = []
 
     def verdict(x: float | None, goal: float) -> str:
@@ -489,13 +501,13 @@ def history_section() -> str:
         cmd = next((ln for ln in md.read_text().splitlines() if ln.startswith("`python")), "") if md.exists() else ""
         mi = data.get("machine", {})
         la = mi.get("loadavg_at_start") or []
-        body = [[SYSTEM_LABELS.get(r["system"], r["system"]), common.cell(r["rate"]), _ratio(r["ratio_kstreamlet"]),
+        body = [[r["variant"] or "—", SYSTEM_LABELS.get(r["system"], r["system"]), common.cell(r["rate"]), _ratio(r["ratio_kstreamlet"]),
                  common.cell(r["cpu_us_per_record"], "{:.1f}"), common.cell(r["output_records"]),
                  f"{r['warm']:,}" if r["warm"] else "cold", common.cell(r["broker_pct"], "{:.0f}%"),
                  f"{r['ok']}/{r['ok'] + r['wrong']}"] for r in rows]
         out.append(f"### {title}\n\n{cmd} — {mi.get('date', '?')}, load average at start "
                    f"{', '.join(f'{x:.1f}' for x in la[:3])} (`bench/results/{stem}.md`)\n\n"
-                   + common.md_table(["system", "records/s median (min–max)", "÷ kstreamlet", "CPU µs/record",
+                   + common.md_table(["variant", "system", "records/s median (min–max)", "÷ kstreamlet", "CPU µs/record",
                                       "output records", "untimed first records", "broker CPU (share of box)",
                                       "correct runs"], body))
     return "\n\n".join(out) if out else "(none)"
