@@ -318,7 +318,9 @@ def _machine_lines(results: dict[str, dict[str, Any]]) -> str:
         d = results[name]
         mi = d.get("machine", {})
         la = mi.get("loadavg_at_start") or []
-        runs.append(f"  - {name}: {mi.get('date', '?')}, kstreamlet {mi.get('source', '?')} (HEAD {mi.get('git_head', '?')}), "
+        fp = ", ".join(mi.get("kstreamlet_fingerprints") or [])
+        runs.append(f"  - {name}: {mi.get('date', '?')}, kstreamlet {mi.get('source', '?')} (HEAD {mi.get('git_head', '?')}"
+                    + (f", kstreamlet/ source fingerprint {fp}" if fp else "") + "), "
                     f"params {json.dumps({k: v for k, v in (d.get('params') or {}).items() if not isinstance(v, dict)})}, "
                     f"load average at start {', '.join(f'{x:.1f}' for x in la[:3])} — `{Path(d['_file']).relative_to(common.REPO_ROOT) if d['_file'].startswith(str(common.REPO_ROOT)) else d['_file']}`")
     lines.append("- when each scenario was measured (each JSON is that scenario's latest run):\n" + "\n".join(runs))
