@@ -823,3 +823,117 @@ def run_quix_to_target(build: Callable[..., Any], probe: Probe, target: int, tim
     timer.start()
     app.run()
     timer.cancel()
+
+
+# --- shared by the throughput scenarios: --warmup-records and one run under cProfile -----------------
+
+def add_warmup_records_argument(p: Any) -> None:
+    """``--warmup-records N`` of a scenario's parent parser (as bench/stateful.py)."""
+    p.add_argument("--warmup-records", type=int, default=0, metavar="N",
+                   help="start each measured run's clock only after its first N input records, in the same "
+                        "process / JVM as the measured part (JIT and cache warm-up outside it, for every system "
+                        "alike; default 0 = cold, from the first record)")
+
+
+def add_profile_argument(p: Any) -> None:
+    """``--profile`` of a scenario's parent parser: one more kstreamlet run under cProfile, written by
+    :func:`write_profile` (the report renders its top functions)."""
+    p.add_argument("--profile", action="store_true",
+                   help="also run kstreamlet once under cProfile (not in the table) -> "
+                        "results/<out>-profile.txt and -profile.json")
+
+
+def add_worker_measure_arguments(w: Any) -> None:
+    """The worker side of :func:`add_warmup_records_argument` and :func:`add_profile_argument`."""
+    w.add_argument("--warmup-records", type=int, default=0)
+    w.add_argument("--profile-out", help="cProfile stats of the timed window to this file")
+
+
+class WorkerProfiler:
+    """cProfile over a worker's timed window only (``start`` when its clock starts, ``stop`` when it
+    stops); a no-op without a path. ``dump`` writes the stats for :func:`write_profile`."""
+
+    def __init__(self, path: str | None) -> None:
+        import cProfile
+
+        self.path = path
+        self.prof = cProfile.Profile() if path else None
+        self.on = False
+
+    def start(self) -> None:
+        if self.prof is not None and not self.on:
+            self.prof.enable()
+            self.on = True
+
+    def stop(self) -> None:
+        if self.prof is not None and self.on:
+            self.prof.disable()
+            self.on = False
+
+    def dump(self) -> None:
+        self.stop()
+        if self.prof is not None and self.path:
+            self.prof.dump_stats(self.path)
+
+
+def _func_label(key: tuple[str, int, str]) -> str:
+    path, line, name = key
+    if path == "~":
+        return name  # a built-in: "<method 'produce' of 'cimpl.Producer' objects>"
+    parts = Path(path).parts
+    for i, part in enumerate(parts):  # from the package on: kstreamlet/runtime/member.py
+        if part in ("kstreamlet", "bench", "confluent_kafka", "rocksdict", "quixstreams"):
+            return f"{'/'.join(parts[i:])}:{line}({name})"
+    return f"{'/'.join(parts[-2:])}:{line}({name})"
+
+
+def profile_area(label: str) -> str:
+    """A coarse owner of a profiled function, for the one-line reading of a profile."""
+    if "cimpl." in label or "confluent_kafka" in label:
+        return "Kafka client (librdkafka calls)"
+    if "rocksdict" in label or "Rdict" in label or "WriteBatch" in label:
+        return "RocksDB (rocksdict)"
+    if label.startswith("kstreamlet/"):
+        sub = label.split("/")[1].split(".py")[0].split(":")[0]
+        return f"kstreamlet {sub}"
+    if label.startswith("bench/"):
+        return "benchmark job code"
+    if label.startswith(("<built-in", "<method")):
+        return "Python built-ins"
+    return "other Python"
+
+
+def write_profile(stem: str, stats_path: Path, header: list[str], run: dict[str, Any], top: int = 30) -> Path:
+    """``results/<stem>-profile.txt`` (pstats by own and by cumulative time) and ``-profile.json``
+    (the top functions and the own time per area, for ``python -m bench report``)."""
+    import pstats
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    txt, js = RESULTS_DIR / f"{stem}-profile.txt", RESULTS_DIR / f"{stem}-profile.json"
+    buf = io.StringIO()
+    data: dict[str, Any] = {"header": header, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                            "run": {k: run.get(k) for k in ("rate", "seconds", "processed", "status", "cpu_us_per_record")}}
+    if stats_path.exists():
+        st = pstats.Stats(str(stats_path), stream=buf)
+        raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+        total = sum(tt for (_, _, tt, _, _) in raw.values()) or 1e-9
+        funcs = [{"function": _func_label(k), "ncalls": nc, "tottime": tt, "cumtime": ct}
+                 for k, (_, nc, tt, ct, _) in raw.items()]
+        areas: dict[str, float] = {}
+        for f in funcs:
+            areas[profile_area(f["function"])] = areas.get(profile_area(f["function"]), 0.0) + f["tottime"]
+        data.update(total_seconds=total, function_count=len(funcs),
+                    top_tottime=sorted(funcs, key=lambda f: -f["tottime"])[:top],
+                    top_cumtime=sorted(funcs, key=lambda f: -f["cumtime"])[:top],
+                    areas=dict(sorted(areas.items(), key=lambda kv: -kv[1])))
+        st.strip_dirs().sort_stats("tottime").print_stats(top)
+        buf.write("\n--- by cumulative time ---\n")
+        st.sort_stats("cumulative").print_stats(top)
+    else:
+        data["error"] = f"no profile stats written ({run.get('status')})"
+    txt.write_text("\n".join(header) + "\n" + f"run: {run.get('rate') or 0:,.0f} rec/s, {run.get('seconds') or 0:.2f} s, "
+                   f"status {run.get('status')}\nprofiled over the timed window only (rates are lowered by the "
+                   "profiler's overhead):\n\n" + buf.getvalue())
+    js.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"written {txt} and {js}")
+    return js

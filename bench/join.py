@@ -126,7 +126,7 @@ def _kstreamlet_join(a: argparse.Namespace, probe: common.Probe, facts: dict[str
         .between(LOWER_MS, UPPER_MS)
         .apply(_joined, output_serde=serdes.BYTES, name="orders-shipments")
         .to(a.out_topic, key_serde=serdes.BYTES, value_serde=serdes.BYTES))
-    w.run_kstreamlet_to_target(app, probe, a.target, a.timeout)
+    w.run_kstreamlet_to_target(app, probe, a.target, a.timeout, a.profile_out)
 
 
 def _quix_join(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any]) -> None:
@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             cmd += f" --systems {args.systems}"
         if args.kstreamlet_ref:
             cmd += f" --kstreamlet-ref {args.kstreamlet_ref}"
+        cmd += w.measure_flags(args)
         description = [
             (f"input: {n_orders:,} orders: `left` record (key `o00000000`.., murmur2 partitioner, {PARTITIONS} partitions, "
             f"{VALUE_SIZE}-byte value) at T0 + 2 i ms, `right` record at T0 + 2 i + d ms with d uniform in [-1000, 2000] ms "
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                            "match_share": MATCH_SHARE, "repeats": args.repeats, "partitions": PARTITIONS,
                            "seed": args.seed, "commit_interval": w.COMMIT_INTERVAL,
                            "consumer_config": w.CONSUMER_CONFIG, "target": target, "quix_grace_ms": QUIX_GRACE_MS},
-                "summary": summary, "runs": suite.runs, "args": w.plain_args(args)}
+                "summary": summary, "runs": suite.runs, "profile_run": suite.profile_run, "args": w.plain_args(args)}
         md_path, json_path = common.write_results(args.out, md, data)
         print()
         print(md)

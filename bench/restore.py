@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kstreamlet-ref", metavar="GIT_REF",
                    help="also restore with kstreamlet at this git revision, alternating with the working tree")
     p.add_argument("--out", default=NAME, help="results file stem under bench/results (default 'restore')")
+    common.add_profile_argument(p)
 
 
 def words(records: int) -> Any:
@@ -102,17 +103,23 @@ def run(args: argparse.Namespace) -> int:
         suite = stateful.Suite(sargs, bootstrap, in_topic, expected, log_dir, common.REPO_ROOT, pythons)
         suite.words_per_line = 1
         suite.restore_variants = variants
+        if getattr(args, "profile", False) and "kstreamlet" in systems:
+            suite.profile_restore = log_dir / "restore-kstreamlet.prof"
         print("build runs (each followed by its restores):", flush=True)
         for system in systems:
             suite.runs.append(suite.one_run(system, 1, restore=True, verify=not args.no_verify))
     info["loadavg_at_end"] = list(os.getloadavg())
     info["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    if suite.profile_restore is not None and suite.profile_run is not None:
+        common.write_profile(args.out, suite.profile_restore, [
+            f"kstreamlet restore of a {args.records:,}-record changelog ({args.records:,} distinct keys), state dir wiped; "
+            "one extra restore after the measured ones"], suite.profile_run)
     md, summary = _report(args, systems, variants, suite.runs, suite.restores, info)
     data = {"scenario": NAME, "machine": info, "params": {"records": args.records, "repeats": args.repeats,
                                                           "partitions": stateful.PARTITIONS, "seed": args.seed},
             "summary": summary,
             # report.py reads runs[] (system, status, rate): here, the restore runs
-            "runs": suite.restores, "build_runs": suite.runs,
+            "runs": suite.restores, "build_runs": suite.runs, "profile_run": suite.profile_run,
             "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}}
     md_path, json_path = common.write_results(args.out, md, data)
     print()
@@ -155,6 +162,8 @@ def _report(args: argparse.Namespace, systems: list[str], variants: dict[str, li
         cmd += f" --systems {args.systems}"
     if args.kstreamlet_ref:
         cmd += f" --kstreamlet-ref {args.kstreamlet_ref}"
+    if getattr(args, "profile", False):
+        cmd += " --profile"
     ref_line = (f"- kstreamlet's restores alternate between the working tree (`kstreamlet`) and {info.get('ref')} "
                 f"(`kstreamlet@{args.kstreamlet_ref}`) on the same changelog" if args.kstreamlet_ref else "")
     md = f"""# Restore benchmark: {args.records:,}-record changelog ({args.records:,} distinct keys) — {' vs '.join(labels)}

@@ -58,7 +58,7 @@ from bench import common, faust_worker
 
 NAME = "stateful"
 PARTITIONS = 6
-SYSTEMS = ("kstreamlet", "kstreamlet_2w", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
+SYSTEMS = ("kstreamlet", "kstreamlet_cache", "kstreamlet_2w", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
 #: Run by default (``kstreamlet_2w``, kstreamlet as two worker processes, only with ``--workers 2``)
 DEFAULT_SYSTEMS = ("kstreamlet", "quix", "faust", "kafka_streams", "kafka_streams_nocache", "kafka_streams_2t")
 #: Python workers (``python -m bench _worker stateful --system ...``, each with its own python)
@@ -68,6 +68,9 @@ KAFKA_STREAMS_THREADS = {"kafka_streams": 1, "kafka_streams_nocache": 1, "kafka_
 RECORD_CACHE_SETTING = "record_cache_max_bytes"
 #: Kafka Streams' ``statestore.cache.max.bytes`` per system (None: its default, 10 MB)
 KAFKA_STREAMS_CACHE = {"kafka_streams_nocache": 0}
+#: ``kstreamlet_cache``: kstreamlet with its record cache on at Kafka Streams' default size (10 MB), so one
+#: invocation measures kstreamlet cache on and off against Kafka Streams cache on and off
+CACHE_ON_BYTES = 10 * 1024 * 1024
 PARTIAL = "partial (timed)"
 WORDS_PER_LINE = 5
 VOCABULARY = 1000
@@ -88,8 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-restore", action="store_true", help="skip the restore runs")
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the unrecorded warm-up run of each system (20k lines) before measuring")
-    p.add_argument("--profile", action="store_true",
-                   help="also run kstreamlet once under cProfile -> results/<out>.profile.txt")
+    common.add_profile_argument(p)
     p.add_argument("--quix-python", default=None,
                    help=f"python of a virtualenv with quixstreams (default {DEFAULT_QUIX_VENV}/bin/python, created if missing)")
     faust_worker.add_timeout_argument(p)
@@ -102,10 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--warmup-records", type=int, default=0, metavar="N",
-                   help="in every measured run of kstreamlet, Quix and Kafka Streams, start the clock only after the "
-                        "first N records are processed (steady state: the JVM's JIT warm-up and Python's first "
-                        "batches excluded alike; Faust ignores it); the report says 'warm: first N excluded'")
+    common.add_warmup_records_argument(p)  # Faust ignores it; the report says 'warm: first N excluded'
     p.add_argument("--kstreamlet-record-cache-bytes", type=int, default=None, metavar="B",
                    help="kstreamlet's record cache size for its workers (the env variable of the setting "
                         "record_cache_max_bytes; 0 = off); only set when the measured kstreamlet has the setting record_cache_max_bytes")
@@ -345,18 +344,21 @@ def _kstreamlet_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[st
 
     app = _kstreamlet_app(a, facts)
     t: dict[str, float] = {}
+    prof = common.WorkerProfiler(a.profile_out)  # --profile of bench/restore.py: the restore window only
 
     class Probe(hooks.Hooks):
         def on_assigned(self, m: Any, partitions: list[Any], restoring: list[str]) -> None:
             if "start" not in t:
                 t["start"] = time.monotonic()
                 t["cpu_start"] = common.cpu_seconds()
+                prof.start()
             if m.restorer is not None and not m.restorer.active and "end" not in t:
                 t["end"] = time.monotonic()  # nothing to restore
                 m.stop()
 
         def on_task_restored(self, m: Any, task_id: str) -> None:
             if m.restorer is not None and not m.restorer.active and "start" in t and "end" not in t:
+                prof.stop()
                 t["end"] = time.monotonic()
                 t["cpu_end"] = common.cpu_seconds()
                 m.stop()
@@ -367,6 +369,7 @@ def _kstreamlet_restore(a: argparse.Namespace, facts: dict[str, Any]) -> dict[st
     timer.start()
     m.run()
     timer.cancel()
+    prof.dump()
     records = m.restorer.total_restored if m.restorer is not None else 0
     return _restore_result(t, records, facts)
 
@@ -570,12 +573,19 @@ class Suite:
         self.restore_variants: dict[str, list[tuple[str, Path]]] = {}
         self.runs: list[dict[str, Any]] = []
         self.restores: list[dict[str, Any]] = []
+        #: bench/restore.py --profile: one more kstreamlet restore under cProfile, stats to this file
+        self.profile_restore: Path | None = None
+        self.profile_run: dict[str, Any] | None = None
 
     def _python_worker(self, system: str, argv: list[str], timeout: float, log_path: Path,
                        kstreamlet_dir: Path | None = None) -> common.WorkerOutcome:
-        cmd, env = common.python_worker_command(self.pythons[system], NAME, argv)
+        cmd, env = common.python_worker_command(self.pythons["kstreamlet" if system.startswith("kstreamlet") else system], NAME, argv)
         if system == "kstreamlet":
             env.update(self.kstreamlet_env)
+        elif system == "kstreamlet_cache":
+            from kstreamlet.config import ENV_PREFIX
+
+            env[ENV_PREFIX + RECORD_CACHE_SETTING.upper()] = str(CACHE_ON_BYTES)
         return common.run_command(cmd, timeout, log_path, cwd=kstreamlet_dir or self.kstreamlet_dir, env=env)
 
     def _kstreamlet_workers(self, n: int, argv: list[str], target: int, timeout: float, log_path: Path,
@@ -610,8 +620,11 @@ class Suite:
         t1 = max(r["t_last_mono"] for r in res)
         secs = max(t1 - t0, 1e-9)
         cpu = sum(r["cpu_seconds"] for r in res)
-        combined = {"ok": True, "processed": target, "seconds": secs, "rate": target / secs, "cpu_seconds": cpu,
-                    "cpu_us_per_record": cpu / target * 1e6, "machine_busy_pct": None,
+        warm = sum(r.get("warmup_records") or 0 for r in res)
+        measured = sum(r["processed"] for r in res) if warm else target  # each worker's records after its warm-up
+        combined = {"ok": True, "processed": measured, "warmup_records": warm, "seconds": secs,
+                    "rate": measured / secs, "cpu_seconds": cpu,
+                    "cpu_us_per_record": cpu / measured * 1e6, "machine_busy_pct": None,
                     "seconds_to_final_commit": None, "commits": sum(r.get("commits", 0) for r in res),
                     "t_first_mono": t0, "t_last_mono": t1, "workers": n,
                     "per_worker": [{k: r.get(k) for k in ("processed", "seconds", "rate", "cpu_us_per_record")}
@@ -624,7 +637,7 @@ class Suite:
         a = self.args
         lines_n = a.records if rep != "warmup" else min(a.records, 2_000 if system == "faust" else 20_000)
         target = lines_n * (1 + self.words_per_line)
-        warm = getattr(a, "warmup_records", 0) if rep != "warmup" and system not in ("faust", "kstreamlet_2w") else 0
+        warm = getattr(a, "warmup_records", 0) if rep != "warmup" and system != "faust" else 0
         if warm >= target:
             raise SystemExit(f"--warmup-records {warm} must be below the records processed per run ({target:,})")
         tag = f"{system}-r{rep}"
@@ -639,12 +652,13 @@ class Suite:
         if system in KAFKA_STREAMS_THREADS:
             outcome = self._kafka_streams(system, "run", group, out_topic, state_dir, target, timeout, log_path, warm)
         else:
-            py_system = "kstreamlet" if system == "kstreamlet_2w" else system
+            py_system = "kstreamlet" if system in ("kstreamlet_2w", "kstreamlet_cache") else system
             argv = ["--system", py_system, "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
                     "--target", str(target), "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
             if warm:
-                argv += ["--warmup-records", str(warm)]
+                # --workers N: each worker's clock starts after its own share of the warm-up
+                argv += ["--warmup-records", str(warm // 2 if system == "kstreamlet_2w" else warm)]
             if profile_out:
                 argv += ["--profile-out", str(profile_out)]
             if system == "kstreamlet_2w":
@@ -652,6 +666,8 @@ class Suite:
             else:
                 outcome = self._python_worker(system, argv, timeout + 120, log_path)
         res = dict(outcome.result or {})
+        if system == "kstreamlet_cache" and res.get("ok") and res.get("record_cache_max_bytes") != CACHE_ON_BYTES:
+            res = {**res, "ok": False, "error": "the measured kstreamlet has no setting record_cache_max_bytes"}
         if self.sampler is not None and res.get("ok"):
             cpu = self.sampler.window(res.get("t_first_mono"), res.get("t_last_mono"))
             res.update({k: v for k, v in cpu.items() if k != "machine_busy_pct"})
@@ -698,6 +714,9 @@ class Suite:
             variants = self.restore_variants.get(system) or [(system, self.kstreamlet_dir)]
             for label, kdir in variants:
                 self.restores.append(self.restore_run(system, rep, group, out_topic, state_dir, label, kdir))
+            if self.profile_restore is not None and system == "kstreamlet":
+                self.profile_run = self.restore_run(system, rep, group, out_topic, state_dir, "kstreamlet-profile",
+                                                    profile_out=self.profile_restore)
         shutil.rmtree(state_dir, ignore_errors=True)
         try:
             common.delete_run_topics(self.bootstrap, group, [out_topic])
@@ -717,7 +736,8 @@ class Suite:
         return common.run_command(cmd, timeout + 60, log_path, cwd=state_dir.parent)
 
     def restore_run(self, system: str, rep: int | str, group: str, out_topic: str, state_dir: Path,
-                    label: str | None = None, kstreamlet_dir: Path | None = None) -> dict[str, Any]:
+                    label: str | None = None, kstreamlet_dir: Path | None = None,
+                    profile_out: Path | None = None) -> dict[str, Any]:
         label = label or system
         shutil.rmtree(state_dir, ignore_errors=True)  # the state is wiped: everything comes from the changelog
         state_dir.mkdir(parents=True)
@@ -727,9 +747,11 @@ class Suite:
         if system in KAFKA_STREAMS_THREADS:
             outcome = self._kafka_streams(system, "restore", group, out_topic, state_dir, 0, timeout, log_path)
         else:
-            argv = ["--system", system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
+            argv = ["--system", "kstreamlet" if system == "kstreamlet_cache" else system, "--mode", "restore", "--bootstrap", self.bootstrap, "--in-topic", self.in_topic,
                     "--out-topic", out_topic, "--group", group, "--state-dir", str(state_dir),
                     "--target", "0", "--timeout", str(timeout), "--commit-interval", str(COMMIT_INTERVAL)]
+            if profile_out:
+                argv += ["--profile-out", str(profile_out)]
             outcome = self._python_worker(system, argv, timeout + 120, log_path, kstreamlet_dir)
         res = {k: v for k, v in (outcome.result or {}).items() if k != "system"}
         status = "OK"
@@ -897,29 +919,14 @@ def kstreamlet_cache_env(ks_dir: Path, cache_bytes: int | None, info: dict[str, 
 
 
 def _profile(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
-    import io
-    import pstats
-
     stats_path = suite.log_dir / "stateful-kstreamlet.prof"
     print("profile: kstreamlet under cProfile (not recorded in the table)", flush=True)
     run = suite.one_run("kstreamlet", "profile", restore=False, profile_out=stats_path)
-    buf = io.StringIO()
-    if stats_path.exists():
-        st = pstats.Stats(str(stats_path), stream=buf)
-        st.strip_dirs().sort_stats("tottime").print_stats(30)
-        buf.write("\n--- by cumulative time ---\n")
-        st.sort_stats("cumulative").print_stats(40)
-    text = (f"kstreamlet stateful word count, exactly_once, commit {COMMIT_INTERVAL} s, RocksDB + changelog, "
-            f"{args.records:,} lines x {WORDS_PER_LINE} words ({args.records * (1 + WORDS_PER_LINE):,} records processed)\n"
-            "under cProfile (rates are lowered by profiling overhead)\n"
-            f"run: {run.get('rate', 0):,.0f} rec/s, {run.get('seconds', 0):.2f} s, status {run['status']}\n"
-            "profiled over the timed window only (first consumed batch to last processed record):\n\n"
-            + buf.getvalue())
-    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = common.RESULTS_DIR / f"{args.out}.profile.txt"
-    path.write_text(text)
-    print("\n".join(text.splitlines()[:45]))
-    print(f"written {path}")
+    warm = getattr(args, "warmup_records", 0)
+    common.write_profile(args.out, stats_path, [
+        f"kstreamlet stateful word count, exactly_once, commit {COMMIT_INTERVAL} s, RocksDB + changelog, record cache "
+        f"off, {args.records:,} lines x {WORDS_PER_LINE} words ({args.records * (1 + WORDS_PER_LINE):,} records processed)"
+        + (f", first {warm:,} not profiled" if warm else "")], run)
     return run
 
 
@@ -1022,7 +1029,7 @@ def _report(args: argparse.Namespace, systems: list[str], runs: list[dict[str, A
         f"- **kstreamlet / Quix: throughput {fr(ratios['rate'])}×, CPU per record {fr(ratios['cpu_us_per_record'])}×, "
         f"restore records/s {fr(ratios['restore_rate'])}×, restore seconds {fr(ratios['restore_seconds'])}×** (medians)"
         if "quix" in summary and "kstreamlet" in summary else "")
-    prof_line = (f"- a kstreamlet run under cProfile: `bench/results/{args.out}.profile.txt` "
+    prof_line = (f"- a kstreamlet run under cProfile: `bench/results/{args.out}-profile.txt` "
                  f"({profile_run.get('rate', 0):,.0f} records/s under the profiler, {profile_run['status']})"
                  if profile_run else "")
     cmd = f"python -m bench stateful --records {args.records} --repeats {args.repeats}"

@@ -577,29 +577,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _profile(suite: Suite, args: argparse.Namespace, mode: str, size: int) -> dict[str, Any]:
-    import io
-    import pstats
-
     setting = next(s for s in SETTINGS if s.key == args.profile_setting)
-    common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stats_path = suite.log_dir / "stateless-kstreamlet.prof"
     print(f"profile: kstreamlet {setting.key}, consumer {mode}, {size} B, under cProfile", flush=True)
     run = suite.one_run("kstreamlet", setting, mode, "profile", size, profile_out=stats_path)
-    buf = io.StringIO()
-    if stats_path.exists():
-        st = pstats.Stats(str(stats_path), stream=buf)
-        st.strip_dirs().sort_stats("tottime").print_stats(25)
-    text = (f"kstreamlet stateless, {setting.label}, {args.records:,} records x {size} B, "
-            f"poll_batch_size {args.batch}, consumer {mode} {CONSUMER_MODES[mode]}\n"
-            "under cProfile (rates are lowered by profiling overhead)\n"
-            f"run: {run.get('rate', 0):,.0f} rec/s, {run.get('seconds', 0):.2f} s, status {run['status']}\n"
-            "top 25 functions by tottime, profiled over the timed window only (first consumed batch to last processed\n"
-            "record: steady-state consume/process/produce/commit; start-up and group join excluded):\n\n"
-            + buf.getvalue())
-    path = common.RESULTS_DIR / f"{args.out}-profile.txt"
-    path.write_text(text)
-    print(text)
-    print(f"written {path}")
+    common.write_profile(args.out, stats_path, [
+        f"kstreamlet stateless, {setting.label}, {args.records:,} records x {size} B, "
+        f"poll_batch_size {args.batch}, consumer {mode} {CONSUMER_MODES[mode]}"], run)
     return run
 
 

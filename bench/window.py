@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser, default_records: int = DEFAULT_REC
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {list(SYSTEMS)}")
     p.add_argument("--no-warmup", action="store_true",
                    help=f"skip the unrecorded warm-up run of each system ({WARMUP_RECORDS:,} records)")
+    common.add_warmup_records_argument(p)
+    common.add_profile_argument(p)
     p.add_argument("--quix-python", default=None,
                    help=f"python of a virtualenv with quixstreams (default {common.DEFAULT_QUIX_VENV}/bin/python, created if missing)")
     common.add_source_argument(p)
@@ -194,6 +196,7 @@ def worker_parser(name: str, systems: tuple[str, ...]) -> argparse.ArgumentParse
     w.add_argument("--state-dir", required=True)
     w.add_argument("--target", type=int, required=True)
     w.add_argument("--timeout", type=float, default=600.0)
+    common.add_worker_measure_arguments(w)
     return w
 
 
@@ -212,22 +215,31 @@ def kstreamlet_app(a: argparse.Namespace) -> Any:
                state_backend="rocksdb", kafka_config=dict(CONSUMER_CONFIG))
 
 
-def run_kstreamlet_to_target(app: Any, probe: common.Probe, target: int, timeout: float) -> None:
-    """Run ``app`` in a Member with a per-batch probe until ``target`` input records are processed."""
+def run_kstreamlet_to_target(app: Any, probe: common.Probe, target: int, timeout: float,
+                             profile_out: str | None = None) -> None:
+    """Run ``app`` in a Member with a per-batch probe until ``target`` input records are processed
+    (the clock starts after ``probe.warmup`` records; ``profile_out``: cProfile over the timed window)."""
     from kstreamlet.logging import configure_logging
     from bench import hooks
 
     configure_logging(app.settings.log_level)
+    prof = common.WorkerProfiler(profile_out)
 
     class Probe(hooks.Hooks):
         """One extra call per batch and per commit (as in bench/stateless.py)."""
 
         def before_batch(self, m: Any, msgs: list[Any]) -> None:
-            if probe.t_first is None:
+            if probe.t_first is None and not probe.warmup:
                 probe.first()
+                prof.start()
 
         def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
+            if probe.t_first is None:
+                probe.progress(m.records_processed)  # --warmup-records: the clock starts after that many
+                if probe.t_first is not None:
+                    prof.start()
             if m.records_processed >= target and probe.t_last is None:
+                prof.stop()
                 probe.last(m.records_processed)
                 m.stop()
 
@@ -240,6 +252,7 @@ def run_kstreamlet_to_target(app: Any, probe: common.Probe, target: int, timeout
     timer.start()
     m.run()
     timer.cancel()
+    prof.dump()
 
 
 def quix_application(a: argparse.Namespace, facts: dict[str, Any], **kwargs: Any) -> Any:
@@ -255,7 +268,7 @@ def quix_application(a: argparse.Namespace, facts: dict[str, Any], **kwargs: Any
 def worker_main(argv: list[str], name: str, systems: tuple[str, ...],
                 runners: dict[str, Callable[[argparse.Namespace, common.Probe, dict[str, Any]], None]]) -> int:
     a = worker_parser(name, systems).parse_args(argv)
-    probe = common.Probe(a.target)
+    probe = common.Probe(a.target, warmup=a.warmup_records)
     facts: dict[str, Any] = {"system": a.system}
     try:
         runners[a.system](a, probe, facts)
@@ -309,7 +322,7 @@ def _kstreamlet_window(a: argparse.Namespace, probe: common.Probe, facts: dict[s
         .aggregate(_CountSum(), accumulator_serde=pair, name="sensor-windows", window_fn=result)
         .process(rekey, name="rekey")
         .to(a.out_topic, key_serde=serdes.BYTES, value_serde=serdes.BYTES))
-    run_kstreamlet_to_target(app, probe, a.target, a.timeout)
+    run_kstreamlet_to_target(app, probe, a.target, a.timeout, a.profile_out)
 
 
 def _quix_window(a: argparse.Namespace, probe: common.Probe, facts: dict[str, Any]) -> None:
@@ -397,15 +410,17 @@ class ThroughputSuite:
         self.args, self.sc, self.bootstrap = args, sc, bootstrap
         self.log_dir, self.kstreamlet_dir, self.pythons, self.ks = log_dir, kstreamlet_dir, pythons, ks
         self.runs: list[dict[str, Any]] = []
+        self.profile_run: dict[str, Any] | None = None
 
     def _command(self, system: str, out_topic: str, group: str, state_dir: Path, target: int,
-                 timeout: float) -> tuple[list[str], dict[str, str] | None, Path]:
+                 timeout: float, warmup: int = 0,
+                 profile_out: Path | None = None) -> tuple[list[str], dict[str, str] | None, Path]:
         sc = self.sc
         if system == "kafka_streams":
             cmd = self.ks.command(sc.ks_scenario, bootstrap=self.bootstrap, application_id=group,
                                   in_topic=sc.in_topics[0], out_topic=out_topic, state_dir=str(state_dir),
                                   guarantee="exactly_once", commit_interval_ms=int(COMMIT_INTERVAL * 1000),
-                                  target=target, timeout_s=int(timeout),
+                                  target=target, timeout_s=int(timeout), warmup_records=warmup,
                                   in_topic2=sc.in_topics[1] if len(sc.in_topics) > 1 else None)
             return [str(c) for c in cmd], None, state_dir
         argv = ["--system", system, "--bootstrap", self.bootstrap, "--in-topic", sc.in_topics[0],
@@ -413,12 +428,20 @@ class ThroughputSuite:
                 "--target", str(target), "--timeout", str(timeout)]
         if len(sc.in_topics) > 1:
             argv += ["--in-topic2", sc.in_topics[1]]
+        if warmup:
+            argv += ["--warmup-records", str(warmup)]
+        if profile_out:
+            argv += ["--profile-out", str(profile_out)]
         cmd, env = common.python_worker_command(self.pythons[system], sc.name, argv)
         return cmd, env, self.kstreamlet_dir
 
-    def one_run(self, system: str, rep: int | str, verify: bool = True) -> dict[str, Any]:
+    def one_run(self, system: str, rep: int | str, verify: bool = True,
+                profile_out: Path | None = None) -> dict[str, Any]:
         sc = self.sc
         target = sc.warmup_target if rep == "warmup" else sc.target
+        warm = getattr(self.args, "warmup_records", 0) if rep != "warmup" else 0
+        if warm >= target:
+            raise SystemExit(f"--warmup-records {warm} must be below the records processed per run ({target:,})")
         tag = f"{system}-r{rep}"
         out_topic = common.unique(f"bench-{sc.name}-out-{tag}")
         group = common.unique(f"bench-{sc.name}-{tag}")
@@ -426,7 +449,7 @@ class ThroughputSuite:
         state_dir = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=self.log_dir))
         timeout = 120 + target / 2_000
         log_path = self.log_dir / f"{tag}.log"
-        cmd, env, cwd = self._command(system, out_topic, group, state_dir, target, timeout)
+        cmd, env, cwd = self._command(system, out_topic, group, state_dir, target, timeout, warm, profile_out)
         outcome = common.run_command(cmd, timeout + 60, log_path, cwd=cwd, env=env)
         res = dict(outcome.result or {})
         # The worker's own fields first: ours win (the Kafka Streams jar reports "system": "kafka-streams").
@@ -449,6 +472,8 @@ class ThroughputSuite:
             busy = res.get("machine_busy_pct")
             line += (f"{res['rate']:>9,.0f} rec/s  {res['seconds']:6.2f} s  cpu {res.get('cpu_us_per_record') or 0:6.1f} us/rec  "
                      f"box {busy or 0:3.0f}%  commits {res.get('commits', 0):>3}  wall {outcome.wall_seconds:5.1f} s")
+            if res.get("warmup_records"):
+                line += f"  (warm: first {res['warmup_records']:,} excluded)"
         line += f"  {status}"
         print(line, flush=True)
         if status != "OK" and outcome.log_tail:
@@ -476,6 +501,21 @@ class ThroughputSuite:
                 order = list(reversed(order))
             for system in order:
                 self.runs.append(self.one_run(system, rep + 1))
+        if getattr(a, "profile", False) and "kstreamlet" in systems:
+            stats = self.log_dir / f"{self.sc.name}-kstreamlet.prof"
+            print("profile: kstreamlet under cProfile (not recorded in the table)", flush=True)
+            self.profile_run = self.one_run("kstreamlet", "profile", profile_out=stats)
+            common.write_profile(a.out, stats, [
+                f"kstreamlet {self.sc.name}, exactly_once, commit {COMMIT_INTERVAL} s, RocksDB + changelog, "
+                f"{self.sc.target:,} input records" + (f", first {a.warmup_records:,} not profiled"
+                                                        if getattr(a, "warmup_records", 0) else "")],
+                self.profile_run)
+
+
+def measure_flags(args: argparse.Namespace) -> str:
+    """``--warmup-records N`` / ``--profile`` of the command line shown in a report."""
+    return ((f" --warmup-records {args.warmup_records}" if getattr(args, "warmup_records", 0) else "")
+            + (" --profile" if getattr(args, "profile", False) else ""))
 
 
 def summarize_runs(systems: list[str], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -542,6 +582,10 @@ def throughput_report(title: str, cmd: str, description: list[str], systems: lis
           f"{r['verify']['output_records']:,}" if r.get("verify") else "—", r["status"]] for r in runs])
     la = info["loadavg_at_start"]
     lb = info.get("loadavg_at_end") or la
+    warm = max((r.get("warmup_records") or 0 for r in runs), default=0)
+    if warm:
+        description = [*description, f"**warm:** the first {warm:,} input records of each measured run are processed "
+                       "but not timed, in the same process / JVM (`--warmup-records`), for every system alike"]
     desc = "\n".join(f"- {d}" for d in description)
     note_text = "\n".join(f"- {n}" for n in (notes or []))
     md = f"""# {title}
@@ -615,6 +659,7 @@ def run(args: argparse.Namespace) -> int:
             cmd += f" --systems {args.systems}"
         if args.kstreamlet_ref:
             cmd += f" --kstreamlet-ref {args.kstreamlet_ref}"
+        cmd += measure_flags(args)
         description = [
             (f"input: {args.records:,} records, key = sensor id `s0000`..`s{SENSORS - 1:04d}` (murmur2 partitioner, {PARTITIONS} partitions), "
             f"value = int64 reading, CreateTime = T0 + i ms minus a jitter of 0–{JITTER_MS} ms (seed {args.seed}), "
@@ -640,7 +685,7 @@ def run(args: argparse.Namespace) -> int:
                 "params": {"records": args.records, "sensors": SENSORS, "window_ms": WINDOW_MS, "grace_ms": GRACE_MS,
                            "jitter_ms": JITTER_MS, "repeats": args.repeats, "partitions": PARTITIONS, "seed": args.seed,
                            "commit_interval": COMMIT_INTERVAL, "consumer_config": CONSUMER_CONFIG, "target": target},
-                "summary": summary, "runs": suite.runs, "args": plain_args(args)}
+                "summary": summary, "runs": suite.runs, "profile_run": suite.profile_run, "args": plain_args(args)}
         md_path, json_path = common.write_results(args.out, md, data)
         print()
         print(md)
