@@ -4,7 +4,7 @@
 (``topology/``, ``operators/``, ``api/``, ``sinks/``) and the runtime: the runtime's
 :class:`~kstreamlet.runtime.task.Task` implements it, and so does the task the
 TopologyTestDriver runs. Nothing above the runtime imports the concrete ``Task``
-(Kafka Streams' processors likewise see only ``ProcessorContext``). Typing only: no
+(Kafka Streams' processors likewise see only ``ProcessorContext``). Typing only (and :class:`Record`): no
 run-time cost on the record path.
 """
 
@@ -31,6 +31,41 @@ class InputRecord(Protocol):
     def value(self) -> bytes | None: ...
     def timestamp(self) -> tuple[int, int]: ...
     def headers(self) -> list[tuple[str, bytes]] | None: ...
+
+
+class Record:
+    """An :class:`InputRecord` built from its parts, not fetched: the TopologyTestDriver's piped
+    records, and an async operator's held records issued again after a restore."""
+
+    __slots__ = ("_t", "_p", "_o", "_k", "_v", "_ts", "_h")
+
+    def __init__(self, t: str, p: int, o: int, k: bytes | None, v: bytes | None, ts: int,
+                 h: list[tuple[str, bytes]] | None) -> None:
+        self._t, self._p, self._o, self._k, self._v, self._ts, self._h = t, p, o, k, v, ts, h
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._h
+
+    def error(self) -> None:
+        return None
 
 
 class Collector(Protocol):

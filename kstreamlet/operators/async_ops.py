@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
 import structlog
 from confluent_kafka import KafkaException
 
+from kstreamlet.api.task import Record
 from kstreamlet.errors import ProcessingError, TopologyError
 from kstreamlet.runtime.async_io import AsyncRuntime
 from kstreamlet.runtime.checkpoint import AbortCheckpoint, FatalClientError
@@ -63,41 +64,6 @@ HELD_VERSION = 1
 _SEQ = struct.Struct(">Q")
 _LEN = struct.Struct(">i")
 _HEAD = struct.Struct(">Bqiqqi")  # version, ts, partition, offset, record timestamp, header count
-
-
-class HeldRecord:
-    """The input record of an entry re-issued after a restore (looks like ``confluent_kafka.Message``
-    to the error policy and to header propagation)."""
-
-    __slots__ = ("_t", "_p", "_o", "_k", "_v", "_ts", "_h")
-
-    def __init__(self, t: str, p: int, o: int, k: bytes | None, v: bytes | None, ts: int,
-                 h: list[tuple[str, bytes]] | None) -> None:
-        self._t, self._p, self._o, self._k, self._v, self._ts, self._h = t, p, o, k, v, ts, h
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._h
-
-    def error(self) -> None:
-        return None
 
 
 def _put_bytes(out: list[bytes], b: bytes | None) -> None:
@@ -136,7 +102,7 @@ def encode_held(key: bytes | None, value: bytes | None, ts: int, msg: Any) -> by
     return b"".join(out)
 
 
-def decode_held(raw: bytes) -> tuple[bytes | None, bytes | None, int, HeldRecord | None]:
+def decode_held(raw: bytes) -> tuple[bytes | None, bytes | None, int, Record | None]:
     """``(key, value, ts, input record or None)`` of a stored held record."""
     version, ts, part, off, rts, nh = _HEAD.unpack_from(raw, 0)
     if version > HELD_VERSION:
@@ -153,7 +119,7 @@ def decode_held(raw: bytes) -> tuple[bytes | None, bytes | None, int, HeldRecord
     rv, pos = _get_bytes(raw, pos)
     key, pos = _get_bytes(raw, pos)
     value, pos = _get_bytes(raw, pos)
-    msg = HeldRecord((tb or b"").decode(), part, off, rk, rv, rts, headers) if part >= 0 else None
+    msg = Record((tb or b"").decode(), part, off, rk, rv, rts, headers) if part >= 0 else None
     return key, value, ts, msg
 
 

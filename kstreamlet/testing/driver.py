@@ -63,9 +63,10 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from kstreamlet import serdes as _serdes
+from kstreamlet.api.task import Record
 from kstreamlet.errors import ProcessingError, TopologyError
 from kstreamlet.runtime.async_io import AsyncRuntime
 from kstreamlet.runtime.checkpoint import AbortCheckpoint
@@ -87,39 +88,6 @@ class TestRecord:
     timestamp: int
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     __test__ = False  # not a pytest test class
-
-
-class _Message:
-    """Looks like ``confluent_kafka.Message`` to a task."""
-
-    __slots__ = ("_t", "_p", "_o", "_k", "_v", "_ts", "_h")
-
-    def __init__(self, t: str, p: int, o: int, k: bytes | None, v: bytes | None, ts: int, h: list[tuple[str, bytes]] | None):
-        self._t, self._p, self._o, self._k, self._v, self._ts, self._h = t, p, o, k, v, ts, h
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._h
-
-    def error(self) -> None:
-        return None
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -212,8 +180,8 @@ class TopologyTestDriver:
         #: Outputs of the current checkpoint, readable once it commits.
         self._staged: list[tuple[str, tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]]] = []
         self._offsets: dict[tuple[str, int], int] = {}
-        self._pending: deque[_Message] = deque()
-        self._paused: dict[tuple[str, int], deque[_Message]] = {}
+        self._pending: deque[Record] = deque()
+        self._paused: dict[tuple[str, int], deque[Record]] = {}
         self._delivering = False
         #: Depth of :meth:`one_checkpoint` blocks: records are processed as piped, committed when the outer one ends.
         self._holding = 0
@@ -330,10 +298,19 @@ class TopologyTestDriver:
         (every task ticks, also those of partitions that never had a record), state TTL counts from
         it, and it is the default timestamp of piped records."""
         self.wall_clock_ms += ms
-        self._delivering = True
-        try:
+
+        def tick_all() -> None:
             for task in self.tasks.values():
                 task.tick(self.wall_clock_ms)
+
+        self._step_then_commit(tick_all)
+
+    def _step_then_commit(self, step: Callable[[], None]) -> None:
+        """Run ``step`` as part of the current checkpoint (what it sends is queued), then process
+        and commit; anything escaping aborts the checkpoint."""
+        self._delivering = True
+        try:
+            step()
         except BaseException:
             self._delivering = False
             self._abort()
@@ -413,17 +390,8 @@ class TopologyTestDriver:
     def settle_async(self) -> None:
         """Wait for every async call in flight and commit their results (one checkpoint)."""
         aio = AsyncRuntime.find(self)
-        if aio is None:
-            return
-        self._delivering = True
-        try:
-            aio.drain()
-        except BaseException:
-            self._delivering = False
-            self._abort()
-            raise
-        self._delivering = False
-        self._drain()
+        if aio is not None:
+            self._step_then_commit(aio.drain)
 
     def _commit(self) -> None:
         # Every piped record is its own checkpoint. Watermark records the tasks forward now are
@@ -494,7 +462,7 @@ class TopologyTestDriver:
             raise ValueError(f"topic {topic!r} has {n} partition(s); no partition {partition}")
         off = self._offsets.get((topic, partition), 0)
         self._offsets[(topic, partition)] = off + 1
-        m = _Message(topic, partition, off, key, value, ts, headers)
+        m = Record(topic, partition, off, key, value, ts, headers)
         held = self._paused.get((topic, partition))
         if held is not None:
             held.append(m)  # a backlog: delivered on resume()
