@@ -211,6 +211,8 @@ class AsyncQueue:
         self._snapshot: dict[int, bytes] | None = None
         #: Between the checkpoint's first prepare and its end nothing is released (runtime/async_io.py).
         self.frozen = False
+        #: Whether checkpoints hold this queue's records (False once a record could not be encoded).
+        self.holding = hold is not None
         self._warned = False
 
     # --- what the runtime asks --------------------------------------------------------------
@@ -395,10 +397,10 @@ class AsyncQueue:
     def can_hold(self) -> bool:
         """Whether this checkpoint may commit with the queue's records still held (written to its
         store); False: the runtime drains it first. Encodes the records not yet encoded."""
+        if not self.holding:
+            return False
         if not self.entries:
             return True
-        if self.hold is None:
-            return False
         try:
             for e in self.entries.values():
                 if e.held is None:
@@ -424,22 +426,28 @@ class AsyncQueue:
     def freeze(self) -> None:
         self.frozen = True
 
+    def thaw(self) -> None:
+        self.frozen = False
+
     def min_held_ts(self) -> int | None:
         return min((e.ts for e in self.entries.values()), default=None)
 
     def prepare_commit(self) -> None:
         """Write the records held now (and delete those released since the last checkpoint) to the
-        operator's store, so they commit with the offsets that pass them."""
+        operator's store, so they commit with the offsets that pass them (a queue that does not
+        hold records has been drained: it deletes what the last checkpoint held)."""
         if self.hold is None:
             return
         snap: dict[int, bytes] = {}
         try:
             for seq, e in self.entries.items():
+                if not self.holding:
+                    raise RuntimeError("records pushed into a drained queue during the checkpoint")
                 if e.held is None:  # pushed during this checkpoint's flush
                     e.held = self._encode(e)
                 snap[seq] = e.held
         except Exception as exc:
-            self.hold = None  # from now on drained at checkpoints; this one is replayed that way
+            self.holding = False  # from now on drained at checkpoints; this one is replayed that way
             raise AbortCheckpoint(f"async operator {self.name!r}: a held record cannot be encoded ({exc!r}); "
                                   "its checkpoints wait for the calls in flight from now on") from exc
         store = self.hold[0]

@@ -85,6 +85,10 @@ class AsyncOperator(Protocol):
         """Release nothing more until the checkpoint ends (committed / aborted)."""
         ...
 
+    def thaw(self) -> None:
+        """Release again (the checkpoint drains this operator after all)."""
+        ...
+
     def min_held_ts(self) -> int | None:
         """The smallest timestamp of a held record (None: none held)."""
         ...
@@ -121,6 +125,8 @@ class AsyncRuntime:
         self._left = 0
         #: Inside a checkpoint (between its first prepare and its end): operators are frozen.
         self.checkpointing = False
+        #: The operators this checkpoint drained (not frozen).
+        self._unheld: list[AsyncOperator] = []
         #: Seconds the next checkpoint first waits for the calls in flight (a handover: the member
         #: sets it before the commit on revocation and at shutdown, so fewer calls are made twice).
         self.settle_next = 0.0
@@ -223,11 +229,31 @@ class AsyncRuntime:
         if drain:
             self.drain(ops=drain)
         self.checkpointing = True
+        self._unheld = drain
         for op in self.operators:
-            op.freeze()
+            if op not in drain:
+                op.freeze()
+
+    def drain_unheld(self) -> bool:
+        """During the checkpoint (after a record cache flushed into them): drain again the operators
+        that do not hold records across it — and those that were to, but were pushed a record they
+        cannot encode (thawed: they have not written their records yet). Whether any had something
+        in flight."""
+        if not self.checkpointing:
+            return False
+        for op in self.operators:
+            if op not in self._unheld and not op.can_hold():
+                op.thaw()
+                self._unheld.append(op)
+        ops = self._unheld
+        if not any(op.in_flight() for op in ops):
+            return False
+        self.drain(ops=ops)
+        return True
 
     def checkpoint_ended(self) -> None:
         self.checkpointing = False
+        self._unheld = []
 
     def held_min_ts(self, task: Any) -> int | None:
         """The smallest timestamp of a record held by ``task``'s operators (its watermark stays below)."""

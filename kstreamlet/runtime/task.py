@@ -561,11 +561,15 @@ class Task:
         records across a checkpoint), then freeze: they write what they hold as participants below,
         and the watermark forwarded does not pass it; then the record caches flush (what the
         released results updated included)."""
-        if self.async_runtime is not None:
-            self.async_runtime.checkpoint()
+        aio = self.async_runtime
+        if aio is not None:
+            aio.checkpoint()
         flushers = self._flushers
-        while flushers and any([f() for f in flushers]):
-            pass
+        while True:  # a cache flush may push into an async operator; its results may update a cache
+            flushed = any([f() for f in flushers]) if flushers else False
+            drained = aio.drain_unheld() if aio is not None else False
+            if not (flushed or drained):
+                break
         wm = self.needs_watermarks
         offsets = {tp: (off, (self.stream_time_metadata(tp[0]) or None) if wm else None)
                    for tp, off in self.offsets.items()}

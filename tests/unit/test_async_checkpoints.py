@@ -230,3 +230,51 @@ def test_a_handover_checkpoint_first_lets_the_calls_finish_within_its_bound() ->
         held = d.key_value_store("enrich-async")
         assert len(held) == 1, "the one still running is held, not waited for past the bound"
         assert aio.settle_next == 0.0, "only that one checkpoint settles"
+
+
+def test_what_a_record_cache_flushes_into_an_async_operator_commits_in_that_checkpoint() -> None:
+    async def describe(v: dict) -> str:
+        await asyncio.sleep(0.005)
+        return f"n={v['n']}"
+
+    app = App(application_id="async-after-cache", record_cache_max_bytes=1 << 20)
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.STR)
+        .key_by(lambda w: w, key_serde=serdes.STR)
+        .count(name="counts")
+        .map(lambda n: {"n": n})  # not encodable with the count's serde: this map_async is drained
+        .map_async(lambda v: describe(v), name="describe")
+        .to("out", key_serde=serdes.STR, value_serde=serdes.STR))
+    with TopologyTestDriver(app, wait_for_async=False) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.STR)
+        with d.one_checkpoint():
+            for w in ["a", "b", "a"]:
+                inp.pipe_input(w, key=w)
+        d.restart()  # a crash right after that checkpoint: what it flushed must be in it
+        got = d.output_topic("out", value_serde=serdes.STR).read_values_to_list()
+    assert sorted(got) == ["n=1", "n=2"], got
+
+
+def test_what_a_record_cache_flushes_into_a_holding_async_operator_is_held_by_that_checkpoint() -> None:
+    gate = Gate()
+
+    async def describe(n: int) -> int:
+        await gate({"id": str(n)})
+        return n * 10
+
+    app = App(application_id="async-after-cache-held", record_cache_max_bytes=1 << 20)
+    (app.stream("in", key_serde=serdes.STR, value_serde=serdes.STR)
+        .key_by(lambda w: w, key_serde=serdes.STR)
+        .count(name="counts")
+        .map_async(describe, name="describe")  # the count's serdes (str, int64) encode what it holds
+        .to("out", key_serde=serdes.STR, value_serde=serdes.INT64))
+    with TopologyTestDriver(app, wait_for_async=False) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.STR)
+        with d.one_checkpoint():
+            for w in ["a", "b", "a"]:
+                inp.pipe_input(w, key=w)
+        assert len(d.key_value_store("describe-async")) == 2, "the flushed counts are held, not lost"
+        d.restart()
+        gate.open = True
+        d.settle_async()
+        got = d.output_topic("out", key_serde=serdes.STR, value_serde=serdes.INT64).read_key_values_to_list()
+    assert sorted(got) == [("a", 20), ("b", 10)], got
