@@ -438,18 +438,12 @@ class AsyncQueue:
         hold records has been drained: it deletes what the last checkpoint held)."""
         if self.hold is None:
             return
-        snap: dict[int, bytes] = {}
-        try:
-            for seq, e in self.entries.items():
-                if not self.holding:
-                    raise RuntimeError("records pushed into a drained queue during the checkpoint")
-                if e.held is None:  # pushed during this checkpoint's flush
-                    e.held = self._encode(e)
-                snap[seq] = e.held
-        except Exception as exc:
+        if self.entries and not self.can_hold():  # drain_unheld drains such a queue: not expected here
             self.holding = False  # from now on drained at checkpoints; this one is replayed that way
-            raise AbortCheckpoint(f"async operator {self.name!r}: a held record cannot be encoded ({exc!r}); "
-                                  "its checkpoints wait for the calls in flight from now on") from exc
+            raise AbortCheckpoint(f"async operator {self.name!r} holds records it cannot write (a drained queue, "
+                                  "or records its serdes cannot encode); its checkpoints wait for the calls "
+                                  "in flight from now on")
+        snap = {seq: e.held for seq, e in self.entries.items() if e.held is not None}
         store = self.hold[0]
         persisted = self.persisted
         for seq in persisted.keys() - snap.keys():
