@@ -14,6 +14,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from kstreamlet.errors import TopologyError
+from kstreamlet.runtime.topics import end_offset
 
 log = structlog.get_logger("kstreamlet.broadcast")
 
@@ -22,8 +23,9 @@ BroadcastRecord = tuple[str, "bytes | None", "bytes | None", int]
 
 
 def end_offsets(consumer: Consumer, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """High watermarks (read_committed: last stable offsets) of ``tps``, asked of the broker."""
-    return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30, cached=False)[1] for t, p in tps}
+    """High watermarks (read_committed: last stable offsets) of ``tps``, asked of the broker; a
+    partition whose leader is moving, or of a topic just created, is retried (:func:`end_offset`)."""
+    return {(t, p): end_offset(consumer, t, p) for t, p in tps}
 
 
 def read_to_end(consumer: Consumer, ends: dict[tuple[str, int], int], on_message: Callable[[Any], None],

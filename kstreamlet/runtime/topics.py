@@ -1,8 +1,8 @@
 """Runtime topic administration: the member's one admin client, partition counts, the
 topics a topology needs at start (:func:`prepare_topics`) and changelogs created on first use.
 
-The helper functions (:func:`create_topics`, :func:`delete_topics`, :func:`partition_count`)
-are also what the dev tooling, the test fixtures and the benchmarks use.
+The helper functions (:func:`create_topics`, :func:`delete_topics`, :func:`partition_count`,
+:func:`end_offset`) are also what the dev tooling, the test fixtures and the benchmarks use.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from confluent_kafka import KafkaError, KafkaException
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kstreamlet.errors import TopologyError
@@ -19,6 +20,40 @@ from kstreamlet.topology.builder import Topology, plan_internal_partitions
 
 if TYPE_CHECKING:
     from kstreamlet.config import Settings
+
+log = structlog.get_logger("kstreamlet.topics")
+
+#: Errors of a partition whose leader is moving or unreachable for a while (a broker was
+#: killed or is restarting, an election is in progress), or of a topic just created whose
+#: metadata has not reached every broker yet: an end-offset read is retried.
+TRANSIENT_OFFSET_ERRORS = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.OFFSET_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def end_offset(consumer: Consumer, topic: str, partition: int, within: float = 30.0) -> int:
+    """The partition's end offset asked of its leader (under ``read_committed``: the last stable
+    offset). A transient error (:data:`TRANSIENT_OFFSET_ERRORS`) is retried with backoff for up to
+    ``within`` seconds; after that, or on any other error, the ``KafkaException`` is raised."""
+    deadline = time.monotonic() + within
+    backoff = 0.1
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                     timeout=max(1.0, min(10.0, left)), cached=False)
+            return int(high)
+        except KafkaException as e:
+            code = e.args[0].code() if e.args and isinstance(e.args[0], KafkaError) else None
+            if code not in TRANSIENT_OFFSET_ERRORS or left <= backoff:
+                raise
+            log.info("end offset not available yet; retrying", topic=topic, partition=partition,
+                     error=str(e), retry_in=backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
 
 def create_topics(

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, cast
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from kstreamlet import metrics
+from kstreamlet.runtime.topics import end_offset
 from kstreamlet.state.store import Store
 
 log = structlog.get_logger("kstreamlet.restore")
@@ -41,16 +42,6 @@ RESTORE_CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 #: How long (s) a restore slice waits for data when the fetch queue is empty.
 IDLE_WAIT = 0.005
-
-#: Errors of a partition whose leader is moving or unreachable for a while (a broker was
-#: killed or is restarting, an election is in progress): the end-offset read is retried.
-TRANSIENT_OFFSET_ERRORS = frozenset({
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.FENCED_LEADER_EPOCH,
-    KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
-    KafkaError.OFFSET_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
-})
-
 
 @dataclass
 class _Restoring:
@@ -102,22 +93,7 @@ class Restorer:
         """The changelog's end (last stable offset). While its leader moves (a broker down or
         restarting) the read is retried with backoff for up to ``within`` seconds; after that,
         or on any other error, the ``KafkaException`` is raised."""
-        deadline = time.monotonic() + within
-        backoff = 0.1
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                              timeout=max(1.0, min(10.0, left)), cached=False)
-                return int(high)
-            except KafkaException as e:
-                code = e.args[0].code() if e.args and isinstance(e.args[0], KafkaError) else None
-                if code not in TRANSIENT_OFFSET_ERRORS or left <= backoff:
-                    raise
-                log.info("changelog end offset not available yet; retrying", topic=topic, partition=partition,
-                         error=str(e), retry_in=backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        return end_offset(self.consumer, topic, partition, within)
 
     def add(self, task_key: Any, stores: list[Store], exactly_once: bool) -> bool:
         """Start restoring a task's stores; False when nothing needs restoring."""

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from kstreamlet.config import Settings
+from kstreamlet.runtime.topics import end_offset
 from kstreamlet.tools.common import (
     EXIT_OK,
     ToolError,
@@ -211,7 +212,7 @@ def _stops(consumer: Consumer, topic: str, parts: list[int], to_offset: int | No
     offset), or ``to_offset + 1``."""
     stops = {}
     for p in parts:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+        high = end_offset(consumer, topic, p)
         stops[p] = high if to_offset is None else min(high, to_offset + 1)
     return stops
 

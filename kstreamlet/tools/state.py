@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from kstreamlet.config import Settings
+from kstreamlet.runtime.topics import end_offset
 from kstreamlet.state.inspect import (
     DECODABLE,
     Entry,
@@ -72,7 +73,7 @@ def read_changelog(settings: Settings, topic: str, timeout: float = 60.0) -> dic
             raise ToolError(f"changelog {topic} does not exist (the store has no committed state yet, or the app "
                             "was reset)", EXIT_NOT_FOUND)
         parts = sorted(md.partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)[1] for p in parts}
+        ends = {p: end_offset(c, topic, p) for p in parts}
         todo = {p for p in parts if ends[p] > 0}
         out: dict[bytes, tuple[int, bytes]] = {}
         if not todo:
