@@ -113,10 +113,25 @@ class WatermarkTracker:
             return self.watermark
         inp = self.inputs[topic]
         inp.last_active = now
+        if inp.upstream is not None:
+            if ts > inp.max_ts:
+                inp.max_ts = ts
+            return self.watermark  # data does not move a forwarded input; watermark records do
+        if not self.idle:
+            # The minimum can rise only when the input holding it moves: a record that does not
+            # advance its input, or advances an input already above the task's watermark, leaves
+            # the watermark where it is. (Other inputs turning idle with time are the
+            # processing-time ticks' recompute; an idle task recomputes on every record, so that
+            # it becomes active at once.)
+            if ts <= inp.max_ts:
+                return self.watermark
+            above = inp.max_ts != MIN_WATERMARK and inp.max_ts - inp.bound - 1 > self.watermark
+            inp.max_ts = ts
+            if above:
+                return self.watermark
+            return self.recompute(now)
         if ts > inp.max_ts:
             inp.max_ts = ts
-        if inp.upstream is not None:
-            return self.watermark  # data does not move a forwarded input; watermark records do
         return self.recompute(now)
 
     def observe_upstream(self, topic: str, source: str, watermark: int, now: int, idle: bool = False) -> int:

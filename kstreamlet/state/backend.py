@@ -7,7 +7,7 @@ atomically, so the local data and its offset never disagree.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 #: Reserved key holding the changelog offset; user keys are length-prefixed or timestamp
 #: prefixed and can never start with eight 0xff bytes.
@@ -19,6 +19,10 @@ class Backend(Protocol):
 
     def write(self, batch: Mapping[bytes, bytes | None], offset: int | None) -> None:
         """Apply puts (value) and deletes (None) and the changelog offset atomically."""
+
+    def restore(self, records: Sequence[Any], offset: int) -> None:
+        """Apply changelog messages in order (``key()``; ``value()``, None deletes; a later one of
+        a key wins) and the changelog offset atomically: the restore path's bulk write."""
 
     def iter_from(self, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key < end`` (``end`` None: unbounded) in key order (the offset key excluded)."""
@@ -52,6 +56,16 @@ class MemoryBackend:
                 data[k] = v
         if offset is not None:
             self._offset = offset
+
+    def restore(self, records: Sequence[Any], offset: int) -> None:
+        data = self._data
+        for m in records:
+            v = m.value()
+            if v is None:
+                data.pop(m.key(), None)
+            else:
+                data[m.key()] = v
+        self._offset = offset
 
     def iter_from(self, start: bytes, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         for k in sorted(k for k in self._data if k >= start and (end is None or k < end)):

@@ -153,34 +153,29 @@ class Restorer:
             timeout = IDLE_WAIT if self._starved else 0.0
         msgs = self.consumer.consume(max_records, timeout)
         self._starved = not msgs
-        batches: dict[TP, list[tuple[bytes, bytes | None]]] = {}
-        last: dict[TP, Any] = {}
+        # One pass sorts the slice's messages by changelog partition; the store's backend then
+        # reads key and value straight from them into one write batch (no per-record tuple or
+        # dict). Records come in runs per partition: look the partition's list up once per run.
+        batches: dict[TP, list[Any]] = {}
         active = self.active
-        # Records come in runs per partition: look the partition's list up once per run.
         cur_tp: Any = None
-        cur: list[tuple[bytes, bytes | None]] | None = None
+        cur: list[Any] | None = None
         tp: Any
-        prev: Any = None
         for m in msgs:
             if m.error() is not None:
                 continue
             tp = (m.topic(), m.partition())
             if tp != cur_tp:
-                if cur_tp is not None and cur is not None:
-                    last[cur_tp] = prev
                 cur_tp = tp
                 cur = batches.get(tp)
                 if cur is None and tp in active:
                     cur = batches[tp] = []
             if cur is not None:
-                cur.append((m.key(), m.value()))  # type: ignore[arg-type]  # changelog keys are never null
-            prev = m
-        if cur_tp is not None and cur is not None:
-            last[cur_tp] = prev
+                cur.append(m)
         now = time.monotonic()
         for tp, recs in batches.items():
             r = active[tp]
-            offset = cast(int, last[tp].offset())
+            offset = cast(int, recs[-1].offset())
             r.store.restore(recs, offset)
             r.restored += len(recs)
             self.total_restored += len(recs)

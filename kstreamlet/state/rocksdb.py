@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import struct
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
@@ -66,6 +66,18 @@ class RocksDBBackend:
                 put(k, v)
         if offset is not None:
             wb.put(OFFSET_KEY, _OFFSET.pack(offset))
+        self._db.write(wb, self._wopts)
+
+    def restore(self, records: Sequence[Any], offset: int) -> None:
+        wb = WriteBatch(raw_mode=True)
+        put, delete = wb.put, wb.delete
+        for m in records:
+            v = m.value()
+            if v is None:
+                delete(m.key())
+            else:
+                put(m.key(), v)
+        wb.put(OFFSET_KEY, _OFFSET.pack(offset))
         self._db.write(wb, self._wopts)
 
     def begin_bulk_load(self) -> None:

@@ -10,7 +10,7 @@ last record; on abort it is dropped. So local state never runs ahead of Kafka.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from kstreamlet.errors import RecordProductionError
 from kstreamlet.state.backend import Backend
@@ -80,6 +80,9 @@ class Store:
         """Entries with ``start <= key < end`` (end None = unbounded), merged with the buffer."""
         lo = bisect.bisect_left(self._sorted, start)
         hi = len(self._sorted) if end is None else bisect.bisect_left(self._sorted, end)
+        if lo == hi:  # nothing buffered in the range: the backend's entries as they are
+            yield from self.backend.iter_from(start, end)
+            return
         buf = self.buffer
         pending = [(k, buf[k]) for k in self._sorted[lo:hi]]
         i = 0
@@ -187,11 +190,10 @@ class Store:
 
     # --- restoration -------------------------------------------------------------------------------
 
-    def restore(self, records: list[tuple[bytes, bytes | None]], last_offset: int) -> None:
-        batch: dict[bytes, bytes | None] = {}
-        for k, v in records:
-            batch[k] = v
-        self.backend.write(batch, last_offset)
+    def restore(self, records: Sequence[Any], last_offset: int) -> None:
+        """Apply changelog messages (``key()``, ``value()``; a None value deletes) in order, with
+        ``last_offset``, as one atomic write."""
+        self.backend.restore(records, last_offset)
 
     def reset(self) -> None:
         """Delete all local data (it will be rebuilt from the changelog)."""
