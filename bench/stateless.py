@@ -109,6 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     faust_worker.add_timeout_argument(p)
     common.add_source_argument(p)
     p.add_argument("--out", default=NAME, help="results file stem under bench/results (default 'stateless')")
+    common.add_warmup_records_argument(p)  # Faust ignores it (its report row says cold)
 
 
 def sizes_of(args: argparse.Namespace) -> list[int]:
@@ -139,12 +140,14 @@ def _worker_parser() -> argparse.ArgumentParser:
     w.add_argument("--timeout", type=float, default=600.0,
                    help="Faust: stop this many seconds after the first record (a partial run); others: give up")
     w.add_argument("--profile-out")
+    w.add_argument("--warmup-records", type=int, default=0,
+                   help="records processed before the clock starts (JIT / cache warm-up excluded)")
     return w
 
 
 def worker(argv: list[str]) -> int:
     a = _worker_parser().parse_args(argv)
-    probe = common.Probe(a.target)
+    probe = common.Probe(a.target, warmup=a.warmup_records if a.system != "faust" else 0)
     facts: dict[str, Any] = {"system": a.system}
     try:
         if a.system == "raw":
@@ -226,7 +229,10 @@ def _raw_loop(a: argparse.Namespace, probe: common.Probe) -> None:
         msgs = consume(batch, 0.05)
         if msgs:
             if probe.t_first is None:
-                probe.first()
+                if probe.warmup:
+                    probe.progress(n)  # the clock starts once the warm-up records are processed
+                else:
+                    probe.first()
             if eos and not in_txn:
                 producer.begin_transaction()
                 in_txn = True
@@ -289,8 +295,11 @@ def _kstreamlet_member(a: argparse.Namespace, probe: common.Probe, facts: dict[s
 
         def before_batch(self, m: Any, msgs: list[Any]) -> None:
             if probe.t_first is None:
-                probe.first()
-                if prof is not None:
+                if probe.warmup:
+                    probe.progress(m.records_processed)  # the clock starts after the warm-up records
+                else:
+                    probe.first()
+                if prof is not None and probe.t_first is not None:
                     prof.enable()
 
         def on_batch(self, m: Any, msgs: list[Any], processed: int) -> None:
@@ -370,6 +379,9 @@ class Suite:
                 verify: bool = True, profile_out: Path | None = None) -> dict[str, Any]:
         a = self.args
         target = target or a.records
+        warm = getattr(a, "warmup_records", 0) if rep not in ("warmup", "profile") and system != "faust" else 0
+        if warm >= target:
+            raise SystemExit(f"--warmup-records {warm} must be below the records per run ({target:,})")
         consumer = mode if system in LIBRDKAFKA_SYSTEMS else OWN_CLIENT
         tag = f"{system}-{size}B-{setting.key}-{mode if system in LIBRDKAFKA_SYSTEMS else 'own'}-r{rep}"
         in_topic = self.in_topics[size]
@@ -384,7 +396,7 @@ class Suite:
                 "stateless", bootstrap=self.bootstrap, application_id=group, in_topic=in_topic, out_topic=out_topic,
                 state_dir=str(state_dir), guarantee=setting.guarantee,
                 commit_interval_ms=int(setting.commit_interval * 1000), target=target, timeout_s=int(timeout_s),
-                threads=KAFKA_STREAMS_THREADS[system])
+                threads=KAFKA_STREAMS_THREADS[system], warmup_records=warm)
             outcome = common.run_command(cmd, timeout_s + 60, log_path, cwd=state_dir)
         else:
             worker_timeout = a.faust_timeout if system == "faust" else 90 + target / 10_000
@@ -395,6 +407,8 @@ class Suite:
                     "--state-dir", str(state_dir), "--timeout", str(worker_timeout)]
             if profile_out:
                 argv += ["--profile-out", str(profile_out)]
+            if warm:
+                argv += ["--warmup-records", str(warm)]
             outcome = common.run_worker_with(self.pythons[system], NAME, argv, timeout=worker_timeout + 120,
                                              log_path=log_path, kstreamlet_dir=self.kstreamlet_dir)
         res = dict(outcome.result or {})
@@ -693,6 +707,7 @@ def _report(params: dict[str, Any], args: argparse.Namespace, settings: list[Set
     cmd = (f"python -m bench stateless --records {args.records} --sizes {','.join(map(str, params['sizes']))} "
            f"--repeats {args.repeats} --consumer {args.consumer} --systems {','.join(systems)}"
            + (f" --faust-timeout {args.faust_timeout:g}" if "faust" in systems else "")
+           + (f" --warmup-records {args.warmup_records}" if getattr(args, "warmup_records", 0) else "")
            + (f" --kstreamlet-ref {args.kstreamlet_ref}" if args.kstreamlet_ref else ""))
     load = info.get("input_load_seconds")
     md = f"""# Stateless benchmark: consume → upper-case → produce

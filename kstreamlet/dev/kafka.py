@@ -105,6 +105,10 @@ _LOG4J2 = """Configuration:
     Logger:
       - name: kafka.server.KafkaRaftServer
         level: INFO
+      # Transaction markers the coordinator skips (a partition without a leader is taken for
+      # deleted): the cause of a transaction left hanging after a restart.
+      - name: kafka.coordinator.transaction.TransactionMarkerChannelManager
+        level: INFO
 """
 
 
@@ -116,6 +120,9 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, timeout: float = 900.0) -> P
     home = cache_dir() / f"kafka-{version}"
     libs = home / "libs"
     if (home / ".complete").exists():
+        log_config = home / "log4j2.yaml"
+        if not log_config.exists() or log_config.read_text() != _LOG4J2:
+            log_config.write_text(_LOG4J2)  # a cache from an earlier version: its logging setup
         return libs
     mvn = _require_tool("mvn", "Install Maven (Debian: `apt-get install -y maven`).")
     _require_tool("java", "Install a Java 17+ runtime (Debian: `apt-get install -y openjdk-17-jre-headless`).")

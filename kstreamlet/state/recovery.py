@@ -42,6 +42,9 @@ RESTORE_CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 #: How long (s) a restore slice waits for data when the fetch queue is empty.
 IDLE_WAIT = 0.005
+#: How long (s) a restore waits for a changelog's last stable offset to reach the store's local
+#: offset (the markers of the store's own last commit may still be on their way).
+STABLE_WAIT = 10.0
 
 @dataclass
 class _Restoring:
@@ -109,8 +112,7 @@ class Restorer:
                 if reason:
                     self._wipe(store, reason)
             elif offset is not None and offset + 1 > end:
-                self._wipe(store, f"local offset {offset} is beyond the changelog end {end}")
-                offset = None
+                offset, end = self._past_stable_end(store, tp, offset, end)
             start = offset + 1 if offset is not None else 0
             # Restore progress series exist from the assignment on (0 when nothing is to restore).
             metrics.RESTORED_RECORDS.labels(store.name)
@@ -125,6 +127,41 @@ class Restorer:
         if assign:
             self.consumer.incremental_assign(assign)
         return bool(assign)
+
+    def _past_stable_end(self, store: Store, tp: TP, offset: int, end: int) -> tuple[int | None, int]:
+        """The store's local offset is past the changelog's last stable offset ``end``. The store
+        holds only committed writes, so either the changelog was deleted and recreated (an
+        application reset: its high watermark is below the offset too) — the store is wiped
+        (the offset returned is None) — or a transaction before the offset is not resolved yet: commit markers
+        are written after the commit returns, and a broker restart delays them. Then the last
+        stable offset is awaited for :data:`STABLE_WAIT` s; past that the transaction is
+        reported as hanging and the local state, which the committed offsets match, is kept.
+        Returns the local offset (None once wiped) and the changelog end to restore to."""
+        high = self._high_watermark(*tp)
+        if offset + 1 > high:
+            self._wipe(store, f"local offset {offset} is beyond the changelog end {high}")
+            return None, end
+        deadline = time.monotonic() + STABLE_WAIT
+        while offset + 1 > end and time.monotonic() < deadline:
+            time.sleep(0.2)
+            end = self.end_offset(*tp)
+        if offset + 1 > end:
+            log.error("a transaction holds the changelog's last stable offset below the store's committed offset: "
+                      "it is open past the transaction timeout or left hanging by the broker (see "
+                      "`kafka-transactions.sh find-hanging`); the local state is kept, and records of the "
+                      "partition past that offset stay invisible to read_committed readers until it is resolved",
+                      store=store.name, partition=store.partition, topic=tp[0], local_offset=offset,
+                      last_stable_offset=end, high_watermark=high, waited_seconds=STABLE_WAIT)
+        return offset, end
+
+    def _high_watermark(self, topic: str, partition: int) -> int:
+        """The changelog's end including records of unresolved transactions (read_uncommitted),
+        from a short-lived consumer: asked only when a store is past the last stable offset."""
+        c = self._make_consumer({**self._config, "isolation.level": "read_uncommitted"})
+        try:
+            return end_offset(c, topic, partition)
+        finally:
+            c.close()
 
     def _wipe(self, store: Store, reason: str) -> None:
         log.warning("wiping local state that cannot be trusted", store=store.name, partition=store.partition, reason=reason)

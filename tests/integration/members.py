@@ -267,3 +267,37 @@ class OutputWatch(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join(30)
+
+
+def hanging_transactions(bootstrap: str, prefixes: list[str], settle: float = 35.0) -> list[str]:
+    """Partitions of the topics starting with one of ``prefixes`` whose last stable offset stays
+    below the high watermark for ``settle`` seconds once nothing produces to them any more: a
+    transaction that is neither committed nor aborted there. With every producer stopped, the
+    coordinator aborts a transaction that is merely open within the transaction timeout (10 s
+    here, checked every 10 s), so what stays is a transaction the broker left *hanging* — e.g. a
+    single broker restarted after kill -9 whose transaction coordinator completed a commit before
+    the partitions had a leader again, and skipped their markers as it does for deleted
+    partitions. No client can make such a partition's records visible to ``read_committed``
+    readers (``kafka-transactions.sh find-hanging`` / ``abort`` is the operator's remedy).
+    Returns ``topic[partition]: LSO < HW`` lines (empty when there is none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    def ends(isolation: str) -> dict[tuple[str, int], int]:
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hanging-{uuid.uuid4().hex}",
+                      "isolation.level": isolation, "enable.auto.commit": False})
+        try:
+            md = c.list_topics(timeout=10)
+            tps = [(t, p) for t, tm in md.topics.items() if any(t.startswith(x) for x in prefixes)
+                   for p in tm.partitions]
+            return {tp: c.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1] for tp in tps}
+        finally:
+            c.close()
+
+    deadline = time.monotonic() + settle
+    while True:
+        stable, high = ends("read_committed"), ends("read_uncommitted")
+        stuck = sorted(f"{t}[{p}]: last stable offset {stable[(t, p)]} < high watermark {h}"
+                       for (t, p), h in high.items() if stable.get((t, p), h) < h)
+        if not stuck or time.monotonic() >= deadline:
+            return stuck
+        time.sleep(2)
