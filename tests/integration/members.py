@@ -77,9 +77,16 @@ class Members:
         self.procs.clear()
         return codes
 
-    def events(self, name: str, event: str) -> list[dict]:
+    def events(self, name: str, event: str, incarnation: int | None = None) -> list[dict]:
+        """The ``event`` log records of member ``name``: of every start (``incarnation`` None), of
+        its ``incarnation``-th start (1 = the first), or of its latest (-1)."""
+        logs = sorted(self.log_dir.glob(f"{name}-*.log"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+        if incarnation == -1:
+            logs = logs[-1:]
+        elif incarnation is not None:
+            logs = [f for f in logs if f.stem == f"{name}-{incarnation}"]
         out = []
-        for f in sorted(self.log_dir.glob(f"{name}-*.log")):
+        for f in logs:
             for line in f.read_text(errors="replace").splitlines():
                 if line.startswith("{") and f'"{event}"' in line:
                     try:

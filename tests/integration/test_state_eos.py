@@ -4,7 +4,6 @@ wiped state dirs, and restoration of a large changelog."""
 from __future__ import annotations
 
 import collections
-import json
 import random
 import shutil
 import struct
@@ -54,17 +53,7 @@ def _owns_state_task(members: Members, name: str) -> bool:
 
 def _latest_events(members: Members, name: str, event: str) -> list[dict]:
     """The ``event`` log records of the latest incarnation of ``name``."""
-    logs = sorted(members.log_dir.glob(f"{name}-*.log"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
-    out = []
-    for line in (logs[-1].read_text(errors="replace").splitlines() if logs else []):
-        if line.startswith("{") and f'"{event}"' in line:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == event:
-                out.append(rec)
-    return out
+    return members.events(name, event, incarnation=-1)
 
 
 def _wait_for_state_task(members: Members, name: str, timeout: float, required: bool = True) -> bool:

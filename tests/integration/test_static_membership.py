@@ -25,17 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 def _incarnation_events(members: Members, name: str, n: int, event: str) -> list[dict]:
     """The ``event`` records of the ``n``-th start of member ``name``."""
-    f = members.log_dir / f"{name}-{n}.log"
-    out = []
-    for line in f.read_text(errors="replace").splitlines() if f.exists() else []:
-        if line.startswith("{") and f'"{event}"' in line:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") == event:
-                out.append(rec)
-    return out
+    return members.events(name, event, incarnation=n)
 
 
 def _wait(members: Members, name: str, n: int, event: str, timeout: float) -> tuple[list[dict], float]:
