@@ -196,6 +196,9 @@ class AsyncQueue:
         st = getattr(task, "subtopology", None)
         self.inputs = [(t, task.partition) for t in (st.sources if st is not None else ())]
         self.runtime = AsyncRuntime.of(task.collector, task.settings)
+        queues = getattr(task, "async_queues", None)
+        if queues is not None:
+            queues.append(self)
         self.loop = self.runtime.loop
         self.entries: dict[int, _Entry] = {}
         self.by_key: dict[Any, deque[_Entry]] = {}
@@ -204,6 +207,8 @@ class AsyncQueue:
         self._releasing = False
         #: Most records held at once (tests and the benchmark read it).
         self.max_in_flight = 0
+        #: A record waited for a free slot since the runtime's last backpressure look.
+        self.saturated = False
         #: Where held records go at a checkpoint, and their key / value serdes (None: drained instead).
         self.hold = hold
         #: seq -> stored record of what the last committed checkpoint held; the current checkpoint's.

@@ -27,10 +27,17 @@ timestamp of a record its operators hold. So an abort, a rebalance or a shutdown
 result to be emitted twice, nor one lost.
 
 Backpressure: an operator holds at most ``concurrency`` records (in flight or waiting to be
-released in order). :meth:`AsyncRuntime.backpressure` pauses the input partitions of every task
-with a full operator and resumes them (only those it paused) once there is room again; a record
-pushed into a full operator waits, running the loop, for a free slot — the queue is never
-unbounded.
+released in order). A member's task manager does not route a record to a task whose operator is
+full: it parks it, and every later record of its partition, on the task (runtime/tasks.py), so
+the loop goes on committing, polling and serving other tasks; the parked records (at most one
+consumed batch) are routed as slots free up, and the commit offset never passes them. A record
+pushed into a full operator anyway (one input fanned out by a ``flat_map``; the test driver)
+waits, running the loop, for a free slot — the queue is never unbounded. After each batch
+:meth:`AsyncRuntime.backpressure` pauses the input partitions of every task whose operator is
+full, has parked records or had to wait for a slot since it last looked, so the consumer stops
+fetching for it; it resumes them (only those it paused) once nothing is parked and the operator
+holds at most half its capacity (a low mark, so a busy task is not paused and resumed on every
+iteration; each pause drops the partition's prefetched records, which resume fetches again).
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ class AsyncOperator(Protocol):
 
     #: Most records held at once (``concurrency``).
     capacity: int
+
+    #: Set by the runtime when a record had to wait for a free slot; cleared by :meth:`AsyncRuntime.backpressure`.
+    saturated: bool
 
     def running(self) -> int:
         """Calls not yet complete."""
@@ -291,6 +301,7 @@ class AsyncRuntime:
         # Wait for a few completions at a time, not one: each entry into the loop costs more than
         # a call's own step, and a slot or two of ``concurrency`` idle for a moment costs little.
         batch = max(1, op.capacity // 16)
+        op.saturated = True
         while op.full():
             if time.monotonic() > deadline:
                 raise AbortCheckpoint(f"an async operator stayed full for {self.checkpoint_timeout:g}s "
@@ -309,17 +320,22 @@ class AsyncRuntime:
     def backpressure(self, pause: Callable[[list[Any]], None], resume: Callable[[list[Any]], None],
                      make_tp: Callable[[str, int], Any], keep_paused: Callable[[TP], bool] = lambda tp: False,
                      assigned: Iterable[TP] | None = None) -> None:
-        """Pause the inputs of tasks whose operator is full; resume those this runtime paused once
-        there is room (not those ``keep_paused``, e.g. restoring). Forgets partitions no longer
-        ``assigned`` (a new assignment starts unpaused)."""
+        """Pause the inputs of tasks whose operator is full, has parked records or waited for a
+        slot since the last call; resume those this runtime paused once their operator is down to
+        half its capacity (not those ``keep_paused``, e.g. restoring). Forgets partitions no longer
+        ``assigned`` (the member resumes a partition it gives up)."""
         if assigned is not None:
             self.paused &= set(assigned)
         full: set[TP] = set()
+        busy: set[TP] = set()  # above the low mark: a paused input stays paused
         for op in self.operators:
-            if op.full():
+            if op.full() or op.saturated or getattr(op.task, "parked", None):
                 full.update(op.inputs)
+            elif op.in_flight() > op.capacity // 2:
+                busy.update(op.inputs)
+            op.saturated = False
         to_pause = sorted(full - self.paused)
-        to_resume = sorted(tp for tp in self.paused - full if not keep_paused(tp))
+        to_resume = sorted(tp for tp in self.paused - full - busy if not keep_paused(tp))
         if to_pause:
             pause([make_tp(t, p) for t, p in to_pause])
             self.paused.update(to_pause)

@@ -573,6 +573,7 @@ class Member:
             self._rebuild_needed = True
         self.tasks.revoke(partitions, self.restorer)
         self._forget_partitions(partitions)
+        self._unpause(consumer, partitions)
         metrics.REBALANCES.labels("revoked").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self.tasks.assigned))
         self.log.info("partitions revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
@@ -582,12 +583,23 @@ class Member:
         # Another member may own them already: our checkpoint must not commit.
         self.tasks.revoke(partitions, self.restorer)
         self._forget_partitions(partitions)
+        self._unpause(consumer, partitions)
         metrics.REBALANCES.labels("lost").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self.tasks.assigned))
         try:
             self._abort_and_rewind()
         except FatalClientError:
             self._rebuild_needed = True
+
+    def _unpause(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Resume partitions on their way out. librdkafka keeps a partition's pause across a
+        revocation: one paused while restoring or by async backpressure, given back to this member
+        later, would stay paused for good (no one remembers pausing it; Kafka's Java consumer
+        starts a newly assigned partition unpaused)."""
+        try:
+            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        except KafkaException as e:
+            self.log.warning("resume of revoked partitions failed", error=str(e))
 
     def _forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
         """Revoked, lost or dropped input partitions: their lag series and metric notes go."""
@@ -652,7 +664,7 @@ class Member:
                 self._recover(e)
                 next_commit = time.monotonic() + interval
 
-    def _process(self, msgs: list[Any]) -> None:
+    def _process(self, msgs: list[Any], resumed: bool = False) -> None:
         ckpt, errors, collector = self.ckpt, self.errors, self.collector
         assert ckpt is not None and errors is not None and collector is not None
         for listener in self.listeners:
@@ -661,7 +673,7 @@ class Member:
             self.limits.apply_pending(wait=1.0)
         if self.eos and not ckpt.in_transaction:
             ckpt.begin()
-        n = self.tasks.process(msgs, errors.handle, self._consumer_error)
+        n = self.tasks.process(msgs, errors.handle, self._consumer_error, resumed)
         self.records_processed += n
         # Serve delivery reports once per batch: under EOS they would otherwise pile up until the
         # commit and fill the producer queue (each BufferError costs a poll with a timeout).
@@ -676,12 +688,17 @@ class Member:
     def _async_step(self, aio: AsyncRuntime, ckpt: Checkpointer, consumer: Consumer, restorer: Restorer,
                     wait: float) -> None:
         """Async operators (runtime/async_io.py): run their loop briefly, release completed results
-        into the open transaction, pause the inputs of full tasks and resume the others."""
+        into the open transaction, route the records parked behind operators that have room now
+        (runtime/tasks.py), pause the inputs of full tasks and resume the others."""
         if aio.pending():
             if self.eos and not ckpt.in_transaction:
                 ckpt.begin()
             if aio.step(wait):
                 ckpt.work_pending = True  # released results (and held records to forget) want a commit
+        if self.tasks.parking:
+            parked = self.tasks.take_parked()  # records parked behind full operators that have room now
+            if parked:
+                self._process(parked, resumed=True)
         topology = self.topology
         aio.backpressure(consumer.pause, consumer.resume, TopicPartition,
                          keep_paused=lambda tp: restorer.is_restoring((topology.subtopology_of(tp[0]).id, tp[1])),

@@ -159,7 +159,7 @@ class Task:
         "broadcast_handlers", "watermark_sinks", "needs_watermarks", "needs_ticks", "watermarks", "_sent",
         "_wm_gauge", "_holder", "_committed_max_ts", "_fired_wm", "_compiled", "on_message", "multi_input",
         "_queues", "offsets", "first", "_committed_wm", "_committed_sent", "watermarks_in", "firing_timers", "_flushers",
-        "async_runtime",
+        "async_runtime", "async_queues", "parked",
     )
 
     def __init__(self, subtopology: SubTopology, partition: int, collector: RecordCollector,
@@ -218,6 +218,11 @@ class Task:
         #: Watermark records consumed per forwarded input since the task manager last read them
         #: (they are not records in: kstreamlet_records_in_total excludes them).
         self.watermarks_in: dict[str, int] = {}
+        #: The async operators' queues of this task (operators/async_ops.py registers them).
+        self.async_queues: list[Any] = []
+        #: Input partition -> records consumed but not routed yet because an async operator of
+        #: this task was full (the task manager parks them; at most a batch, the partition paused).
+        self.parked: dict[tuple[str, int], deque[Message]] = {}
         self.on_message: dict[str, Callable[[Message], None]] = {
             topic: self._compile_source(src) for topic, src in subtopology.sources.items()
         }
@@ -545,6 +550,17 @@ class Task:
         for q in self._queues.values():
             q.clear()
 
+    def async_full(self) -> bool:
+        """An async operator of this task has no free slot: a record routed now would wait."""
+        for q in self.async_queues:
+            if q.full():
+                return True
+        return False
+
+    def async_room(self) -> int:
+        """Free slots of this task's fullest async operator."""
+        return min((q.capacity - q.in_flight() for q in self.async_queues), default=0)
+
     # --- checkpoint participation (runtime/checkpoint.py calls these for every task) ------------
 
     @property
@@ -601,6 +617,11 @@ class Task:
         """The checkpoint aborted: drop everything since the last commit; returns where each input
         rewinds (the first offset processed since)."""
         rewind = dict(self.first)
+        for tp, q in self.parked.items():  # consumed, never processed: replayed too
+            if q:
+                off = q[0].offset()
+                rewind[tp] = min(rewind.get(tp, off), off)
+        self.parked.clear()
         self.offsets.clear()
         self.first.clear()
         self.clear_buffers()
@@ -620,6 +641,7 @@ class Task:
             p.recover()
 
     def close(self) -> None:
+        self.parked.clear()
         metrics.forget_task(self.id)  # its watermark and stream-time series
         self._wm_gauge = None
         for p in self.participants:

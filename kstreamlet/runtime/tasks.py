@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -63,6 +64,8 @@ class TaskManager:
         #: Input partition -> its task (offsets are noted on the task).
         self.owners: dict[TP, Task] = {}
         self.assigned: set[TP] = set()
+        #: Tasks with records parked behind a full async operator (:meth:`process`).
+        self.parking: set[Task] = set()
         self.multi_input: list[Task] = []
         #: Tasks with event time or timers: ticked every loop iteration.
         self.timed: list[Task] = []
@@ -214,7 +217,9 @@ class TaskManager:
         for tp in partitions:
             t = (tp.topic, tp.partition)
             self.routes.pop(t, None)
-            self.owners.pop(t, None)
+            owner = self.owners.pop(t, None)
+            if owner is not None:
+                owner.parked.pop(t, None)  # consumed, not processed: the next owner starts before them
             self.assigned.discard(t)
         closed = []
         for key, task in list(self.tasks.items()):
@@ -222,6 +227,7 @@ class TaskManager:
                 with self.query_lock:  # waits for a query reading its stores
                     self.queryable.pop(key, None)
                 del self.tasks[key]
+                self.parking.discard(task)
                 if task in self.multi_input:
                     self.multi_input.remove(task)
                 if task in self.timed:
@@ -241,6 +247,7 @@ class TaskManager:
         self.routes.clear()
         self.owners.clear()
         self.assigned.clear()
+        self.parking.clear()
         self.multi_input.clear()
         self.timed.clear()
 
@@ -278,6 +285,9 @@ class TaskManager:
         """Records are waiting in ``topic[partition]`` (from the last fetch; no broker round trip)."""
         if consumer is None or (topic, partition) not in self.assigned:
             return False
+        owner = self.owners.get((topic, partition))
+        if owner is not None and owner.parked.get((topic, partition)):
+            return True  # consumed but parked (async backpressure): not idle
         try:
             tp = TopicPartition(topic, partition)
             _, high = consumer.get_watermark_offsets(tp, cached=True)
@@ -295,14 +305,24 @@ class TaskManager:
     # --- the record path ------------------------------------------------------------------------
 
     def process(self, msgs: list[Any], handle: Callable[[Any, Exception], None],
-                consumer_error: Callable[[Any], None]) -> int:
+                consumer_error: Callable[[Any], None], resumed: bool = False) -> int:
         """Route a batch to the tasks; returns the number of records processed. Each task notes
         the next offset to commit and the first offset of the checkpoint (where an abort
         rewinds) of its inputs. A failing record goes to ``handle`` (the error policy);
-        Kafka, checkpoint and ``error_policy=fail`` errors propagate."""
+        Kafka, checkpoint and ``error_policy=fail`` errors propagate.
+
+        A record of a task whose async operator is full is *parked* on the task, not routed
+        (with every later record of its partition): the loop goes on (commits, polls, other
+        tasks) instead of waiting inside the batch, the partition is paused (async backpressure)
+        and :meth:`take_parked` hands the records back once there is room. The commit offset
+        never passes a parked record. ``resumed``: ``msgs`` came from :meth:`take_parked` (the
+        heads of their partitions' parked records: those parked again go back in front)."""
         routes = self.routes
         owners = self.owners
         n = 0
+        gate: Callable[[], bool] | None = None  # the run's task has async operators: is one full?
+        held: dict[TP, list[Message]] = {}  # parked in this batch
+        task: Task | None = None
         # Messages of one partition come in runs: look the route up, note the rewind offset and
         # the commit offset once per run, not per record.
         cur_t: str | None = None
@@ -324,7 +344,7 @@ class TaskManager:
                 p = m.partition()
                 t = m.topic()
                 if p != cur_p or t != cur_t:
-                    if route is not None:
+                    if route is not None and n > run_n:
                         offsets[tp] = last_off + 1
                         self._note_run(tp, n - run_n, last_m)
                     run_n = n
@@ -335,8 +355,16 @@ class TaskManager:
                         task = owners[tp]
                         offsets = task.offsets
                         task.first.setdefault(tp, m.offset())
+                        gate = task.async_full if task.async_queues else None
                 if route is None:
                     continue  # revoked while in flight
+                if gate is not None:
+                    h = held.get(tp)
+                    if h is not None or gate() or (not resumed and tp in task.parked):  # type: ignore[union-attr]
+                        if h is None:
+                            h = held[tp] = []
+                        h.append(m)
+                        continue
                 try:
                     route(m)
                 except (KafkaException, ProcessingError, FatalClientError, AbortCheckpoint):
@@ -346,7 +374,7 @@ class TaskManager:
                 last_off = m.offset()
                 last_m = m
                 n += 1
-            if route is not None:
+            if route is not None and n > run_n:
                 offsets[tp] = last_off + 1
                 self._note_run(tp, n - run_n, last_m)
         except BaseException:
@@ -358,6 +386,16 @@ class TaskManager:
                     if owner is not None:
                         owner.first.setdefault((m.topic(), m.partition()), m.offset())
             raise
+        for (t, p), h in held.items():
+            owner = owners[(t, p)]
+            q = owner.parked.get((t, p))
+            if q is None:
+                owner.parked[(t, p)] = deque(h)
+            elif resumed:
+                q.extendleft(reversed(h))
+            else:
+                q.extend(h)
+            self.parking.add(owner)
         for task in self.multi_input:
             task.drain(functools.partial(self._process_buffered, task, handle=handle))
         for task in self.timed:
@@ -368,6 +406,27 @@ class TaskManager:
                         task.watermarks_in[t] = 0
         self.last_ts = last_m.timestamp()[1] if last_m is not None else None
         return n
+
+    def take_parked(self) -> list[Message]:
+        """Records parked by :meth:`process` of tasks with free async slots again: per partition
+        the oldest first, per task at most as many as its fullest operator has free slots (those
+        that still find it full, e.g. behind a ``flat_map``, are parked again in front)."""
+        out: list[Message] = []
+        for task in list(self.parking):
+            room = task.async_room()
+            for tp in list(task.parked):
+                q = task.parked[tp]
+                while q and room > 0:
+                    out.append(q.popleft())
+                    room -= 1
+                if not q:
+                    del task.parked[tp]
+            if not task.parked:
+                self.parking.discard(task)
+        return out
+
+    def parked_count(self) -> int:
+        return sum(len(q) for task in self.parking for q in task.parked.values())
 
     def _note_run(self, tp: TP, records: int, last: Any) -> None:
         """Metrics of a run of ``records`` records of input partition ``tp`` ending with ``last``."""

@@ -109,9 +109,41 @@ def test_in_flight_never_exceeds_capacity_and_full_task_pauses_its_partition() -
             for i in range(3, 20):  # waits for room: never a fourth call in flight
                 inp.pipe_input({"id": f"x{i}", "ms": 2}, key="x", partition=0)
         aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
+        assert resumed == [], "records waited for a slot since the last look: the input stays paused"
+        aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
         assert resumed == [[("in", 0)]], "a partition it paused is resumed once there is room"
         assert len(_out(d)) == 20
     assert probe.max_in_flight == 3
+
+
+def test_a_task_that_waited_for_a_slot_is_paused_and_resumed_at_half_capacity() -> None:
+    """A batch bigger than the free slots waits for room record by record; by the time the loop
+    looks, the last calls may have completed (not full). The task still outpaced its calls: its
+    input is paused, and resumed only once its operator holds at most half its capacity."""
+    probe = Probe()
+    with TopologyTestDriver(_app(probe, concurrency=4)) as d:
+        inp = d.input_topic("in", key_serde=serdes.STR, value_serde=serdes.JSON, partitions=2)
+        paused: list[list] = []
+        resumed: list[list] = []
+        with d.one_checkpoint():
+            for i in range(12):  # 8 of them wait for a slot
+                inp.pipe_input({"id": f"y{i}", "ms": 1}, key="y", partition=1)
+            aio = d.async_runtime()
+            assert aio is not None
+            aio.run(0.5, 4)
+            aio.emit_ready()
+            ops = [op for op in aio.operators if op.inputs == [("in", 1)]]
+            assert ops and not ops[0].full()
+            aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
+            assert paused == [[("in", 1)]], "a task whose records waited for a slot must be paused"
+            inp.pipe_input({"id": "slow-a", "ms": 300}, key="y", partition=1)
+            inp.pipe_input({"id": "slow-b", "ms": 300}, key="y", partition=1)
+            inp.pipe_input({"id": "slow-c", "ms": 300}, key="y", partition=1)
+            aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
+            assert ops[0].in_flight() == 3 and resumed == [], "above half its capacity: stays paused"
+        aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
+        assert resumed == [[("in", 1)]]
+        assert sorted(_out(d)) == sorted([f"y{i}" for i in range(12)] + ["slow-a", "slow-b", "slow-c"])
 
 
 def test_timeout_then_retries_then_dead_letter_with_the_error() -> None:

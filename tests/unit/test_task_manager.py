@@ -123,3 +123,86 @@ def test_committed_offsets_wait_until_the_previous_owners_transaction_is_resolve
     got = tm.committed_stable(consumer, [TopicPartition("in", 0)])  # type: ignore[arg-type]
     assert [(c.partition, c.offset) for c in got] == [(0, 7)]
     assert consumer.committed_calls == 3, "asked again while the offset commit was unstable (KIP-447)"
+
+
+def async_manager(concurrency: int) -> tuple[TaskManager, Collector]:
+    import asyncio
+
+    async def slow(v: bytes) -> bytes:
+        await asyncio.sleep(0.01)
+        return v
+
+    app = App(application_id="tm-async", bootstrap_servers="127.0.0.1:1")
+    app.stream("in").map_async(slow, concurrency=concurrency).to("out")
+    collector = Collector()
+
+    def new_task(st: Any, partition: int) -> Task:
+        return Task(st, partition, collector, lambda t: 3, settings=app.settings)
+
+    return TaskManager(app.topology(), new_task, exactly_once=True, transaction_timeout=1.0), collector
+
+
+def test_records_of_a_task_whose_async_operator_is_full_are_parked_not_routed():
+    """A full async operator does not block the batch: its task's later records are parked (in
+    partition order, behind any parked before), the commit offset stops before them, other tasks
+    go on; parked records come back as slots free up, and an abort rewinds to them."""
+    from kstreamlet.runtime.async_io import AsyncRuntime
+
+    tm, collector = async_manager(concurrency=2)
+    tm.assign(FakeConsumer(), None, [TopicPartition("in", 0), TopicPartition("in", 1)])  # type: ignore[arg-type]
+    msgs = [Msg("in", 0, o, f"a{o}".encode()) for o in range(5, 10)] + [Msg("in", 1, 3, b"b3"), Msg("in", 1, 4, b"b4")]
+    assert tm.process(msgs, lambda m, e: None, lambda err: None) == 4
+    t0, t1 = tm.task_of("in", 0), tm.task_of("in", 1)
+    assert t0 is not None and t1 is not None
+    assert t0.offsets == {("in", 0): 7}, "the commit offset must not pass a parked record"
+    assert t0.first == {("in", 0): 5} and t1.offsets == {("in", 1): 5}
+    assert [m.offset() for m in t0.parked[("in", 0)]] == [7, 8, 9] and not t1.parked
+    assert tm.parking == {t0} and tm.has_backlog(object(), "in", 0)  # type: ignore[arg-type]
+    # A later batch of the partition queues behind the parked records, even with room.
+    assert tm.process([Msg("in", 0, 10, b"a10")], lambda m, e: None, lambda err: None) == 0
+    assert [m.offset() for m in t0.parked[("in", 0)]] == [7, 8, 9, 10]
+
+    aio = AsyncRuntime.find(collector)
+    assert aio is not None
+    aio.run(1.0, 4)
+    aio.emit_ready()
+    assert not t0.async_full()
+    back = tm.take_parked()
+    assert [m.offset() for m in back] == [7, 8], "as many as the free slots, oldest first"
+    # Routed while full (another batch filled the slots first): parked again, in front.
+    routed = tm.process([Msg("in", 1, 5, b"b5")], lambda m, e: None, lambda err: None)
+    assert routed == 1
+    t0.async_queues[0].capacity = 0  # make it full for this check
+    assert tm.process(back, lambda m, e: None, lambda err: None, resumed=True) == 0
+    assert [m.offset() for m in t0.parked[("in", 0)]] == [7, 8, 9, 10]
+    t0.async_queues[0].capacity = 2
+    assert tm.process(tm.take_parked(), lambda m, e: None, lambda err: None, resumed=True) == 2
+    assert t0.offsets == {("in", 0): 9} and [m.offset() for m in t0.parked[("in", 0)]] == [9, 10]
+    aio.run(1.0, 2)
+    aio.emit_ready()
+    out = [v for _, v, _ in collector.sent]
+    assert [v for v in out if v.startswith(b"a")] == [b"a5", b"a6", b"a7", b"a8"], "partition order kept"
+    # An abort replays from the first record of the checkpoint, parked ones included.
+    assert t0.aborted() == {("in", 0): 5} and not t0.parked
+    assert tm.take_parked() == [] and not tm.parking
+
+
+def test_an_abort_after_a_commit_rewinds_to_the_oldest_parked_record():
+    tm, _ = async_manager(concurrency=1)
+    tm.assign(FakeConsumer(), None, [TopicPartition("in", 0)])  # type: ignore[arg-type]
+    tm.process([Msg("in", 0, o) for o in range(3)], lambda m, e: None, lambda err: None)
+    t0 = tm.task_of("in", 0)
+    assert t0 is not None and t0.offsets == {("in", 0): 1}
+    t0.committed()  # a checkpoint committed offset 1 (the held record) while 1 and 2 stay parked
+    assert t0.aborted() == {("in", 0): 1}, "parked records were consumed, never processed: replay them"
+
+
+def test_revoking_a_partition_drops_its_parked_records():
+    tm, _ = async_manager(concurrency=1)
+    tm.assign(FakeConsumer(), None, [TopicPartition("in", 0), TopicPartition("in", 1)])  # type: ignore[arg-type]
+    tm.process([Msg("in", 0, 0), Msg("in", 0, 1), Msg("in", 1, 0), Msg("in", 1, 1)], lambda m, e: None, lambda err: None)
+    t1 = tm.task_of("in", 1)
+    assert t1 is not None and t1.parked
+    tm.revoke([TopicPartition("in", 0)], None)
+    assert tm.task_of("in", 0) is None and t1 in tm.parking
+    assert [(m.partition(), m.offset()) for m in tm.take_parked()] in ([], [(1, 1)])
