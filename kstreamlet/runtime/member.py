@@ -18,6 +18,7 @@ or outage ends the member (docs/architecture.md, "Broker and coordinator outages
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -50,7 +51,7 @@ from kstreamlet.runtime.production import OutputLimits, rejected_output
 from kstreamlet.runtime.readiness import Readiness
 from kstreamlet.runtime.task import Task
 from kstreamlet.runtime.tasks import TaskManager
-from kstreamlet.runtime.topics import TopicAdmin, create_topics, prepare_topics
+from kstreamlet.runtime.topics import TopicAdmin, create_topics, prepare_topics, resume_now
 from kstreamlet.runtime.topology_check import check_topology
 from kstreamlet.sources.base import SourceRunner
 from kstreamlet.state.factory import StoreFactory
@@ -693,14 +694,19 @@ class Member:
         if aio.pending():
             if self.eos and not ckpt.in_transaction:
                 ckpt.begin()
-            if aio.step(wait):
+            # Records parked behind full operators: wait for a few completions at a time, as a
+            # push into a full operator does (each loop iteration costs more than a call's step).
+            k = self.tasks.parked_batch()
+            if k > 1:
+                k = min(k, max(1, sum(op.running() for op in aio.operators)))
+            if aio.step(wait, k):
                 ckpt.work_pending = True  # released results (and held records to forget) want a commit
         if self.tasks.parking:
             parked = self.tasks.take_parked()  # records parked behind full operators that have room now
             if parked:
                 self._process(parked, resumed=True)
         topology = self.topology
-        aio.backpressure(consumer.pause, consumer.resume, TopicPartition,
+        aio.backpressure(consumer.pause, functools.partial(resume_now, consumer), TopicPartition,
                          keep_paused=lambda tp: restorer.is_restoring((topology.subtopology_of(tp[0]).id, tp[1])),
                          assigned=self.tasks.assigned)
 
@@ -753,7 +759,7 @@ class Member:
     def _restore_step(self, restorer: Restorer, consumer: Consumer) -> None:
         done, resume = self.tasks.restore_step(restorer)
         if resume:
-            consumer.resume(resume)
+            resume_now(consumer, resume)
         for task in done:
             self.log.info("task restored; processing resumes", task=task.id)
             for listener in self.listeners:

@@ -425,8 +425,12 @@ class TaskManager:
                 self.parking.discard(task)
         return out
 
-    def parked_count(self) -> int:
-        return sum(len(q) for task in self.parking for q in task.parked.values())
+    def parked_batch(self) -> int:
+        """Completions worth waiting for before routing parked records again: 1/16 of the smallest
+        capacity of a parking task (1 when nothing is parked)."""
+        if not self.parking:
+            return 1
+        return max(1, min((q.capacity for task in self.parking for q in task.async_queues), default=16) // 16)
 
     def _note_run(self, tp: TP, records: int, last: Any) -> None:
         """Metrics of a run of ``records`` records of input partition ``tp`` ending with ``last``."""

@@ -56,6 +56,26 @@ def end_offset(consumer: Consumer, topic: str, partition: int, within: float = 3
             backoff = min(backoff * 2, 2.0)
 
 
+def resume_now(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Resume ``partitions`` and have them fetched at once. librdkafka's resume alone leaves a
+    partition to its broker thread's next idle wake-up, about a second later when nothing else
+    is being fetched (measured: ~950 ms from resume to the first record on a quiet consumer, ~8
+    ms with this seek). Seeking each to its own position (the next record the application has
+    not seen, where the resume fetches from anyway) wakes the fetcher; a partition with no
+    position yet (nothing consumed since its assignment) is only resumed."""
+    consumer.resume(partitions)
+    try:
+        positions = consumer.position(partitions)
+    except KafkaException:
+        return
+    for tp in positions:
+        if tp.offset >= 0:
+            try:
+                consumer.seek(tp)
+            except KafkaException:  # not fetching yet: the resume starts it from its offset anyway
+                pass
+
+
 def create_topics(
     admin: AdminClient,
     topics: Mapping[str, int],

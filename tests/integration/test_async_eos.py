@@ -163,8 +163,9 @@ def test_async_backpressure_pauses_full_tasks_and_unordered_delivers_exactly_onc
                 resp.raise_for_status()
                 return await resp.text()
 
+        # Small consume batches: a task pauses once it parks more than twice max(capacity, batch).
         app = App(application_id=f"async-bp-{uuid.uuid4().hex[:6]}", bootstrap_servers=kafka_bootstrap,
-                  commit_interval=0.2, state_backend="memory")
+                  commit_interval=0.2, state_backend="memory", poll_batch_size=50)
         (app.stream(inp, value_serde=serdes.STR).map_async(enrich, concurrency=capacity, ordered=False)
             .to(out, value_serde=serdes.STR))
         clients = PauseRecorder()
@@ -220,7 +221,7 @@ def test_a_partition_paused_when_revoked_is_consumed_again_when_it_comes_back(ka
             # the operator's changelog stays empty and a partition coming back is not restored
             # (a restore would resume it and hide the stall).
             app = App(application_id=app_id, bootstrap_servers=kafka_bootstrap, commit_interval=0.2,
-                      state_dir=state_dir)
+                      state_dir=state_dir, poll_batch_size=20)  # pauses past 40 parked records
             (app.stream(inp, value_serde=serdes.STR).map(lambda v: frozenset([v]))
                 .map_async(enrich, concurrency=1, checkpoint_value_serde=serdes.JSON)
                 .to(out, value_serde=serdes.STR))

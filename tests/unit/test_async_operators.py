@@ -105,8 +105,11 @@ def test_in_flight_never_exceeds_capacity_and_full_task_pauses_its_partition() -
             aio = d.async_runtime()
             assert aio is not None
             aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
-            assert paused == [[("in", 0)]], "the full task's input partition must be paused"
-            for i in range(3, 20):  # waits for room: never a fourth call in flight
+            assert paused == [], "full, but no record waits for it: nothing to hold back yet"
+            inp.pipe_input({"id": "x3", "ms": 2}, key="x", partition=0)  # waits for a slot
+            aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
+            assert paused == [[("in", 0)]], "a task whose input waited for a slot must be paused"
+            for i in range(4, 20):  # waits for room: never a fourth call in flight
                 inp.pipe_input({"id": f"x{i}", "ms": 2}, key="x", partition=0)
         aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
         assert resumed == [], "records waited for a slot since the last look: the input stays paused"

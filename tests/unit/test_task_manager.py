@@ -206,3 +206,57 @@ def test_revoking_a_partition_drops_its_parked_records():
     tm.revoke([TopicPartition("in", 0)], None)
     assert tm.task_of("in", 0) is None and t1 in tm.parking
     assert [(m.partition(), m.offset()) for m in tm.take_parked()] in ([], [(1, 1)])
+
+
+def test_backpressure_pauses_past_twice_the_low_mark_of_parked_records_and_resumes_at_it():
+    """The low mark is the larger of the capacity and the consume batch: a pause costs a refetch
+    (librdkafka drops prefetched records), so it is not taken for a few parked records."""
+    from kstreamlet.runtime.async_io import AsyncRuntime
+
+    tm, collector = async_manager(concurrency=2)
+    tm.assign(FakeConsumer(), None, [TopicPartition("in", 0)])  # type: ignore[arg-type]
+    aio = AsyncRuntime.find(collector)
+    assert aio is not None
+    aio.batch = 5
+    paused: list[list] = []
+    resumed: list[list] = []
+
+    def look() -> None:
+        aio.backpressure(paused.append, resumed.append, lambda t, p: (t, p))
+
+    tm.process([Msg("in", 0, o) for o in range(12)], lambda m, e: None, lambda err: None)  # 2 in flight, 10 parked
+    look()
+    assert paused == [], "10 parked is not more than twice the low mark (5)"
+    tm.process([Msg("in", 0, 12)], lambda m, e: None, lambda err: None)
+    look()
+    assert paused == [[("in", 0)]]
+    t0 = tm.task_of("in", 0)
+    assert t0 is not None
+    for _ in range(3):  # 11 -> 5 parked, two at a time as slots free
+        aio.run(1.0, 2)
+        aio.emit_ready()
+        tm.process(tm.take_parked(), lambda m, e: None, lambda err: None, resumed=True)
+        look()
+        left = sum(len(q) for q in t0.parked.values())
+        assert (resumed == []) == (left > 5), f"{left} parked: resumed {resumed}"
+    assert resumed == [[("in", 0)]]
+
+
+def test_resume_now_seeks_each_resumed_partition_to_its_own_position():
+    from kstreamlet.runtime.topics import resume_now
+
+    calls: list[Any] = []
+
+    class C:
+        def resume(self, tps: list[TopicPartition]) -> None:
+            calls.append(("resume", [(t.topic, t.partition) for t in tps]))
+
+        def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+            return [TopicPartition(t.topic, t.partition, {0: 42, 1: OFFSET_INVALID}[t.partition]) for t in tps]
+
+        def seek(self, tp: TopicPartition) -> None:
+            calls.append(("seek", tp.topic, tp.partition, tp.offset))
+
+    resume_now(C(), [TopicPartition("in", 0), TopicPartition("in", 1)])  # type: ignore[arg-type]
+    assert calls == [("resume", [("in", 0), ("in", 1)]), ("seek", "in", 0, 42)], \
+        "a partition with no position yet (nothing consumed) is only resumed"
