@@ -29,8 +29,8 @@ result to be emitted twice, nor one lost.
 Backpressure: an operator holds at most ``concurrency`` records (in flight or waiting to be
 released in order). A member's task manager does not route a record to a task whose operator is
 full: it parks it, and every later record of its partition, on the task (runtime/tasks.py), so
-the loop goes on committing, polling and serving other tasks; the parked records (at most one
-consumed batch) are routed as slots free up, and the commit offset never passes them. A record
+the loop goes on committing, polling and serving other tasks; the parked records (bounded by
+the marks below) are routed as slots free up, and the commit offset never passes them. A record
 pushed into a full operator anyway (one input fanned out by a ``flat_map``; the test driver)
 waits, running the loop, for a free slot — the queue is never unbounded. After each batch
 :meth:`AsyncRuntime.backpressure` pauses the input partitions of every task with more than twice

@@ -221,7 +221,8 @@ class Task:
         #: The async operators' queues of this task (operators/async_ops.py registers them).
         self.async_queues: list[Any] = []
         #: Input partition -> records consumed but not routed yet because an async operator of
-        #: this task was full (the task manager parks them; at most a batch, the partition paused).
+        #: this task was full (the task manager parks them; bounded: runtime/async_io.py pauses the
+        #: partition past a few batches).
         self.parked: dict[tuple[str, int], deque[Message]] = {}
         self.on_message: dict[str, Callable[[Message], None]] = {
             topic: self._compile_source(src) for topic, src in subtopology.sources.items()
