@@ -110,6 +110,9 @@ class TaskServices(Protocol):
     #: The empty key scope: operator (per-task) state.
     operator_keyctx: "KeyContext"
     collector: Collector
+    #: The task's async operator queues (operators/async_ops.py registers each): while one is full
+    #: the task manager parks the task's records instead of routing them.
+    async_queues: list[Any]
 
     @property
     def watermark(self) -> int:

@@ -196,9 +196,7 @@ class AsyncQueue:
         st = getattr(task, "subtopology", None)
         self.inputs = [(t, task.partition) for t in (st.sources if st is not None else ())]
         self.runtime = AsyncRuntime.of(task.collector, task.settings)
-        queues = getattr(task, "async_queues", None)
-        if queues is not None:
-            queues.append(self)
+        task.async_queues.append(self)  # the task manager parks records while one is full
         self.loop = self.runtime.loop
         self.entries: dict[int, _Entry] = {}
         self.by_key: dict[Any, deque[_Entry]] = {}

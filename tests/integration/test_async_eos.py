@@ -15,6 +15,7 @@ import collections
 import threading
 import time
 import uuid
+from typing import Awaitable, Callable
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -118,6 +119,26 @@ def test_async_map_exactly_once_and_in_order_when_a_member_is_killed(kafka_boots
         members.stop_all()
 
 
+def aiohttp_enrich(url: str) -> Callable[[str], Awaitable[str]]:
+    """``GET url?v=<value>`` with aiohttp, one session per event loop (in-process members each
+    have their own loop)."""
+    import asyncio
+
+    import aiohttp
+
+    sessions: dict[int, aiohttp.ClientSession] = {}
+
+    async def enrich(v: str) -> str:
+        s = sessions.get(id(asyncio.get_running_loop()))
+        if s is None:
+            s = sessions[id(asyncio.get_running_loop())] = aiohttp.ClientSession()
+        async with s.get(url, params={"v": v}) as resp:
+            resp.raise_for_status()
+            return await resp.text()
+
+    return enrich
+
+
 class PauseRecorder(KafkaClients):
     """Real clients; the consumer's pause()/resume() calls are recorded."""
 
@@ -145,24 +166,11 @@ class PauseRecorder(KafkaClients):
 
 
 def test_async_backpressure_pauses_full_tasks_and_unordered_delivers_exactly_once(kafka_bootstrap, kafka_topic):
-    import aiohttp
-
     inp = kafka_topic(partitions=2, name="async-bp-in")
     out = kafka_topic(partitions=2, name="async-bp-out")
     n, capacity = 600, 4
     with HttpService(latency_min=0.02, latency_max=0.05, seed=3) as svc:
-        sessions: dict[int, aiohttp.ClientSession] = {}
-
-        async def enrich(v: str) -> str:
-            import asyncio
-
-            s = sessions.get(id(asyncio.get_running_loop()))
-            if s is None:
-                s = sessions[id(asyncio.get_running_loop())] = aiohttp.ClientSession()
-            async with s.get(svc.url, params={"v": v}) as resp:
-                resp.raise_for_status()
-                return await resp.text()
-
+        enrich = aiohttp_enrich(svc.url)
         # Small consume batches: a task pauses once it parks more than twice max(capacity, batch).
         app = App(application_id=f"async-bp-{uuid.uuid4().hex[:6]}", bootstrap_servers=kafka_bootstrap,
                   commit_interval=0.2, state_backend="memory", poll_batch_size=50)
@@ -196,23 +204,14 @@ def test_a_partition_paused_when_revoked_is_consumed_again_when_it_comes_back(ka
     """librdkafka keeps a partition's pause across a revocation. A member whose task was paused by
     backpressure when a second member took its partition, and which gets it back when that
     member leaves, must consume it again (the stall the kill -9 test ran into: missing outputs)."""
-    import aiohttp
-
     inp = kafka_topic(partitions=2, name="async-rv-in")
     out = kafka_topic(partitions=2, name="async-rv-out")
     n = 360
     with HttpService(latency_min=0.04, latency_max=0.06, seed=5) as svc:
-        sessions: dict[int, aiohttp.ClientSession] = {}
+        call = aiohttp_enrich(svc.url)
 
         async def enrich(v: frozenset[str]) -> str:
-            import asyncio
-
-            s = sessions.get(id(asyncio.get_running_loop()))
-            if s is None:
-                s = sessions[id(asyncio.get_running_loop())] = aiohttp.ClientSession()
-            async with s.get(svc.url, params={"v": next(iter(v))}) as resp:
-                resp.raise_for_status()
-                return await resp.text()
+            return await call(next(iter(v)))
 
         app_id = f"async-rv-{uuid.uuid4().hex[:6]}"
 
