@@ -36,6 +36,8 @@ _ONE = struct.pack(">q", 1)  # the time trigger's state of a window with one ele
 _NO_FIRE = 2**63 - 1  # continuous trigger state: no early firing pending (Flink: empty fire-time state)
 #: Window contents purged (``PurgingTrigger``): the entry keeps only its 8-byte trigger state.
 _EMPTY: Any = object()
+#: Buckets whose windows a window operator keeps computed (see WindowOperator.open).
+_ASSIGNED_MAX = 64
 
 
 @dataclass
@@ -167,6 +169,18 @@ class WindowOperator(KeyedProcessFunction):
         a = self.assigner
         self._fixed_size = int(getattr(a, "size", 0)) if (
             self._kind == "time" and type(a) in (TumblingWindows, SlidingWindows) and not a.merging) else 0
+        # The windows of an element depend only on its bucket ``ts - (ts - offset) % step`` for
+        # tumbling windows (step = size) and for sliding windows whose size is a multiple of their
+        # slide (step = slide; with another size the count varies within a bucket). Each bucket's
+        # windows, their key suffixes and cleanup times are computed once (a few live buckets at a
+        # time; the memo is cleared when it grows past _ASSIGNED_MAX).
+        if type(a) is TumblingWindows:
+            self._step: tuple[int, int] | None = (a.offset, a.size)
+        elif type(a) is SlidingWindows and a.size % a.slide == 0:
+            self._step = (a.offset, a.slide)
+        else:
+            self._step = None
+        self._assigned: dict[int, list[tuple[TimeWindow, bytes, int, int]]] = {}
 
     @property
     def state_layouts(self) -> dict[str, int]:
@@ -218,6 +232,22 @@ class WindowOperator(KeyedProcessFunction):
 
     # --- elements ---------------------------------------------------------------------------------
 
+    def _windows_of(self, ts: int) -> list[tuple[TimeWindow, bytes, int, int]]:
+        """``(window, key suffix, max_timestamp, cleanup time)`` of each window ``ts`` belongs to."""
+        step = self._step
+        if step is None:
+            return [self._window_entry(w) for w in self.assigner.assign(ts)]
+        bucket = ts - (ts - step[0]) % step[1]
+        out = self._assigned.get(bucket)
+        if out is None:
+            if len(self._assigned) >= _ASSIGNED_MAX:
+                self._assigned.clear()
+            out = self._assigned[bucket] = [self._window_entry(w) for w in self.assigner.assign(ts)]
+        return out
+
+    def _window_entry(self, w: TimeWindow) -> tuple[TimeWindow, bytes, int, int]:
+        return w, window_key(b"", w.start, w.end), w.max_timestamp, cleanup_time(w, self.lateness)
+
     def process_element(self, value: Any, ctx: KeyedContext) -> None:
         if self.assigner.merging:
             self._process_merging(value, ctx)
@@ -226,17 +256,15 @@ class WindowOperator(KeyedProcessFunction):
         ts = ctx.timestamp if event_time else ctx.timers.current_processing_time()
         now = ctx.current_watermark if event_time else ctx.timers.current_processing_time()
         prefix = key_prefix(ctx.key_bytes)
-        lateness = self.lateness
         accepted = False
         append = self._append
-        for w in self.assigner.assign(ts):
-            c = w.max_timestamp + lateness
-            if event_time and (c if c < MAX_TIMESTAMP else MAX_TIMESTAMP) <= now:  # cleanup_time, inlined
+        for w, suffix, max_ts, cleanup in self._windows_of(ts):
+            if event_time and cleanup <= now:
                 continue  # late for this window (it may still fit another sliding window)
             accepted = True
-            k = _win_key(prefix, w)
+            k = prefix + suffix
             raw = self.store.get(k)
-            if append is not None and w.max_timestamp > now:
+            if append is not None and max_ts > now:
                 # Nothing fires on this element: add it to the serialized contents as they are.
                 if raw is None:
                     self.store.put(k, _ONE + append(self._empty, value))
@@ -251,7 +279,7 @@ class WindowOperator(KeyedProcessFunction):
                 self._save(k, count + 1, acc)
                 if raw is None:
                     self._register_window_timers(ctx, w, now)
-                if w.max_timestamp <= now:
+                if max_ts <= now:
                     self._fire(ctx, w, acc)  # a late element within the allowed lateness: fire again
                     if self._purge:
                         self._save(k, count + 1, _EMPTY)  # PurgingTrigger: FIRE_AND_PURGE
