@@ -170,6 +170,9 @@ class IntervalJoinOperator(KeyedProcessFunction):
         self._loaded = False
         #: segment -> buffer keys expiring in it; a heap of the segments.
         self._segments: dict[int, list[bytes]] = {}
+        #: key prefix + side byte -> buffered entries of that key and side (an element looks the
+        #: other side up only when it has some: no store scan for a key the other side never sent).
+        self._live: dict[bytes, int] = {}
         self._heap: list[int] = []
         #: Times of cleanup timers this operator registered and that have not fired, and the earliest.
         self._pending: set[int] = set()
@@ -180,7 +183,10 @@ class IntervalJoinOperator(KeyedProcessFunction):
         expiry = ts + (self._left_cleanup if side == LEFT else self._right_cleanup)
         return -((-expiry) // self.step)
 
-    def _index(self, key: bytes, side: int, ts: int) -> int:
+    def _index(self, key: bytes, side: int, ts: int, head: bytes) -> int:
+        """Index a new buffer entry ``key`` (``head``: its key prefix and side byte)."""
+        live = self._live
+        live[head] = live.get(head, 0) + 1
         seg = self._segment(side, ts)
         keys = self._segments.get(seg)
         if keys is None:
@@ -193,7 +199,7 @@ class IntervalJoinOperator(KeyedProcessFunction):
     def _load(self, ctx: KeyedContext) -> None:
         for k, _ in self.store.iter_range(b"", None):
             n = key_prefix_length(k)
-            self._index(k, k[n], _unpack_ts(k, n + 1)[0] - BIAS)
+            self._index(k, k[n], _unpack_ts(k, n + 1)[0] - BIAS, k[:n + 1])
         self._loaded = True
         self._schedule(ctx)
 
@@ -212,11 +218,17 @@ class IntervalJoinOperator(KeyedProcessFunction):
 
     def _sweep(self, watermark: int) -> None:
         """Delete every entry of every segment that ended at or before ``watermark``."""
-        heap, segments, step, delete = self._heap, self._segments, self.step, self.store.delete
+        heap, segments, step, delete, live = self._heap, self._segments, self.step, self.store.delete, self._live
         end_of_time = watermark >= MAX_TIMESTAMP
         while heap and (end_of_time or heap[0] * step <= watermark):
             for k in segments.pop(heapq.heappop(heap)):
                 delete(k)
+                head = k[:key_prefix_length(k) + 1]
+                left = live[head] - 1
+                if left:
+                    live[head] = left
+                else:
+                    del live[head]
 
     # --- records and timers --------------------------------------------------------------------------
 
@@ -247,12 +259,13 @@ class IntervalJoinOperator(KeyedProcessFunction):
             self._load(ctx)
         store = self.store
         prefix = key_prefix(ctx.key_bytes)
-        k = prefix + _SIDES[side] + _pack_ts(ts + BIAS)
+        head = prefix + _SIDES[side]
+        k = head + _pack_ts(ts + BIAS)
         raw = store.get(k)
         item = self._ser[side](v)
         if raw is None:
             store.put(k, _LEN.pack(len(item)) + item)
-            seg = self._index(k, side, ts)
+            seg = self._index(k, side, ts, head)
             if self._next is None or seg * self.step < self._next:
                 self._schedule(ctx)
         else:
@@ -262,6 +275,8 @@ class IntervalJoinOperator(KeyedProcessFunction):
             other, lo, hi = RIGHT, ts + self.lower, ts + self.upper
         else:
             other, lo, hi = LEFT, ts - self.upper, ts - self.lower
+        if prefix + _SIDES[other] not in self._live:
+            return  # the other side has nothing buffered for this key
         n = len(prefix) + 1
         de, fn, emit = self._de[other], self.fn, ctx.emit
         for ok, oraw in store.iter_range(self._bound(prefix, other, lo), self._bound(prefix, other, hi + 1)):
