@@ -330,7 +330,6 @@ class TaskManager:
         tp: TP = ("", -1)
         route: Callable[[Message], None] | None = None
         offsets: dict[TP, int] = {}
-        last_off = -1
         counts = self.batch_in
         counts.clear()
         run_n = 0
@@ -345,7 +344,7 @@ class TaskManager:
                 t = m.topic()
                 if p != cur_p or t != cur_t:
                     if route is not None and n > run_n:
-                        offsets[tp] = last_off + 1
+                        offsets[tp] = last_m.offset() + 1
                         self._note_run(tp, n - run_n, last_m)
                     run_n = n
                     cur_p, cur_t = p, t
@@ -371,11 +370,10 @@ class TaskManager:
                     raise
                 except Exception as e:
                     handle(m, e)
-                last_off = m.offset()
-                last_m = m
+                last_m = m  # the run's commit offset is read from its last record at the run's end
                 n += 1
             if route is not None and n > run_n:
-                offsets[tp] = last_off + 1
+                offsets[tp] = last_m.offset() + 1
                 self._note_run(tp, n - run_n, last_m)
         except BaseException:
             # The consumer's position is past the whole batch: when processing stops early (an
