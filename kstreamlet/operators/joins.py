@@ -6,6 +6,7 @@ builders in :mod:`kstreamlet.dsl.joins` make that union.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import struct
 from typing import Any, Callable
@@ -170,9 +171,10 @@ class IntervalJoinOperator(KeyedProcessFunction):
         self._loaded = False
         #: segment -> buffer keys expiring in it; a heap of the segments.
         self._segments: dict[int, list[bytes]] = {}
-        #: key prefix + side byte -> buffered entries of that key and side (an element looks the
-        #: other side up only when it has some: no store scan for a key the other side never sent).
-        self._live: dict[bytes, int] = {}
+        #: key prefix + side byte -> the store keys of that key and side's buffered entries, in key
+        #: (= timestamp) order: an element reads the other side's matches by key (point reads of
+        #: the few entries in its range) instead of opening a store scan.
+        self._live: dict[bytes, list[bytes]] = {}
         self._heap: list[int] = []
         #: Times of cleanup timers this operator registered and that have not fired, and the earliest.
         self._pending: set[int] = set()
@@ -185,8 +187,13 @@ class IntervalJoinOperator(KeyedProcessFunction):
 
     def _index(self, key: bytes, side: int, ts: int, head: bytes) -> int:
         """Index a new buffer entry ``key`` (``head``: its key prefix and side byte)."""
-        live = self._live
-        live[head] = live.get(head, 0) + 1
+        same = self._live.get(head)
+        if same is None:
+            self._live[head] = [key]
+        elif key > same[-1]:
+            same.append(key)  # the usual case: timestamps of a key and side mostly rise
+        else:
+            bisect.insort(same, key)
         seg = self._segment(side, ts)
         keys = self._segments.get(seg)
         if keys is None:
@@ -224,11 +231,12 @@ class IntervalJoinOperator(KeyedProcessFunction):
             for k in segments.pop(heapq.heappop(heap)):
                 delete(k)
                 head = k[:key_prefix_length(k) + 1]
-                left = live[head] - 1
-                if left:
-                    live[head] = left
-                else:
+                keys = live[head]
+                if len(keys) == 1:
                     del live[head]
+                else:
+                    # Expiry follows the timestamp, so a sweep takes a key's oldest entries first.
+                    del keys[bisect.bisect_left(keys, k)]
 
     # --- records and timers --------------------------------------------------------------------------
 
@@ -275,11 +283,17 @@ class IntervalJoinOperator(KeyedProcessFunction):
             other, lo, hi = RIGHT, ts + self.lower, ts + self.upper
         else:
             other, lo, hi = LEFT, ts - self.upper, ts - self.lower
-        if prefix + _SIDES[other] not in self._live:
+        keys = self._live.get(prefix + _SIDES[other])
+        if keys is None:
             return  # the other side has nothing buffered for this key
         n = len(prefix) + 1
-        de, fn, emit = self._de[other], self.fn, ctx.emit
-        for ok, oraw in store.iter_range(self._bound(prefix, other, lo), self._bound(prefix, other, hi + 1)):
+        de, fn, emit, get = self._de[other], self.fn, ctx.emit, store.get
+        i = bisect.bisect_left(keys, self._bound(prefix, other, lo))
+        j = bisect.bisect_left(keys, self._bound(prefix, other, hi + 1), i)
+        for ok in keys[i:j]:
+            oraw = get(ok)
+            if oraw is None:
+                continue
             ots = _unpack_ts(ok, n)[0] - BIAS
             out_ts = ts if ts > ots else ots
             for b in decode_list(oraw):

@@ -117,3 +117,28 @@ def test_an_element_finds_the_other_sides_buffers_after_a_restart_and_an_abort()
         g.pipe_input({"k": "key", "ts": 107})
         o.pipe_input({"k": "key", "ts": 108})  # matches 105 and 107 (106 was aborted)
         assert sorted(out.read_values_to_list()) == [[100, 107], [108, 105], [108, 107]]
+
+
+def test_matches_come_in_the_other_sides_timestamp_order_when_its_entries_arrive_out_of_order():
+    # The other side's entries of a key are kept in timestamp order however they arrive (each
+    # element reads the ones in its range by key); swept ones are gone from it, from any position.
+    app = App(application_id="ij", bootstrap_servers="127.0.0.1:1")
+    ts = WatermarkStrategy.for_bounded_out_of_orderness(100).with_timestamp_assigner(lambda v: v["ts"])
+    orange = app.stream("orange", value_serde=serdes.JSON, watermarks=ts)
+    green = app.stream("green", value_serde=serdes.JSON, watermarks=ts)
+    (orange.key_by(lambda v: v["k"], key_serde=serdes.STR)
+        .interval_join(green.key_by(lambda v: v["k"], key_serde=serdes.STR)).between(-50, 50)
+        .apply(lambda a, b: [a["ts"], b["ts"]] if a["k"] == "key" else None, name="ij").to("out"))
+    with TopologyTestDriver(app) as d:  # one partition: the watermark of every task moves
+        o, g = d.input_topic("orange", value_serde=serdes.JSON), d.input_topic("green", value_serde=serdes.JSON)
+        out = d.output_topic("out", value_serde=serdes.JSON)
+        for t in (1040, 1010, 1030, 1010, 1020):  # 1010 twice: one entry holding both
+            o.pipe_input({"k": "key", "ts": t})
+        g.pipe_input({"k": "key", "ts": 1025})
+        assert out.read_values_to_list() == [[1010, 1025], [1010, 1025], [1020, 1025], [1030, 1025], [1040, 1025]]
+        _advance(o, g, 1175)  # watermark 1074: the left entries up to 1024 (+ upper 50) may go
+        _advance(o, g, 1400)  # and a sweep that takes them has run
+        g.pipe_input({"k": "key", "ts": 1080})  # late now? watermark 1299: yes, dropped
+        assert out.read_values_to_list() == []
+        left = [k for k in d.key_value_store("ij-buffers") if b"key" in k and k[4 + 3] == LEFT]
+        assert left == [], left
