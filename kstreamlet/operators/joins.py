@@ -231,12 +231,14 @@ class IntervalJoinOperator(KeyedProcessFunction):
             for k in segments.pop(heapq.heappop(heap)):
                 delete(k)
                 head = k[:key_prefix_length(k) + 1]
-                keys = live[head]
-                if len(keys) == 1:
-                    del live[head]
-                else:
+                keys = live.get(head)
+                if keys is not None:
                     # Expiry follows the timestamp, so a sweep takes a key's oldest entries first.
-                    del keys[bisect.bisect_left(keys, k)]
+                    i = bisect.bisect_left(keys, k)
+                    if i < len(keys) and keys[i] == k:
+                        del keys[i]
+                        if not keys:
+                            del live[head]
 
     # --- records and timers --------------------------------------------------------------------------
 
