@@ -97,8 +97,8 @@ def test_interval_join_registers_one_timer_per_segment_not_per_element():
 
 
 def test_an_element_finds_the_other_sides_buffers_after_a_restart_and_an_abort():
-    # An element scans the other side only when the operator's index says that side holds entries
-    # of its key; the index is rebuilt from the store after a restart and after an aborted
+    # An element reads the other side's entries through the operator's index (the store keys per
+    # key and side); the index is rebuilt from the store after a restart and after an aborted
     # checkpoint, so buffers written before either still match (2 partitions behind key_by).
     with TopologyTestDriver(interval_join_app(-10, 10), partitions={"orange": 2, "green": 2}) as d:
         o, g = d.input_topic("orange", value_serde=serdes.JSON), d.input_topic("green", value_serde=serdes.JSON)
@@ -121,7 +121,7 @@ def test_an_element_finds_the_other_sides_buffers_after_a_restart_and_an_abort()
 
 def test_matches_come_in_the_other_sides_timestamp_order_when_its_entries_arrive_out_of_order():
     # The other side's entries of a key are kept in timestamp order however they arrive (each
-    # element reads the ones in its range by key); swept ones are gone from it, from any position.
+    # element reads the ones in its range by key); a sweep then removes them from the store.
     app = App(application_id="ij", bootstrap_servers="127.0.0.1:1")
     ts = WatermarkStrategy.for_bounded_out_of_orderness(100).with_timestamp_assigner(lambda v: v["ts"])
     orange = app.stream("orange", value_serde=serdes.JSON, watermarks=ts)
